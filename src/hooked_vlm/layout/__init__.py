@@ -1,0 +1,11 @@
+"""Token layout of multimodal sequences (see :mod:`hooked_vlm.layout.token_layout`)."""
+
+from hooked_vlm.layout.token_layout import (
+    GROUPS,
+    ImageSpan,
+    LayoutError,
+    TokenLayout,
+    build_layout,
+)
+
+__all__ = ["GROUPS", "ImageSpan", "LayoutError", "TokenLayout", "build_layout"]

@@ -1,0 +1,105 @@
+"""Turning an HF model, a local directory, a hub id or a model-config name into a bridge.
+
+Network access happens only when the user names a hub id that is not cached: local
+directories and model-config names that resolve to a local directory load with
+``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.sources import build_bridge_from_module
+from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
+
+from hooked_vlm import adapters  # noqa: F401  (registers hooked-vlm's TL adapters)
+from hooked_vlm.architectures import Architecture, UnsupportedArchitectureError, get_architecture
+from hooked_vlm.model_configs import ModelConfig, list_model_configs, load_model_config
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"``/``"bfloat16"``/``torch.bfloat16`` -> ``torch.bfloat16``; ``None`` stays."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where weights come from, resolved from a user's ``name_or_path``."""
+
+    location: str
+    local: bool
+    model_config: ModelConfig | None
+
+
+def resolve_source(name_or_path: str | Path) -> Source:
+    """A model-config name, a local directory, or (otherwise) a hub id."""
+    name = str(name_or_path)
+    if Path(name).is_dir():
+        return Source(name, True, None)
+    if name in list_model_configs():
+        cfg = load_model_config(name)
+        return Source(cfg.hf_id, Path(cfg.hf_id).is_dir(), cfg)
+    return Source(name, False, None)
+
+
+def architecture_of(model: torch.nn.Module) -> Architecture:
+    """The :class:`Architecture` of an HF model instance."""
+    return get_architecture(type(model).__name__)
+
+
+def load_hf_model(
+    source: Source, dtype: torch.dtype | None, device: str | torch.device | None, **hf_kwargs: Any
+) -> tuple[torch.nn.Module, Architecture]:
+    """Load the HF model class named in the checkpoint's config (eager attention)."""
+    local_only = hf_kwargs.pop("local_files_only", source.local)
+    config = transformers.AutoConfig.from_pretrained(source.location, local_files_only=local_only)
+    names = list(getattr(config, "architectures", None) or [])
+    if not names:
+        raise UnsupportedArchitectureError(
+            f"{source.location}: its config.json names no `architectures`, so the model class "
+            "is unknown. Save the model with save_pretrained, or load it with transformers and "
+            "use HookedVLM.from_hf(model)."
+        )
+    arch = get_architecture(names[0])
+    cls = getattr(transformers, arch.hf_class)
+    hf_model = cls.from_pretrained(
+        source.location, dtype=dtype or "auto", attn_implementation="eager",
+        local_files_only=local_only, **hf_kwargs,
+    )
+    if device is not None and "device_map" not in hf_kwargs:
+        hf_model.to(device)
+    return hf_model.eval(), arch
+
+
+def load_processor(source: Source) -> Any | None:
+    """The checkpoint's processor, or ``None`` when it ships none (tiny test checkpoints)."""
+    try:
+        return transformers.AutoProcessor.from_pretrained(
+            source.location, local_files_only=source.local
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def build_bridge(hf_model: torch.nn.Module, arch: Architecture, name: str) -> TransformerBridge:
+    """Wrap ``hf_model`` (in place) in TransformerLens' bridge with hooked-vlm's adapters."""
+    dtype = next(hf_model.parameters()).dtype
+    bridge_config = build_bridge_config_from_hf(hf_model.config, arch.hf_class, name, dtype)
+    for attr in arch.config_passthrough:
+        setattr(bridge_config, attr, getattr(hf_model.config, attr, None))
+    return build_bridge_from_module(hf_model, arch.hf_class, tl_config=bridge_config)

@@ -1,0 +1,408 @@
+"""``HookedVLM``: a Hugging Face VLM with TransformerLens hook points and a token layout.
+
+The HF model is wrapped (unmodified weights, HF's own image handling) by TransformerLens'
+``TransformerBridge``, which gives TL hook names and ``ActivationCache``. HookedVLM adds what a
+VLM study needs on top: HF-style keyword inputs, the :class:`TokenLayout` of image spans,
+hook-name checking with suggestions, greedy generation with hooks active at every step, and
+loading by HF id, local directory or model-config name.
+
+Example:
+    >>> from hooked_vlm import HookedVLM
+    >>> from hooked_vlm.testing.tiny import build_tiny
+    >>> tiny = build_tiny("chameleon")
+    >>> model = HookedVLM.from_hf(tiny.model)
+    >>> logits, cache = model.run_with_cache(**tiny.inputs, names_filter="blocks.0.hook_resid_post")
+    >>> model.layout(tiny.inputs["input_ids"]).select("eoi")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import ActivationCache
+
+from hooked_vlm import loading
+from hooked_vlm.architectures import Architecture
+from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
+from hooked_vlm.inputs import VLMInputs, split_inputs
+from hooked_vlm.layout import TokenLayout, build_layout
+from hooked_vlm.model_configs import ModelConfig
+
+FwdHooks = Iterable[tuple[str | Callable[[str], bool], Callable[..., Any]]]
+
+
+class ImageTokenMismatchError(ValueError):
+    """The prompt's image placeholders do not match the number of image features."""
+
+
+@dataclass(frozen=True)
+class VLMConfig:
+    """Sizes of the language decoder, TransformerLens-style."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    architecture: str
+    native: bool
+
+
+@dataclass
+class RunState:
+    """What the forward in flight is computing; read by hook functions.
+
+    ``query_start`` is the absolute position of the first query row: 0 for a full forward,
+    the cache length during a KV-cached generation step or a suffix run on a reused prefix.
+    """
+
+    query_start: int = 0
+
+
+class HookedVLM:
+    """A supported HF VLM with TL hook points, an :class:`ActivationCache` and a token layout.
+
+    Build with :meth:`from_pretrained` (HF id, local dir or model-config name) or
+    :meth:`from_hf` (an in-memory transformers model). Call with HF keyword inputs.
+    """
+
+    def __init__(
+        self,
+        bridge: Any,
+        architecture: Architecture,
+        processor: Any | None = None,
+        model_config: ModelConfig | None = None,
+    ) -> None:
+        self.bridge = bridge
+        self.architecture = architecture
+        self.processor = processor
+        self.model_config = model_config
+        self.state = RunState()
+        # Hooks TL gates off by default (hook_result, hook_q_input, ...) never fire until
+        # enabled on the bridge (bridge.set_use_attn_result(True), ...): not listed here.
+        self._hook_names = frozenset(
+            n for n in bridge.hook_dict if bridge._gated_hook_reason(n) is None
+        )
+        self.cfg = _vlm_config(bridge.cfg, architecture)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_hf(
+        cls,
+        hf_model: torch.nn.Module,
+        processor: Any | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        model_config: ModelConfig | None = None,
+    ) -> HookedVLM:
+        """Wrap an in-memory transformers model (modified in place: its modules get hooks).
+
+        Example:
+            >>> model = HookedVLM.from_hf(LlavaForConditionalGeneration(config), processor)
+        """
+        arch = loading.architecture_of(hf_model)
+        torch_dtype = loading.parse_dtype(dtype)
+        if torch_dtype is not None:
+            hf_model.to(torch_dtype)
+        if device is not None:
+            hf_model.to(device)
+        name = model_config.name if model_config else type(hf_model).__name__
+        bridge = loading.build_bridge(hf_model.eval(), arch, name)
+        return cls(bridge, arch, processor, model_config)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        processor: bool | Any = True,
+        **hf_kwargs: Any,
+    ) -> HookedVLM:
+        """Load by model-config name ("chameleon-7b"), local ``save_pretrained`` dir or HF id.
+
+        Only a hub id reaches the network. ``dtype`` defaults to the model config's (bf16 for
+        Chameleon) or the checkpoint's. ``hf_kwargs`` go to ``from_pretrained`` (e.g.
+        ``device_map="auto"`` to spread a large model over GPUs with accelerate).
+
+        Example:
+            >>> model = HookedVLM.from_pretrained("llava-1.5-7b", device="cuda", dtype="bf16")
+        """
+        source = loading.resolve_source(name_or_path)
+        if dtype is None and source.model_config is not None:
+            dtype = source.model_config.dtype
+        hf_model, _ = loading.load_hf_model(
+            source, loading.parse_dtype(dtype), device, **hf_kwargs
+        )
+        proc = loading.load_processor(source) if processor is True else (processor or None)
+        return cls.from_hf(hf_model, proc, model_config=source.model_config)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The wrapped transformers model (its modules now carry the bridge's hooks)."""
+        return self.bridge.original_model
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Every hook point name, sorted."""
+        return sorted(self._hook_names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    def layout(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        **extras: Any,
+    ) -> TokenLayout:
+        """The :class:`TokenLayout` of ``input_ids`` (padding read from ``attention_mask``).
+
+        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders).
+        """
+        arch, config = self.architecture, self.hf_model.config
+        grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
+        per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
+        return build_layout(
+            input_ids, arch.special_tokens(config), attention_mask, grids, per_image,
+            architecture=arch.hf_class, notes=arch.notes,
+        )
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> Tensor:
+        return self.forward(inputs, **kwargs)
+
+    def forward(
+        self, inputs: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Float[Tensor, "batch pos vocab"]:
+        """Logits ``[batch, pos, vocab]`` for HF-style inputs (a dict and/or keywords).
+
+        Example:
+            >>> logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)
+        """
+        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        with self._running(ids, kw):
+            return self._bridge_call(ids, kw)
+
+    def run_with_cache(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        names_filter: NamesFilter = None,
+        **kwargs: Any,
+    ) -> tuple[Float[Tensor, "batch pos vocab"], ActivationCache]:
+        """Logits and an :class:`ActivationCache` of the hooks selected by ``names_filter``.
+
+        ``names_filter``: ``None`` (all hooks), a name, a list of names or a predicate.
+
+        Example:
+            >>> logits, cache = model.run_with_cache(inputs, names_filter=lambda n: "resid" in n)
+            >>> cache["blocks.3.hook_resid_post"].shape
+        """
+        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        keep = names_filter_fn(names_filter, self._hook_names)
+        with self._running(ids, kw):
+            return self._bridge_call(ids, kw, cache_filter=keep)
+
+    def run_with_hooks(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        fwd_hooks: FwdHooks = (),
+        **kwargs: Any,
+    ) -> Float[Tensor, "batch pos vocab"]:
+        """Logits with ``fwd_hooks`` (``[(name_or_filter, fn(tensor, hook))]``) attached.
+
+        Example:
+            >>> def zero_eoi(pattern, hook):
+            ...     pattern[:, :, :, eoi] = 0
+            ...     return pattern
+            >>> model.run_with_hooks(inputs, fwd_hooks=[("blocks.0.attn.hook_pattern", zero_eoi)])
+        """
+        with self.hooks(fwd_hooks):
+            return self.forward(inputs, **kwargs)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: FwdHooks = ()) -> Iterator[HookedVLM]:
+        """Attach ``fwd_hooks`` for the duration of a ``with`` block; removed even on error.
+
+        Example:
+            >>> with model.hooks([("blocks.2.hook_resid_post", steer)]):
+            ...     tokens = model.generate(inputs, max_new_tokens=10)
+        """
+        checked = check_fwd_hooks(fwd_hooks, self._hook_names)
+        with self.bridge.hooks(fwd_hooks=checked):
+            yield self
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        max_new_tokens: int = 20,
+        fwd_hooks: FwdHooks = (),
+        eos_token_id: int | Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> Int[Tensor, "batch pos_plus_new"]:
+        """Greedy decoding with a KV cache; ``fwd_hooks`` are active at every step.
+
+        Returns prompt + generated ids, as HF ``generate`` does. During step ``t`` hooks see
+        only the new query row; ``model.state.query_start`` gives its absolute position.
+        Finished rows (EOS) are padded with EOS.
+
+        Example:
+            >>> out = model.generate(inputs, max_new_tokens=20)
+            >>> model.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])
+        """
+        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        mask = kw.pop("attention_mask", None)
+        mask = torch.ones_like(ids) if mask is None else mask
+        eos = self._eos_ids(eos_token_id)
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        out, step_ids, past = ids, ids, None
+        with self.hooks(fwd_hooks), self._running(ids, {"attention_mask": mask, **kw}):
+            for _ in range(max_new_tokens):
+                self.state.query_start = out.shape[1] - step_ids.shape[1]
+                logits, past = self._bridge_call(
+                    step_ids, {**kw, "attention_mask": mask}, past=past, return_cache=True
+                )
+                kw = {}  # image inputs are consumed by the first step
+                nxt = logits[:, -1].argmax(-1)
+                if eos:
+                    nxt = torch.where(done, torch.tensor(eos[0], device=nxt.device), nxt)
+                    done |= torch.isin(nxt, torch.tensor(eos, device=nxt.device))
+                step_ids = nxt[:, None]
+                out = torch.cat([out, step_ids], dim=1)
+                mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+                if eos and bool(done.all()):
+                    break
+        return out
+
+    # ------------------------------------------------------------------ processor
+    def prepare(
+        self,
+        images: Any | Sequence[Any],
+        prompts: str | Sequence[str] | None = None,
+        *,
+        task: str | None = None,
+        **fields: str,
+    ) -> VLMInputs:
+        """Run the processor on images and prompts; the result carries its ``.layout``.
+
+        ``prompts`` may be omitted when the model config has a template for ``task``
+        ("caption", "vqa", "classify"); ``fields`` fill the template (``question=...``).
+
+        Example:
+            >>> inputs = model.prepare([img_a, img_b], task="caption")
+            >>> inputs.layout.select("eoi")
+        """
+        if self.processor is None:
+            raise ValueError(
+                "this HookedVLM has no processor: pass one to HookedVLM.from_hf(model, "
+                "processor) or load with from_pretrained, or build input_ids/pixel_values "
+                "yourself and call model.layout(input_ids)."
+            )
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if prompts is None:
+            if task is None or self.model_config is None:
+                raise ValueError("give prompts, or a task with a model config that has templates")
+            prompts = [self.model_config.prompt(task, **fields)] * len(images)
+        prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+        extra = dict(self.model_config.processor_kwargs) if self.model_config else {}
+        batch = self.processor(
+            images=images, text=prompts, return_tensors="pt", padding=True, **extra
+        )
+        inputs = VLMInputs({k: v for k, v in batch.items() if isinstance(v, Tensor)})
+        inputs.layout = self.layout(**inputs)
+        return inputs
+
+    # ------------------------------------------------------------------ internals
+    @contextmanager
+    def _running(self, ids: Tensor, kw: Mapping[str, Any]) -> Iterator[None]:
+        """Publish the layout and query offset of the forward in flight to hook functions."""
+        past = kw.get("past_key_values")
+        previous = self.state
+        self.state = RunState(query_start=past.get_seq_length() if past is not None else 0)
+        try:
+            yield
+        finally:
+            self.state = previous
+
+    def _bridge_call(
+        self,
+        ids: Tensor,
+        kw: dict[str, Any],
+        cache_filter: Callable[[str], bool] | None = None,
+        past: Any = None,
+        return_cache: bool = False,
+    ) -> Any:
+        call_kw = dict(kw)
+        if past is not None:
+            call_kw["past_key_values"] = past
+        if return_cache:
+            call_kw.update(return_type="logits_and_cache", use_cache=True)
+        try:
+            if cache_filter is not None:
+                return self.bridge.run_with_cache(ids, names_filter=cache_filter, **call_kw)
+            return self.bridge(ids, **call_kw)
+        except ValueError as err:
+            if "do not match" in str(err) or "features and image tokens" in str(err):
+                raise ImageTokenMismatchError(self._mismatch_message(ids, kw, err)) from err
+            raise
+
+    def _mismatch_message(self, ids: Tensor, kw: Mapping[str, Any], err: Exception) -> str:
+        image_id = self.architecture.special_tokens(self.hf_model.config).image
+        counts = (ids == image_id).sum(dim=1).tolist()
+        pixels = kw.get("pixel_values")
+        n_images = pixels.shape[0] if isinstance(pixels, Tensor) else "?"
+        return (
+            f"the prompts hold {counts} image placeholder tokens (id {image_id}) per example, "
+            f"which does not match the features of the {n_images} image(s) given ({err}). "
+            "Each image must be expanded to exactly as many placeholders as the vision side "
+            "produces features: build inputs with model.prepare(images, prompts) (the "
+            "processor expands <image>), or see README 'Token layouts' for each model's count."
+        )
+
+    def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> list[int]:
+        if eos_token_id is None:
+            gen = getattr(self.hf_model, "generation_config", None)
+            eos_token_id = getattr(gen, "eos_token_id", None)
+        if eos_token_id is None:
+            return []
+        return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (
+            f"HookedVLM({c.architecture}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
+            f"d_model={c.d_model}, native={c.native}, dtype={self.dtype}, device={self.device})"
+        )
+
+
+def _vlm_config(tl_cfg: Any, arch: Architecture) -> VLMConfig:
+    return VLMConfig(
+        n_layers=tl_cfg.n_layers,
+        n_heads=tl_cfg.n_heads,
+        n_kv_heads=getattr(tl_cfg, "n_key_value_heads", None) or tl_cfg.n_heads,
+        d_model=tl_cfg.d_model,
+        d_head=tl_cfg.d_head,
+        d_vocab=tl_cfg.d_vocab,
+        architecture=arch.hf_class,
+        native=arch.native,
+    )

@@ -1,0 +1,69 @@
+"""Named model configurations (``model_configs/<name>.yaml``): HF id, architecture, special tokens,
+prompt templates, image size and dtype. Code reads them; it never branches on model names.
+
+Example:
+    >>> cfg = load_model_config("chameleon-7b")
+    >>> cfg.hf_id, cfg.prompts["caption"]
+    ('facebook/chameleon-7b', '<image>Describe the image in one sentence.')
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> Path:
+    """Where the YAML files live: inside the installed package, or the repo's model_configs/."""
+    for candidate in (_PACKAGE_DIR / "model_configs", _PACKAGE_DIR.parents[1] / "model_configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("hooked-vlm's model_configs/ directory is missing from the install")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One ``model_configs/*.yaml`` entry."""
+
+    name: str
+    hf_id: str
+    architecture: str
+    native: bool
+    dtype: str = "float32"
+    image_size: int | None = None
+    image_tokens: int | None = None
+    special_tokens: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def prompt(self, task: str, **fields: str) -> str:
+        """The prompt template for ``task`` ("caption", "vqa", "classify") with fields filled."""
+        if task not in self.prompts:
+            raise KeyError(f"{self.name} has no {task!r} prompt; it has {sorted(self.prompts)}")
+        return self.prompts[task].format(**fields)
+
+
+def list_model_configs() -> list[str]:
+    """Names of every model config shipped with hooked-vlm."""
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def load_model_config(name: str) -> ModelConfig:
+    """Load ``model_configs/<name>.yaml``; an unknown name lists the known ones."""
+    path = config_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = list_model_configs()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"no model config {name!r}.{hint} Known: {', '.join(known)}")
+    raw = yaml.safe_load(path.read_text())
+    known_fields = set(ModelConfig.__dataclass_fields__) - {"extra"}
+    extra = {k: v for k, v in raw.items() if k not in known_fields}
+    return ModelConfig(**{k: v for k, v in raw.items() if k in known_fields}, extra=extra)
