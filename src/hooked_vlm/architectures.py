@@ -99,9 +99,11 @@ def _emu3_tokens(config: Any) -> SpecialTokens:
 
 
 def _emu3_grid(config: Any, extras: dict[str, Any]) -> list[tuple[int, int]]:
+    from hooked_vlm.layout import LayoutError
+
     sizes = extras.get("image_sizes")
     if sizes is None:
-        raise ValueError(
+        raise LayoutError(
             "Emu3's token layout needs `image_sizes` (one (height, width) per image, as the "
             "processor returns them) to find the end-of-line token closing each row of VQ "
             "codes. Pass image_sizes=... or use model.prepare(images, prompts)."

@@ -301,12 +301,14 @@ class HookedVLM:
         prompts: str | Sequence[str] | None = None,
         *,
         task: str | None = None,
+        processor_kwargs: Mapping[str, Any] | None = None,
         **fields: str,
     ) -> VLMInputs:
         """Run the processor on images and prompts; the result carries its ``.layout``.
 
         ``prompts`` may be omitted when the model config has a template for ``task``
         ("caption", "vqa", "classify"); ``fields`` fill the template (``question=...``).
+        ``processor_kwargs`` add to (and override) the model config's processor options.
 
         Example:
             >>> inputs = model.prepare([img_a, img_b], task="caption")
@@ -325,6 +327,7 @@ class HookedVLM:
             prompts = [self.model_config.prompt(task, **fields)] * len(images)
         prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         extra = dict(self.model_config.processor_kwargs) if self.model_config else {}
+        extra.update(processor_kwargs or {})
         batch = self.processor(
             images=images, text=prompts, return_tensors="pt", padding=True, **extra
         )

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random VLMs, each with an untouched HF reference copy."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from hooked_vlm import HookedVLM
+from hooked_vlm.testing.tiny import TinyModel, build_tiny
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+CORE_ARCHS = ["llava", "chameleon", "chameleon-swin", "emu3"]
+
+
+@dataclass
+class Wrapped:
+    """A HookedVLM over a tiny model, and a deep copy of the HF model before wrapping."""
+
+    tiny: TinyModel
+    model: HookedVLM
+    reference: torch.nn.Module
+
+    @property
+    def inputs(self) -> dict[str, torch.Tensor]:
+        return self.tiny.inputs
+
+
+def wrap(name: str, **kwargs) -> Wrapped:
+    tiny = build_tiny(name, **kwargs)
+    reference = copy.deepcopy(tiny.model)
+    return Wrapped(tiny, HookedVLM.from_hf(tiny.model), reference)
+
+
+@pytest.fixture(scope="module", params=CORE_ARCHS)
+def wrapped(request) -> Wrapped:
+    return wrap(request.param)

@@ -1,0 +1,91 @@
+"""HookedVLM equals HF's own forward: logits, every layer's residual, every attention pattern."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hooked_vlm import HookedVLM
+from tests.conftest import Wrapped
+
+TOL = 1e-4
+
+
+def hf_layer_outputs(wrapped: Wrapped) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
+    """HF logits, decoder-layer outputs (captured by forward hooks) and attentions."""
+    layers = wrapped.reference.get_decoder().layers
+    outputs: list[torch.Tensor] = []
+    handles = [
+        layer.register_forward_hook(lambda _m, _i, out: outputs.append(
+            out[0] if isinstance(out, tuple) else out))
+        for layer in layers
+    ]
+    try:
+        with torch.no_grad():
+            out = wrapped.reference(**wrapped.inputs, output_attentions=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return out.logits, outputs, out.attentions
+
+
+def finite_max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max |a-b| over entries finite in b (Chameleon masks image-code logits to -inf-ish)."""
+    keep = torch.isfinite(b) & (b > torch.finfo(b.dtype).min)
+    assert torch.equal(keep, torch.isfinite(a) & (a > torch.finfo(a.dtype).min))
+    return (a - b)[keep].abs().max().item()
+
+
+def test_two_images_give_different_logits(wrapped: Wrapped):
+    logits = wrapped.model(wrapped.inputs)
+    assert logits.shape[0] == 2
+    assert wrapped.inputs["pixel_values"].shape[0] == 2
+    assert not torch.allclose(wrapped.inputs["pixel_values"][0], wrapped.inputs["pixel_values"][1])
+
+
+def test_logits_residuals_and_patterns_match_hf(wrapped: Wrapped):
+    hf_logits, hf_resid, hf_patterns = hf_layer_outputs(wrapped)
+    with torch.no_grad():
+        logits, cache = wrapped.model.run_with_cache(
+            wrapped.inputs,
+            names_filter=lambda n: n.endswith(("hook_resid_post", "attn.hook_pattern"))
+            and n.startswith("blocks."),
+        )
+    assert finite_max_diff(logits, hf_logits) <= TOL
+    n_layers = wrapped.model.cfg.n_layers
+    assert len(hf_resid) == n_layers == len(hf_patterns)
+    for layer in range(n_layers):
+        resid = cache[f"blocks.{layer}.hook_resid_post"]
+        assert (resid - hf_resid[layer]).abs().max().item() <= TOL, layer
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        assert pattern.shape == hf_patterns[layer].shape
+        assert (pattern - hf_patterns[layer]).abs().max().item() <= TOL, layer
+
+
+def test_save_pretrained_and_load_local_dir(wrapped: Wrapped, tmp_path):
+    wrapped.reference.save_pretrained(tmp_path)
+    loaded = HookedVLM.from_pretrained(tmp_path, dtype="float32")
+    assert type(loaded.hf_model) is type(wrapped.reference)
+    with torch.no_grad():
+        expected = wrapped.model(wrapped.inputs)
+        got = loaded(wrapped.inputs)
+    assert finite_max_diff(got, expected) <= TOL
+
+
+@pytest.mark.parametrize("name", ["llava", "chameleon"])
+def test_bf16_load_runs_in_bf16(name, tmp_path):
+    from hooked_vlm.testing.tiny import build_tiny
+
+    tiny = build_tiny(name)
+    tiny.model.save_pretrained(tmp_path)
+    model = HookedVLM.from_pretrained(tmp_path, dtype="bf16")
+    assert model.dtype == torch.bfloat16
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tiny.inputs, names_filter="blocks.0.hook_resid_post")
+    assert cache["blocks.0.hook_resid_post"].dtype == torch.bfloat16
+    reference = tiny.model.float()
+    with torch.no_grad():
+        fp32 = reference(**tiny.inputs).logits
+    finite = torch.isfinite(fp32) & (fp32 > -1e30)
+    # bf16 keeps ~3 significant digits: same numbers to bf16 precision
+    assert (logits.float() - fp32)[finite].abs().max().item() < 0.1
