@@ -10,7 +10,7 @@ Groups (``layout.select(name)`` gives positions per example, ``layout.mask(name)
 ======================  ==============================================================
 ``bos``                 the beginning-of-sequence token, when the sequence starts with one
 ``boi``                 begin-of-image token (Chameleon ``<racm3:break>``, Emu3 ``<|image start|>``)
-``image_meta``          tokens between BOI and the first image token (Emu3's ``{h}*{w}<|image token|>``)
+``image_meta``          tokens between BOI and the first image token (Emu3's size header)
 ``image``               every position holding image content: features / VQ codes, row breaks,
                         end-of-line and end-of-frame tokens
 ``image_patches``       ``image`` without the row / EOL / EOF tokens
@@ -193,7 +193,7 @@ def _runs(flags: Tensor) -> list[tuple[int, int]]:
     edges = padded.diff()
     starts = (edges == 1).nonzero().flatten().tolist()
     ends = ((edges == -1).nonzero().flatten() - 1).tolist()
-    return list(zip(starts, ends))
+    return list(zip(starts, ends, strict=True))
 
 
 def _spans_of(
