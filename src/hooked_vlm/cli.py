@@ -1,0 +1,118 @@
+"""``hooked-vlm``: inspect a model's layout and hooks, run the demo study.
+
+Examples:
+    hooked-vlm info tiny:chameleon
+    hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
+    hooked-vlm demo --out results/demo
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import transformers
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hooked_vlm import loading
+from hooked_vlm.model import HookedVLM
+from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+console = Console()
+
+
+def _model_for_info(name: str) -> tuple[HookedVLM, dict | None]:
+    """A tiny model (``tiny:NAME``), or a real one built on the meta device from its config."""
+    if name.startswith("tiny:"):
+        tiny = build_tiny(name.removeprefix("tiny:"))
+        return HookedVLM.from_hf(tiny.model), tiny.inputs
+    source = loading.resolve_source(name)
+    config = transformers.AutoConfig.from_pretrained(
+        source.location, local_files_only=source.local
+    )
+    arch = loading.get_architecture((config.architectures or ["?"])[0])
+    with torch.device("meta"):
+        hf_model = getattr(transformers, arch.hf_class)(config)
+    return HookedVLM.from_hf(hf_model, model_config=source.model_config), None
+
+
+def _hook_patterns(names: list[str]) -> list[str]:
+    """Collapse per-layer names: ``blocks.3.attn.hook_z`` -> ``blocks.{l}.attn.hook_z``."""
+    seen: dict[str, None] = {}
+    for n in names:
+        seen[re.sub(r"(blocks|encoder_layers|layers)\.\d+\.", r"\1.{l}.", n)] = None
+    return list(seen)
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help="tiny:NAME, a model-config name, dir or HF id")):
+    """Show a model's sizes, special tokens, token layout and hook names."""
+    vlm, inputs = _model_for_info(model)
+    c = vlm.cfg
+    table = Table(title=f"{model}: {c.architecture}", show_header=False)
+    for key, value in vars(c).items():
+        table.add_row(key, str(value))
+    tokens = vlm.architecture.special_tokens(vlm.hf_model.config)
+    table.add_row("special tokens", ", ".join(f"{k}={v}" for k, v in vars(tokens).items()))
+    table.add_row("layout", vlm.architecture.notes)
+    console.print(table)
+    if inputs is not None:
+        extras = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        layout = vlm.layout(**extras)
+        groups = Table(title="token layout of the example (batch element 0)")
+        groups.add_column("group")
+        groups.add_column("positions")
+        for name, mask in layout.masks.items():
+            groups.add_row(name, _ranges(mask[0].nonzero().flatten().tolist()))
+        console.print(groups)
+    hooks = Table(title=f"hook names ({len(vlm.hook_names)} in all; {{l}} = layer)")
+    hooks.add_column("name")
+    for pattern in _hook_patterns(vlm.hook_names):
+        hooks.add_row(pattern)
+    console.print(hooks)
+
+
+def _ranges(positions: list[int]) -> str:
+    """``[1,2,3,7]`` -> ``"1-3, 7"``."""
+    out, start = [], None
+    for i, p in enumerate(positions):
+        start = p if start is None else start
+        if i + 1 == len(positions) or positions[i + 1] != p + 1:
+            out.append(f"{start}-{p}" if p != start else str(p))
+            start = None
+    return ", ".join(out) or "-"
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("results/demo"), help="results directory (resumable)"),
+    models: str = typer.Option(",".join(("chameleon", "emu3", "llava")),
+                               help=f"comma-separated tiny models: {', '.join(TINY_BUILDERS)}"),
+):
+    """Run the demo study on built-in tiny models (no download)."""
+    from hooked_vlm.studies.demo import run_demo
+
+    console.print(
+        "[bold yellow]The built-in tiny models have RANDOM weights:[/] the numbers show the "
+        "pipeline running end to end, not how real models behave."
+    )
+    rows = run_demo(out, tuple(models.split(",")), log=console.print)
+    table = Table(title="share of text→image attention (mean over layers)")
+    for col in ("model", "native", "image tokens", "EOI", "last image"):
+        table.add_column(col)
+    for row in rows:
+        layers = row["per_layer"]
+        eoi = sum(r["eoi"] for r in layers) / len(layers)
+        last = sum(r["last_image"] for r in layers) / len(layers)
+        table.add_row(row["model"], str(row["native"]), str(row["image_tokens_per_example"][0]),
+                      f"{eoi:.3f}" if row["has_eoi"] else "no EOI", f"{last:.3f}")
+    console.print(table)
+    console.print(f"results in {out}/ (summary.tsv, records/, one HTML figure per model)")
+
+
+if __name__ == "__main__":
+    app()

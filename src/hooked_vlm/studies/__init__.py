@@ -1,0 +1,1 @@
+"""Runnable studies: data + model + analysis -> a results directory, resumable."""

@@ -1,0 +1,53 @@
+"""A study's results directory: config, one JSON record per finished unit, a summary, figures.
+
+Records are written as each unit finishes (atomically), so a killed study resumes where it
+stopped and nothing computed is lost.
+
+Example:
+    >>> store = ResultsDir("results/demo", config={"models": ["chameleon"]})
+    >>> if not store.done("chameleon"):
+    ...     store.save("chameleon", {"eoi_share": 0.4})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class ResultsDir:
+    """Directory with ``config.json``, ``records/<key>.json`` and free-form outputs."""
+
+    def __init__(self, root: str | Path, config: dict[str, Any]) -> None:
+        self.root = Path(root)
+        (self.root / "records").mkdir(parents=True, exist_ok=True)
+        config_path = self.root / "config.json"
+        if config_path.exists():
+            previous = json.loads(config_path.read_text())
+            if previous != config:
+                raise ValueError(
+                    f"{self.root} holds results of a different configuration ({previous}); "
+                    "choose another output directory or delete it to start over."
+                )
+        else:
+            _write_atomic(config_path, json.dumps(config, indent=2))
+
+    def done(self, key: str) -> bool:
+        return (self.root / "records" / f"{key}.json").exists()
+
+    def save(self, key: str, record: dict[str, Any]) -> None:
+        _write_atomic(self.root / "records" / f"{key}.json", json.dumps(record, indent=2))
+
+    def load(self, key: str) -> dict[str, Any]:
+        return json.loads((self.root / "records" / f"{key}.json").read_text())
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
