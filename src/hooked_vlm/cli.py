@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import transformers
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from hooked_vlm import loading
 from hooked_vlm.model import HookedVLM
+from hooked_vlm.studies.demo import DEMO_MODELS, run_demo
 from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -49,7 +51,9 @@ def _hook_patterns(names: list[str]) -> list[str]:
 
 
 @app.command()
-def info(model: str = typer.Argument(..., help="tiny:NAME, a model-config name, dir or HF id")):
+def info(
+    model: Annotated[str, typer.Argument(help="tiny:NAME, a model-config name, dir or HF id")],
+):
     """Show a model's sizes, special tokens, token layout and hook names."""
     vlm, inputs = _model_for_info(model)
     c = vlm.cfg
@@ -89,13 +93,14 @@ def _ranges(positions: list[int]) -> str:
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("results/demo"), help="results directory (resumable)"),
-    models: str = typer.Option(",".join(("chameleon", "emu3", "llava")),
-                               help=f"comma-separated tiny models: {', '.join(TINY_BUILDERS)}"),
+    out: Annotated[Path, typer.Option(help="results directory (resumable)")] = Path(
+        "results/demo"
+    ),
+    models: Annotated[
+        str, typer.Option(help=f"comma-separated tiny models: {', '.join(TINY_BUILDERS)}")
+    ] = ",".join(DEMO_MODELS),
 ):
     """Run the demo study on built-in tiny models (no download)."""
-    from hooked_vlm.studies.demo import run_demo
-
     console.print(
         "[bold yellow]The built-in tiny models have RANDOM weights:[/] the numbers show the "
         "pipeline running end to end, not how real models behave."

@@ -13,7 +13,8 @@ def flow_figure(
     """Lines of ``rows[l][series]`` against layer ``l``.
 
     Example:
-        >>> flow_figure([{"layer": 0, "eoi": 0.4, "last_image": 0.1}], "chameleon").write_html("f.html")
+        >>> rows = [{"layer": 0, "eoi": 0.4, "last_image": 0.1}]
+        >>> flow_figure(rows, "chameleon").write_html("flow.html")
     """
     fig = go.Figure()
     for name in series:
