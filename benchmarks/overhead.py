@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from medium import MEDIUM  # noqa: E402
-
 from hooked_vlm import HookedVLM  # noqa: E402
+from medium import MEDIUM  # noqa: E402
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: str) -> float:

@@ -1,0 +1,127 @@
+"""Attention knockout: cut chosen (query, key) edges in chosen layers and heads.
+
+Modes (named, never implied):
+
+``"mask"``
+    −inf on the pre-softmax scores (``hook_attn_scores``): each row renormalises over the keys
+    it keeps. The removed keys leave no trace, so cutting every text→image edge makes text
+    independent of the image exactly.
+``"zero"``
+    zero the post-softmax weights (``hook_pattern``) without renormalising: the Narrow Gate
+    code. Rows then sum to 1 minus the removed mass, and the softmax denominator still carries
+    one scalar per head and row from the removed keys (a small leak of image information).
+
+Edges are causal: query ``q`` only ever attends to keys ``k <= q``. During generation with a
+KV cache each decode step's query is a text query (see :mod:`.selectors`), so the same hooks
+apply the knockout at every step.
+
+Example:
+    >>> layout = model.layout(**inputs)
+    >>> hooks = knockout(model, layout, queries="text", keys="eoi", mode="zero")
+    >>> logits = model.run_with_hooks(inputs, fwd_hooks=hooks)
+    >>> tokens = model.generate(inputs, max_new_tokens=20, fwd_hooks=hooks)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from hooked_vlm.interventions._common import (
+    Hooks,
+    InterventionError,
+    check_heads,
+    check_layers,
+    check_mode,
+    editable_attention,
+)
+from hooked_vlm.interventions.selectors import Positions, Selector, check_batch, resolve
+from hooked_vlm.layout import TokenLayout
+
+if TYPE_CHECKING:
+    from hooked_vlm.model import HookedVLM
+
+KNOCKOUT_MODES = ("mask", "zero")
+
+
+def knockout(
+    model: HookedVLM,
+    layout: TokenLayout,
+    queries: Selector,
+    keys: Selector,
+    layers: int | Sequence[int] | None = None,
+    heads: int | Sequence[int] | None = None,
+    mode: str = "mask",
+    *,
+    seed: int = 0,
+) -> Hooks:
+    """Hooks that cut every ``queries``→``keys`` edge in ``layers`` × ``heads`` (None: all).
+
+    ``mode``: ``"mask"`` (−inf before the softmax, rows renormalise) or ``"zero"`` (post-softmax
+    zeroing, rows not renormalised). ``seed`` seeds ``"random_image:k"`` selectors.
+
+    Example:
+        >>> hooks = knockout(model, layout, "text", "random_image:10", mode="zero", seed=3)
+    """
+    check_mode(mode, KNOCKOUT_MODES, "knockout")
+    layer_list = check_layers(model, layers)
+    head_list = check_heads(model, heads)
+    editable_attention(model, layer_list, f"knockout mode {mode!r}")
+    q_pos, k_pos = resolve(layout, queries, seed=seed), resolve(layout, keys, seed=seed)
+    point = "hook_attn_scores" if mode == "mask" else "hook_pattern"
+    fn = _mask_scores if mode == "mask" else _zero_pattern
+
+    def hook(tensor: Tensor, hook: object) -> Tensor:
+        check_batch(q_pos, tensor.shape[0], "knockout")
+        return fn(tensor, edge_mask(tensor, q_pos, k_pos, head_list))
+
+    return Hooks(
+        [(f"blocks.{layer}.attn.{point}", hook) for layer in layer_list],
+        start=q_pos.first_reaching(k_pos),
+    )
+
+
+def edge_mask(
+    scores: Tensor,
+    queries: Positions,
+    keys: Positions,
+    heads: Sequence[int] | None = None,
+) -> Bool[Tensor, "batch head q k"]:
+    """Edges to cut for an attention tensor ``[batch, head, q, k]`` (causal, per example).
+
+    The query rows are the last ``q`` of the ``k`` key positions (a KV-cached step or a suffix
+    run has ``k - q`` cached positions before them).
+    """
+    _, n_heads, n_q, n_k = scores.shape
+    start, device = n_k - n_q, scores.device
+    rows = queries.window(start, n_k, device)
+    cols = keys.window(0, n_k, device)
+    causal = torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(diagonal=start)
+    edges = (rows[:, :, None] & cols[:, None, :] & causal)[:, None]
+    if heads is None:
+        return edges
+    head_mask = torch.zeros(n_heads, dtype=torch.bool, device=device)
+    head_mask[list(heads)] = True
+    return edges & head_mask[None, :, None, None]
+
+
+def _mask_scores(scores: Tensor, edges: Tensor) -> Tensor:
+    masked = scores.masked_fill(edges, float("-inf"))
+    dead = torch.isneginf(masked).all(-1)
+    if bool(dead.any()):
+        b, h, q = (int(i[0]) for i in dead.nonzero(as_tuple=True))
+        row = q + scores.shape[-1] - scores.shape[-2]
+        raise InterventionError(
+            f"knockout mode 'mask' removes every key of query position {row} (example {b}, "
+            f"head {h}): its softmax is undefined. Keep at least one key per "
+            "query (e.g. exclude the query's own position), or use mode 'zero'."
+        )
+    return masked
+
+
+def _zero_pattern(pattern: Tensor, edges: Tensor) -> Tensor:
+    return pattern.masked_fill(edges, 0.0)
