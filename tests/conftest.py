@@ -15,6 +15,13 @@ from hooked_vlm.testing.tiny import TinyModel, build_tiny
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 CORE_ARCHS = ["llava", "chameleon", "chameleon-swin", "emu3"]
+# Encoder-based families of issue 4: every one runs the parity, hook-edit and generation tests.
+MORE_ARCHS = [
+    "pixtral", "mistral3", "llava_next", "llava_onevision", "janus", "qwen2_vl", "internvl",
+    "idefics3",
+]
+ALL_ARCHS = CORE_ARCHS + MORE_ARCHS
+GENERATE_ARCHS = ["llava", "chameleon", "emu3", *MORE_ARCHS]
 
 
 @dataclass
@@ -36,6 +43,6 @@ def wrap(name: str, **kwargs) -> Wrapped:
     return Wrapped(tiny, HookedVLM.from_hf(tiny.model), reference)
 
 
-@pytest.fixture(scope="module", params=CORE_ARCHS)
+@pytest.fixture(scope="module", params=ALL_ARCHS)
 def wrapped(request) -> Wrapped:
     return wrap(request.param)

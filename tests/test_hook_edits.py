@@ -20,7 +20,7 @@ def test_pattern_edge_edit_changes_only_later_positions(wrapped: Wrapped):
         pattern[:, :, query, key] = 0.0
         return pattern
 
-    with torch.no_grad():
+    with torch.no_grad(), wrapped.model.eager_attention():  # compare like with like, bitwise
         clean = wrapped.model(wrapped.inputs)
         edited = wrapped.model.run_with_hooks(
             wrapped.inputs, fwd_hooks=[("blocks.0.attn.hook_pattern", cut_edge)]

@@ -26,9 +26,10 @@ def test_adding_zero_is_a_no_op_and_replace_equals_patching(setup):
     model, inputs, layout = setup
     clean, cache = model.run_with_cache(inputs, names_filter="blocks.1.hook_resid_pre")
     zero = torch.zeros(model.cfg.d_model)
-    torch.testing.assert_close(
-        model.run_with_hooks(inputs, fwd_hooks=steer(model, layout, zero, layers=1)), clean,
-        atol=0, rtol=0)
+    with model.eager_attention():  # SDPA's result can depend on tensor strides by ~1e-7
+        torch.testing.assert_close(
+            model.run_with_hooks(inputs, fwd_hooks=steer(model, layout, zero, layers=1)),
+            model(inputs), atol=0, rtol=0)
     eoi = torch.stack([p[0] for p in layout.select("eoi")])
     source = cache["blocks.1.hook_resid_pre"].flip(0)  # the other example's residuals
     vectors = source[torch.arange(2), eoi]

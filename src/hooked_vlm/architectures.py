@@ -14,9 +14,20 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from hooked_vlm.layout import ImageGrid
+
+# Where the HF config lacks a role's id, hooked-vlm stores it as ``<role>_token_id`` on the
+# config (tiny test models set them; loading fills them from the tokenizer and the model
+# config's special-token strings, see hooked_vlm.loading.attach_token_ids).
+TOKEN_ROLES = ("bos", "boi", "eoi", "row_break", "eof")
 
 
 @dataclass(frozen=True)
@@ -25,7 +36,10 @@ class SpecialTokens:
 
     ``image`` is the placeholder the model fills with image features. ``row_break`` is an explicit
     id between rows (Pixtral's ``[IMG_BREAK]``). ``eof`` ends the image content (Emu3's
-    ``<|extra_201|>``). ``boi``/``eoi`` open and close the image span.
+    ``<|extra_201|>``). ``boi``/``eoi`` open and close the image span. ``image_inner`` are
+    structural ids inside the span (Idefics3's ``<fake_token_around_image>``, ``<row_r_col_c>``,
+    ``<global-img>``); a ``row_break`` counts as image only between two image runs, so a text
+    id (Idefics3's ``\\n``) can serve.
     """
 
     image: int
@@ -35,6 +49,7 @@ class SpecialTokens:
     row_break: int | None = None
     eof: int | None = None
     pad: int | None = None
+    image_inner: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,27 +61,92 @@ class Architecture:
     special_tokens: Callable[[Any], SpecialTokens]
     # Extra HF config attributes the TL adapter needs (TL's config translation drops them).
     config_passthrough: tuple[str, ...] = ()
-    # Emu3 scatters an end-of-line id as the last placeholder of every row: the layout needs
-    # the grid (rows, cols) of each image, computed from the forward's extras.
-    grid_from_inputs: Callable[[Any, dict[str, Any]], list[tuple[int, int]]] | None = None
+    # Layouts whose end-of-line tokens are image placeholders (Emu3, LLaVA-NeXT's
+    # image_newline): one ImageGrid per image, computed from the forward's extras.
+    grid_from_inputs: Callable[[Any, dict[str, Any]], list[ImageGrid]] | None = None
     # Placeholders per image when every image has the same count (splits adjacent images).
     tokens_per_image: Callable[[Any], int] | None = None
     notes: str = ""
     extras: tuple[str, ...] = field(default=())  # forward kwargs besides ids/pixels/mask
+    family: str = ""  # README table group (a model config's `family:` overrides it)
+    # Per-layer vision-tower hooks ("" for VQ tokenizers, which have none); every pattern
+    # under them is editable.
+    vision_hooks: str = ""
+    # The TransformerLens adapter key for a config (default: the HF class name).
+    tl_adapter: Callable[[Any], str] | None = None
+    # Completes forward kwargs HF needs but HookedVLM cannot expect callers to pass
+    # (Qwen2-VL's mm_token_type_ids and 3D position ids on a cached step):
+    # (hf_model, input_ids, kwargs) -> kwargs.
+    prepare_forward: Callable[[Any, torch.Tensor, dict[str, Any]], dict[str, Any]] | None = None
+
+    def adapter_name(self, config: Any) -> str:
+        """The TL adapter key that wraps a model of this class with ``config``."""
+        return self.tl_adapter(config) if self.tl_adapter else self.hf_class
 
 
 def _text_config(config: Any) -> Any:
     return getattr(config, "text_config", None) or config
 
 
-def _llava_tokens(config: Any) -> SpecialTokens:
+def _token_id(config: Any, role: str, *names: str) -> int | None:
+    """The first of ``names`` (then ``<role>_token_id``) set on ``config``, else ``None``."""
+    for name in (*names, f"{role}_token_id"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _decoder_tokens(config: Any, **roles: tuple[str, ...]) -> SpecialTokens:
+    """Special tokens of an encoder-based VLM: ``image_token_id`` plus ``roles`` read from
+    the config (``boi=("vision_start_token_id",)`` tries that attribute, then
+    ``boi_token_id``); BOS and PAD come from the text config."""
     text = _text_config(config)
+    found = {role: _token_id(config, role, *names) for role, names in roles.items()}
     return SpecialTokens(
-        image=config.image_token_id, bos=text.bos_token_id, pad=text.pad_token_id
+        image=config.image_token_id,
+        bos=text.bos_token_id,
+        pad=text.pad_token_id,
+        image_inner=tuple(getattr(config, "image_inner_token_ids", None) or ()),
+        **found,
     )
 
 
-def _llava_tokens_per_image(config: Any) -> int:
+def _llava_tokens(config: Any) -> SpecialTokens:
+    """LLaVA-1.5: ``<image>`` only. Pixtral tower: ``[IMG_BREAK]`` rows, ``[IMG_END]`` EOI."""
+    return _decoder_tokens(
+        config, row_break=("image_break_token_id",), eoi=("image_end_token_id",)
+    )
+
+
+def _boi_eoi_tokens(config: Any) -> SpecialTokens:
+    """``boi`` + placeholders + ``eoi`` (Janus, InternVL, Qwen2-VL's vision start/end)."""
+    return _decoder_tokens(
+        config, boi=("vision_start_token_id", "image_start_token_id"),
+        eoi=("vision_end_token_id", "image_end_token_id"),
+    )
+
+
+def _idefics3_tokens(config: Any) -> SpecialTokens:
+    """``<image>`` runs with in-span tile tags; ``\\n`` between tile rows as row breaks."""
+    return _decoder_tokens(config, row_break=())
+
+
+def _is_pixtral(config: Any) -> bool:
+    return getattr(getattr(config, "vision_config", None), "model_type", "") == "pixtral"
+
+
+def _fixed(name: str) -> Callable[[Any], str]:
+    return lambda _config: name
+
+
+def _llava_adapter(config: Any) -> str:
+    return "hooked_vlm.Pixtral" if _is_pixtral(config) else "hooked_vlm.Llava"
+
+
+def _llava_tokens_per_image(config: Any) -> int | None:
+    if _is_pixtral(config):  # size-dependent rows of [IMG]: split by [IMG_END] instead
+        return None
     vision = config.vision_config
     n = (vision.image_size // vision.patch_size) ** 2
     return n + (1 if config.vision_feature_select_strategy == "full" else 0)
@@ -98,18 +178,84 @@ def _emu3_tokens(config: Any) -> SpecialTokens:
     )
 
 
-def _emu3_grid(config: Any, extras: dict[str, Any]) -> list[tuple[int, int]]:
+def _needs(extras: dict[str, Any], key: str, family: str, why: str) -> Any:
     from hooked_vlm.layout import LayoutError
 
-    sizes = extras.get("image_sizes")
-    if sizes is None:
+    value = extras.get(key)
+    if value is None:
         raise LayoutError(
-            "Emu3's token layout needs `image_sizes` (one (height, width) per image, as the "
-            "processor returns them) to find the end-of-line token closing each row of VQ "
-            "codes. Pass image_sizes=... or use model.prepare(images, prompts)."
+            f"{family}'s token layout needs `{key}` ({why}). Pass {key}=... as the processor "
+            "returns it, or use model.prepare(images, prompts)."
         )
+    return value
+
+
+def _emu3_grid(config: Any, extras: dict[str, Any]) -> list[ImageGrid]:
+    from hooked_vlm.layout import ImageGrid
+
+    why = "one (height, width) per image, to find the end-of-line token closing each row"
+    sizes = _needs(extras, "image_sizes", "Emu3", why)
     factor = 2 ** (len(config.vq_config.channel_multiplier) - 1)
-    return [(int(h) // factor, int(w) // factor) for h, w in sizes.tolist()]
+    return [ImageGrid.rows(int(h) // factor, int(w) // factor) for h, w in sizes.tolist()]
+
+
+def _anyres_grid(config: Any, extras: dict[str, Any]) -> list[ImageGrid]:
+    """LLaVA-NeXT / OneVision: base-image features, then the unpadded high-res grid row by
+    row, each row closed by the learned ``image_newline`` (an ``<image>`` placeholder too).
+
+    Mirrors HF's ``pack_image_features``: anyres tile grid, ``unpad_image``, OneVision's
+    ``anyres_max_N`` down-scaling; images of multi-image prompts (``batch_num_images`` > 1,
+    OneVision) are one tile plus one newline.
+    """
+    from transformers.models.llava_next.modeling_llava_next import (
+        get_anyres_image_grid_shape,
+        unpad_image,
+    )
+
+    from hooked_vlm.layout import ImageGrid
+
+    why = "one (height, width) per image, to find the image_newline closing each row"
+    sizes = _needs(extras, "image_sizes", config.model_type, why).tolist()
+    tile = config.vision_config.image_size
+    side = tile // config.vision_config.patch_size
+    counts = extras.get("batch_num_images")
+    tiled = [n == 1 for n in counts.tolist() for _ in range(n)] if counts is not None else None
+    max_tiles = getattr(config, "vision_aspect_ratio", None)
+    grids = []
+    for i, size in enumerate(sizes):
+        if tiled is not None and not tiled[i]:
+            grids.append(ImageGrid(side * side + 1, (side * side,)))
+            continue
+        tiles_h, tiles_w = get_anyres_image_grid_shape(size, config.image_grid_pinpoints, tile)
+        rows, cols = unpad_image(torch.empty(0, tiles_h * side, tiles_w * side), size).shape[1:]
+        if max_tiles is not None:
+            ratio = math.sqrt(rows * cols / (int(max_tiles.removeprefix("anyres_max_")) * side**2))
+            if ratio > 1.1:
+                rows, cols = int(rows // ratio), int(cols // ratio)
+        grids.append(ImageGrid.rows(rows, cols, offset=side * side))
+    return grids
+
+
+def _qwen2_vl_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> dict[str, Any]:
+    """Qwen2-VL: ``mm_token_type_ids`` from the ids when missing; on a cached step (a suffix
+    after a prefix, a generation step) the 3D M-RoPE positions HF's ``generate`` would pass:
+    text positions ``+ rope_deltas`` of the prefix, for the three streams."""
+    config = hf_model.config
+    if "mm_token_type_ids" not in kw and kw.get("image_grid_thw") is not None:
+        video = getattr(config, "video_token_id", None)
+        kw = {**kw, "mm_token_type_ids": (ids == config.image_token_id).long()
+              + 2 * (ids == video).long()}
+    past = kw.get("past_key_values")
+    deltas = hf_model.model.rope_deltas
+    if past is None or "position_ids" in kw or deltas is None or past.get_seq_length() == 0:
+        return kw
+    start, n = past.get_seq_length(), ids.shape[1]
+    mask = kw.get("attention_mask")
+    if mask is not None and mask.shape[1] == start + n:
+        text = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -n:]
+    else:
+        text = torch.arange(start, start + n, device=ids.device).expand(ids.shape[0], -1)
+    return {**kw, "position_ids": (text + deltas.to(ids.device)).expand(3, -1, -1)}
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -118,13 +264,97 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "LlavaForConditionalGeneration",
             native=False,
+            family="LLaVA",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_llava_tokens,
             tokens_per_image=_llava_tokens_per_image,
-            notes="LLaVA-1.5 has no BOI/EOI of its own: the image is a run of <image> features.",
+            tl_adapter=_llava_adapter,
+            extras=("image_sizes",),
+            notes="LLaVA-1.5 has no BOI/EOI of its own: the image is a run of <image> features. "
+            "With a Pixtral tower (pixtral-12b): rows of [IMG] separated by [IMG_BREAK] (eol), "
+            "[IMG_END] as EOI; needs image_sizes.",
+        ),
+        Architecture(
+            "Mistral3ForConditionalGeneration",
+            native=False,
+            family="Mistral3",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
+            special_tokens=_llava_tokens,
+            tl_adapter=_fixed("hooked_vlm.Pixtral"),
+            extras=("image_sizes",),
+            notes="Pixtral layout after a 2x2 patch merger: rows of [IMG], [IMG_BREAK] between "
+            "rows (eol), [IMG_END] (EOI); no BOI.",
+        ),
+        Architecture(
+            "LlavaNextForConditionalGeneration",
+            native=False,
+            family="LLaVA-NeXT",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
+            special_tokens=_llava_tokens,
+            grid_from_inputs=_anyres_grid,
+            tl_adapter=_fixed("hooked_vlm.LlavaNext"),
+            extras=("image_sizes",),
+            notes="No BOI/EOI: <image> features of the base image, then the unpadded high-res "
+            "grid row by row, each row closed by the learned image_newline (eol).",
+        ),
+        Architecture(
+            "LlavaOnevisionForConditionalGeneration",
+            native=False,
+            family="LLaVA-OneVision",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
+            special_tokens=_llava_tokens,
+            grid_from_inputs=_anyres_grid,
+            tl_adapter=_fixed("hooked_vlm.LlavaOnevision"),
+            extras=("image_sizes", "batch_num_images"),
+            notes="As LLaVA-NeXT (base image + rows closed by image_newline, eol), with "
+            "anyres_max down-scaling; no BOI/EOI.",
+        ),
+        Architecture(
+            "JanusForConditionalGeneration",
+            native=False,
+            family="Janus",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
+            special_tokens=_boi_eoi_tokens,
+            notes="<begin_of_image> (BOI) + 576 <image_placeholder> features + <end_of_image> "
+            "(EOI); understanding path (SigLIP + aligner) only.",
+        ),
+        Architecture(
+            "Qwen2VLForConditionalGeneration",
+            native=False,
+            family="Qwen2-VL",
+            vision_hooks="vision_encoder.blocks.{l}",
+            special_tokens=_boi_eoi_tokens,
+            prepare_forward=_qwen2_vl_forward,
+            extras=("image_grid_thw", "mm_token_type_ids"),
+            notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
+            "M-RoPE positions.",
+        ),
+        Architecture(
+            "InternVLForConditionalGeneration",
+            native=False,
+            family="InternVL",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
+            special_tokens=_boi_eoi_tokens,
+            notes="<img> (BOI) + <IMG_CONTEXT> x 256 per tile (thumbnail last) + </img> (EOI).",
+        ),
+        Architecture(
+            "Idefics3ForConditionalGeneration",
+            native=False,
+            family="Idefics3",
+            vision_hooks="vision_encoder.encoder_layers.{l}",
+            special_tokens=_idefics3_tokens,
+            tl_adapter=_fixed("hooked_vlm.Idefics3"),
+            extras=("pixel_attention_mask",),
+            notes="No BOI/EOI: per tile <fake_token_around_image> <row_r_col_c> <image> x k "
+            "(tags: image_meta), tile rows end in \\n (eol), then the global image "
+            "<fake_token_around_image> <global-img> <image> x k <fake_token_around_image>; the "
+            "span runs from the first to the last <fake_token_around_image>. Adjacent images "
+            "with no text between them form one span.",
         ),
         Architecture(
             "ChameleonForConditionalGeneration",
             native=True,
+            family="Chameleon",
             special_tokens=_chameleon_tokens,
             config_passthrough=("swin_norm",),
             notes="<racm3:break> (BOI) + VQ codes + <eoss> (EOI).",
@@ -132,6 +362,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "Emu3ForConditionalGeneration",
             native=True,
+            family="Emu3",
             special_tokens=_emu3_tokens,
             grid_from_inputs=_emu3_grid,
             extras=("image_sizes",),

@@ -18,7 +18,13 @@ from transformer_lens.model_bridge.sources import build_bridge_from_module
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
 
 from hooked_vlm import adapters  # noqa: F401  (registers hooked-vlm's TL adapters)
-from hooked_vlm.architectures import Architecture, UnsupportedArchitectureError, get_architecture
+from hooked_vlm.adapters.vision import guard_native_attention
+from hooked_vlm.architectures import (
+    TOKEN_ROLES,
+    Architecture,
+    UnsupportedArchitectureError,
+    get_architecture,
+)
 from hooked_vlm.model_configs import ModelConfig, list_model_configs, load_model_config
 
 _DTYPES = {
@@ -87,19 +93,67 @@ def load_hf_model(
 
 
 def load_processor(source: Source) -> Any | None:
-    """The checkpoint's processor, or ``None`` when it ships none (tiny test checkpoints)."""
+    """The checkpoint's processor, or ``None`` when it ships none (tiny test checkpoints) or
+    needs a library that is not installed (torchvision for Pixtral's image processor)."""
     try:
         return transformers.AutoProcessor.from_pretrained(
             source.location, local_files_only=source.local
         )
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, ImportError):
         return None
 
 
 def build_bridge(hf_model: torch.nn.Module, arch: Architecture, name: str) -> TransformerBridge:
-    """Wrap ``hf_model`` (in place) in TransformerLens' bridge with hooked-vlm's adapters."""
+    """Wrap ``hf_model`` (in place) in TransformerLens' bridge with hooked-vlm's adapters.
+
+    The adapter is ``arch.adapter_name(config)`` (a LLaVA checkpoint with a Pixtral tower gets
+    the Pixtral adapter). Any attention bridge left that only observes its pattern is guarded:
+    a hook editing it raises :class:`~hooked_vlm.adapters.PatternEditError`.
+    """
     dtype = next(hf_model.parameters()).dtype
-    bridge_config = build_bridge_config_from_hf(hf_model.config, arch.hf_class, name, dtype)
+    adapter = arch.adapter_name(hf_model.config)
+    bridge_config = build_bridge_config_from_hf(hf_model.config, adapter, name, dtype)
     for attr in arch.config_passthrough:
         setattr(bridge_config, attr, getattr(hf_model.config, attr, None))
-    return build_bridge_from_module(hf_model, arch.hf_class, tl_config=bridge_config)
+    bridge = build_bridge_from_module(hf_model, adapter, tl_config=bridge_config)
+    guard_native_attention(bridge)
+    return bridge
+
+
+def attach_token_ids(
+    config: Any, processor: Any | None, model_config: ModelConfig | None
+) -> dict[str, int]:
+    """Store special-token ids the HF config lacks as ``<role>_token_id`` on ``config``.
+
+    Pixtral's ``[IMG_BREAK]`` / ``[IMG_END]``, Janus' and InternVL's BOI/EOI live only in the
+    tokenizer: their strings come from the model config (``special_tokens``: ``boi``, ``eoi``,
+    ``eol`` as the row break, ``eof``), their ids from the processor's tokenizer. Roles the
+    config already has, and strings the tokenizer does not know, are left alone. Returns the
+    ids set.
+
+    Example:
+        >>> attach_token_ids(model.config, processor, load_model_config("pixtral-12b"))
+        {'row_break': 12, 'eoi': 13}
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if model_config is None or not hasattr(tokenizer, "convert_tokens_to_ids"):
+        return {}
+    strings = {
+        ("row_break" if k == "eol" else k): v for k, v in model_config.special_tokens.items()
+    }
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    arch = get_architecture(model_config.architecture)
+    found = arch.special_tokens(config)
+    attached = {}
+    for role in TOKEN_ROLES:
+        if role not in strings or getattr(found, role) is not None:
+            continue
+        token_id = tokenizer.convert_tokens_to_ids(strings[role])
+        if isinstance(token_id, int) and token_id != unknown:
+            setattr(config, f"{role}_token_id", token_id)
+            attached[role] = token_id
+    inner = strings.get("image_inner")
+    if inner and not found.image_inner:
+        ids = [tokenizer.convert_tokens_to_ids(t) for t in inner]
+        config.image_inner_token_ids = [i for i in ids if isinstance(i, int) and i != unknown]
+    return attached

@@ -30,6 +30,7 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.architectures import Architecture
+from hooked_vlm.fast_attention import FastPathAttention, install_fast_attention
 from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
 from hooked_vlm.inputs import VLMInputs, split_inputs
 from hooked_vlm.layout import TokenLayout, build_layout
@@ -116,7 +117,9 @@ class HookedVLM:
         if device is not None:
             hf_model.to(device)
         name = model_config.name if model_config else type(hf_model).__name__
+        loading.attach_token_ids(hf_model.config, processor, model_config)
         bridge = loading.build_bridge(hf_model.eval(), arch, name)
+        install_fast_attention(bridge)
         return cls(bridge, arch, processor, model_config)
 
     @classmethod
@@ -250,6 +253,28 @@ class HookedVLM:
         with self.bridge.hooks(fwd_hooks=checked):
             yield self
 
+    @contextmanager
+    def eager_attention(self) -> Iterator[HookedVLM]:
+        """Run every layer's attention through TL's Python recomputation inside the block.
+
+        By default a layer uses the fused SDPA kernel unless one of its attention internals
+        (pattern, scores, rotated q/k) is hooked (:mod:`hooked_vlm.fast_attention`). The two
+        paths agree to float rounding (~1e-7 in fp32); use this to compare a clean run and a
+        pattern edit bit for bit.
+
+        Example:
+            >>> with model.eager_attention():
+            ...     clean = model(inputs)
+        """
+        layers = [b.attn for b in self.bridge.blocks if isinstance(b.attn, FastPathAttention)]
+        for attn in layers:
+            attn.force_eager = True
+        try:
+            yield self
+        finally:
+            for attn in layers:
+                attn.force_eager = False
+
     @torch.no_grad()
     def generate(
         self,
@@ -358,6 +383,8 @@ class HookedVLM:
         call_kw = dict(kw)
         if past is not None:
             call_kw["past_key_values"] = past
+        if self.architecture.prepare_forward is not None:  # e.g. Qwen2-VL's M-RoPE positions
+            call_kw = self.architecture.prepare_forward(self.hf_model, ids, call_kw)
         if return_cache:
             call_kw.update(return_type="logits_and_cache", use_cache=True)
         try:

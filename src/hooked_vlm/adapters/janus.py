@@ -7,7 +7,8 @@ SigLIP bridges (same ``embeddings`` / ``encoder.layers`` / ``post_layernorm`` la
 output projection named ``projection_layer``.
 
 TL's SigLIP attention keeps HF's computation and discards ``hook_pattern`` edits with a
-warning. Here the tower's attention is recomputed by :class:`EditableVisionAttentionBridge`, so
+warning. Here the tower's attention is recomputed by
+:class:`~hooked_vlm.adapters.vision.EditableVisionAttentionBridge`, so
 editing ``vision_encoder.encoder_layers.{l}.attn.hook_pattern`` changes the image features.
 The VQ image-generation side (``vqmodel``, ``generation_*``) is left unmapped.
 
@@ -20,10 +21,7 @@ Example:
 
 from typing import Any
 
-import torch
 from transformer_lens.model_bridge.generalized_components import (
-    AttentionBridge,
-    LinearBridge,
     SiglipVisionEncoderBridge,
     VisionProjectionBridge,
 )
@@ -37,58 +35,7 @@ from transformer_lens.model_bridge.supported_architectures.llama import (
     LlamaArchitectureAdapter,
 )
 
-
-class EditableVisionAttentionBridge(AttentionBridge):
-    """Bidirectional ViT attention recomputed step by step so ``hook_pattern`` edits apply.
-
-    Mirrors HF's eager ViT attention (``q/k/v`` projections, the wrapped module's ``q_norm`` /
-    ``k_norm`` over the full width where it has them (InternViT), ``softmax(q k^T * scale +
-    mask) v``, output projection). ``hook_attn_scores`` fires before the softmax,
-    ``hook_pattern`` after it.
-    """
-
-    def __init__(self, name: str, config: Any, out_proj: str = "out_proj") -> None:
-        super().__init__(
-            name,
-            config,
-            submodules={
-                "q": LinearBridge(name="q_proj"),
-                "k": LinearBridge(name="k_proj"),
-                "v": LinearBridge(name="v_proj"),
-                "o": LinearBridge(name=out_proj),
-            },
-            is_causal=False,
-            requires_attention_mask=False,
-        )
-
-    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of ``hidden_states`` ``[batch, pos, d]``; returns ``(output, pattern)``."""
-        hf_attn: Any = self.original_component
-        if hf_attn is None:
-            raise RuntimeError(f"Original component not set for {self.name}.")
-        hidden = kwargs.pop("hidden_states") if "hidden_states" in kwargs else args[0]
-        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        hidden = self.hook_in(hidden)
-        batch, pos, _ = hidden.shape
-        n_heads, d_head = hf_attn.num_heads, hf_attn.head_dim
-
-        def heads(x: torch.Tensor, norm: str | None = None) -> torch.Tensor:
-            if norm is not None and getattr(hf_attn, norm, None) is not None:
-                x = getattr(hf_attn, norm)(x)
-            return x.reshape(batch, pos, n_heads, d_head).transpose(1, 2)
-
-        q = heads(self.q(hidden), "q_norm")
-        k = heads(self.k(hidden), "k_norm")
-        v = heads(self.v(hidden))
-        scale = getattr(hf_attn, "scale", getattr(hf_attn, "scaling", d_head**-0.5))
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-        if mask is not None:
-            scores = scores + mask.to(scores.dtype)
-        scores = self.hook_attn_scores(scores)
-        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        pattern = self.hook_pattern(pattern)
-        z = torch.matmul(pattern, v).transpose(1, 2).reshape(batch, pos, n_heads * d_head)
-        return self.hook_out(self.o(z)), pattern
+from hooked_vlm.adapters.vision import EditableVisionAttentionBridge
 
 
 class JanusArchitectureAdapter(LlamaArchitectureAdapter):

@@ -3,8 +3,10 @@
 Modes (named, never implied):
 
 ``"mask"``
-    −inf on the pre-softmax scores (``hook_attn_scores``): each row renormalises over the keys
-    it keeps. The removed keys leave no trace, so cutting every text→image edge makes text
+    −inf added to the pre-softmax scores, through the layer's additive attention mask
+    (``hook_attn_mask``, see :mod:`hooked_vlm.fast_attention`): each row renormalises over the
+    keys it keeps, and the layer keeps its fused SDPA kernel unless something else watches its
+    pattern. The removed keys leave no trace, so cutting every text→image edge makes text
     independent of the image exactly.
 ``"zero"``
     zero the post-softmax weights (``hook_pattern``) without renormalising: the Narrow Gate
@@ -72,12 +74,15 @@ def knockout(
     head_list = check_heads(model, heads)
     editable_attention(model, layer_list, f"knockout mode {mode!r}")
     q_pos, k_pos = resolve(layout, queries, seed=seed), resolve(layout, keys, seed=seed)
-    point = "hook_attn_scores" if mode == "mask" else "hook_pattern"
-    fn = _mask_scores if mode == "mask" else _zero_pattern
+    point = "hook_attn_mask" if mode == "mask" else "hook_pattern"
+    n_heads = model.cfg.n_heads
 
     def hook(tensor: Tensor, hook: object) -> Tensor:
         check_batch(q_pos, tensor.shape[0], "knockout")
-        return fn(tensor, edge_mask(tensor, q_pos, k_pos, head_list))
+        if mode == "zero":
+            return _zero_pattern(tensor, edge_mask(tensor, q_pos, k_pos, head_list))
+        per_head = tensor.expand(-1, n_heads, -1, -1)  # the mask is shared by every head
+        return _mask_additive(per_head, edge_mask(per_head, q_pos, k_pos, head_list))
 
     return Hooks(
         [(f"blocks.{layer}.attn.{point}", hook) for layer in layer_list],
@@ -109,12 +114,14 @@ def edge_mask(
     return edges & head_mask[None, :, None, None]
 
 
-def _mask_scores(scores: Tensor, edges: Tensor) -> Tensor:
-    masked = scores.masked_fill(edges, float("-inf"))
-    dead = torch.isneginf(masked).all(-1)
+def _mask_additive(mask: Tensor, edges: Tensor) -> Tensor:
+    """−inf on ``edges`` of an additive mask; refuse rows left with no key at all."""
+    masked = mask.masked_fill(edges, float("-inf"))
+    blocked = torch.finfo(mask.dtype).min
+    dead = (masked <= blocked).all(-1) & ~(mask <= blocked).all(-1)  # padding rows stay
     if bool(dead.any()):
         b, h, q = (int(i[0]) for i in dead.nonzero(as_tuple=True))
-        row = q + scores.shape[-1] - scores.shape[-2]
+        row = q + mask.shape[-1] - mask.shape[-2]
         raise InterventionError(
             f"knockout mode 'mask' removes every key of query position {row} (example {b}, "
             f"head {h}): its softmax is undefined. Keep at least one key per "

@@ -2,10 +2,11 @@
 
 from hooked_vlm.layout.token_layout import (
     GROUPS,
+    ImageGrid,
     ImageSpan,
     LayoutError,
     TokenLayout,
     build_layout,
 )
 
-__all__ = ["GROUPS", "ImageSpan", "LayoutError", "TokenLayout", "build_layout"]
+__all__ = ["GROUPS", "ImageGrid", "ImageSpan", "LayoutError", "TokenLayout", "build_layout"]

@@ -9,14 +9,23 @@ Groups (``layout.select(name)`` gives positions per example, ``layout.mask(name)
 
 ======================  ==============================================================
 ``bos``                 the beginning-of-sequence token, when the sequence starts with one
-``boi``                 begin-of-image token (Chameleon ``<racm3:break>``, Emu3 ``<|image start|>``)
-``image_meta``          tokens between BOI and the first image token (Emu3's size header)
-``image``               every position holding image content: features / VQ codes, row breaks,
-                        end-of-line and end-of-frame tokens
-``image_patches``       ``image`` without the row / EOL / EOF tokens
-``eol``                 row-ending tokens (Emu3 ``<|extra_200|>``, Pixtral ``[IMG_BREAK]``)
+``boi``                 begin-of-image token (Chameleon ``<racm3:break>``,
+                        Emu3 ``<|image start|>``, Janus ``<begin_of_image>``,
+                        Qwen2-VL ``<|vision_start|>``, InternVL ``<img>``)
+``image_meta``          structural tokens of an image that carry no image content: Emu3's size
+                        header between BOI and the codes (outside ``image``), and Idefics3's
+                        ``<fake_token_around_image>`` / ``<row_r_col_c>`` / ``<global-img>`` tile
+                        tags (inside the ``image`` span)
+``image``               every position of the image span: features / VQ codes, row breaks,
+                        end-of-line and end-of-frame tokens, in-span tile tags
+``image_patches``       ``image`` without the row / EOL / EOF tokens and tile tags
+``eol``                 row-ending tokens (Emu3 ``<|extra_200|>``, Pixtral ``[IMG_BREAK]``, the
+                        ``image_newline`` features of LLaVA-NeXT / OneVision, Idefics3's
+                        ``\\n`` between tile rows)
 ``eof``                 end-of-frame token (Emu3 ``<|extra_201|>``)
-``eoi``                 end-of-image token (Chameleon ``<eoss>``, Emu3 ``<|image end|>``)
+``eoi``                 end-of-image token (Chameleon ``<eoss>``, Emu3 ``<|image end|>``, Pixtral
+                        ``[IMG_END]``, Janus ``<end_of_image>``, Qwen2-VL ``<|vision_end|>``,
+                        InternVL ``</img>``)
 ``image_and_eoi``       every image-dependent position up to and including EOI
 ``first_image``         the first ``image`` position of each image
 ``last_image``          the last ``image`` position of each image (the nearest EOI analogue for
@@ -24,6 +33,13 @@ Groups (``layout.select(name)`` gives positions per example, ``layout.mask(name)
 ``text``                every real position that is none of the above (BOS excluded)
 ``last``                the last real (non-padding) position
 ======================  ==============================================================
+
+How spans are found, from ids alone (plus per-image grids where the ids cannot tell):
+a span is a run of content ids (image placeholder, EOF, in-span tags) holding at least one
+placeholder; runs separated only by row-break ids (Pixtral ``[IMG_BREAK]``, Idefics3 ``\\n``)
+are one span; adjacent same-size images without BOI/EOI are split by ``tokens_per_image`` or
+by the per-image :class:`ImageGrid` sizes. Rows whose end-of-line is itself a placeholder
+(Emu3, LLaVA-NeXT's ``image_newline``) come from :class:`ImageGrid`.
 
 Example:
     >>> layout = model.layout(inputs["input_ids"], attention_mask=inputs["attention_mask"])
@@ -65,6 +81,28 @@ class ImageSpan:
     eof: int | None = None
     meta: tuple[int, ...] = ()
     eol: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageGrid:
+    """Placeholders of one image whose row ends are placeholders too (the ids cannot tell).
+
+    ``n_tokens`` placeholders; ``eol`` the offsets (among this image's placeholders) of those
+    that end a row: Emu3's ``<|extra_200|>``, LLaVA-NeXT / OneVision's ``image_newline``.
+
+    Example:
+        >>> ImageGrid.rows(2, 3, offset=9)    # 9 base features, then 2 rows of 3 + newline
+        ImageGrid(n_tokens=17, eol=(12, 16))
+    """
+
+    n_tokens: int
+    eol: tuple[int, ...] = ()
+
+    @classmethod
+    def rows(cls, rows: int, cols: int, offset: int = 0) -> ImageGrid:
+        """``offset`` leading placeholders, then ``rows`` rows of ``cols`` + 1 end-of-line."""
+        eol = tuple(offset + (r + 1) * (cols + 1) - 1 for r in range(rows))
+        return cls(offset + rows * (cols + 1), eol)
 
 
 @dataclass
@@ -148,7 +186,7 @@ def build_layout(
     input_ids: Int[Tensor, "batch pos"],
     tokens: SpecialTokens,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
-    grids: Sequence[tuple[int, int]] | None = None,
+    grids: Sequence[ImageGrid] | None = None,
     tokens_per_image: int | None = None,
     architecture: str = "",
     notes: str = "",
@@ -159,9 +197,12 @@ def build_layout(
         input_ids: token ids ``[batch, pos]``, left- or right-padded.
         tokens: the architecture's special token ids.
         attention_mask: 1 for real tokens, 0 for padding; ``None`` means no padding.
-        grids: ``(rows, cols)`` per image in batch order, for layouts whose end-of-line token
-            is one of the image placeholders (Emu3): the last placeholder of every row.
+        grids: one :class:`ImageGrid` per image in batch order, for layouts whose end-of-line
+            tokens are image placeholders (Emu3, LLaVA-NeXT / OneVision).
         tokens_per_image: placeholders per image, to split adjacent images of equal size.
+
+    Example:
+        >>> build_layout(ids, SpecialTokens(image=3, boi=4, eoi=5)).select("eoi")
     """
     if input_ids.ndim != 2:
         raise LayoutError(f"input_ids must be [batch, pos], got shape {tuple(input_ids.shape)}")
@@ -171,17 +212,14 @@ def build_layout(
         if attention_mask is None
         else attention_mask.detach().cpu().bool()
     )
-    content_ids = [t for t in (tokens.image, tokens.row_break, tokens.eof) if t is not None]
-    is_content = torch.isin(ids, torch.tensor(content_ids)) & real
-    grid_iter = iter(grids) if grids is not None else None
+    queue = list(grids) if grids is not None else None
     spans = [
-        _spans_of(ids[b], real[b], is_content[b], tokens, grid_iter, tokens_per_image)
-        for b in range(ids.shape[0])
+        _spans_of(ids[b], real[b], tokens, queue, tokens_per_image) for b in range(ids.shape[0])
     ]
-    if grid_iter is not None and next(grid_iter, None) is not None:
+    if queue:
         raise LayoutError(
             "more image grids/sizes were given than images found in input_ids: check that "
-            "image_sizes matches the images in the prompts."
+            "image_sizes (and image_grid_thw) match the images in the prompts."
         )
     masks = _masks_from_spans(ids, real, spans, tokens)
     return TokenLayout(masks, spans, tokens, architecture, notes)
@@ -196,42 +234,81 @@ def _runs(flags: Tensor) -> list[tuple[int, int]]:
     return list(zip(starts, ends, strict=True))
 
 
+def _isin(ids: Tensor, members: Sequence[int | None]) -> Tensor:
+    return torch.isin(ids, torch.tensor([m for m in members if m is not None], dtype=ids.dtype))
+
+
+def _content_runs(ids: Tensor, real: Tensor, tokens: SpecialTokens) -> list[tuple[int, int]]:
+    """Runs of content ids holding a placeholder, joined across row-break-only gaps."""
+    content = _isin(ids, [tokens.image, tokens.eof, *tokens.image_inner]) & real
+    breaks = _isin(ids, [tokens.row_break]) & real
+    placeholder = (ids == tokens.image) & real
+    runs: list[tuple[int, int]] = []
+    for start, end in _runs(content):
+        if runs and bool(breaks[runs[-1][1] + 1 : start].all()):
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return [(s, e) for s, e in runs if bool(placeholder[s : e + 1].any())]
+
+
 def _spans_of(
     ids: Tensor,
     real: Tensor,
-    is_content: Tensor,
     tokens: SpecialTokens,
-    grids: object,
+    grids: list[ImageGrid] | None,
     tokens_per_image: int | None,
 ) -> list[ImageSpan]:
     spans: list[ImageSpan] = []
     previous_end = -1
-    for start, end in _split_runs(_runs(is_content), tokens, tokens_per_image):
+    runs = _content_runs(ids, real, tokens)
+    for start, end, grid in _split_runs(ids, runs, tokens, tokens_per_image, grids):
         boi = _find_boi(ids, real, start, previous_end, tokens.boi)
         eoi = end + 1 if _is(ids, real, end + 1, tokens.eoi) else None
         eof = end if _is(ids, real, end, tokens.eof) else None
-        eol = [p for p in range(start, end + 1) if _is(ids, real, p, tokens.row_break)]
-        if grids is not None:
-            eol += _grid_eols(ids, start, end, tokens.image, next(grids, None))
-        meta = tuple(range(boi + 1, start)) if boi is not None else ()
-        spans.append(ImageSpan(start, end, boi, eoi, eof, meta, tuple(sorted(eol))))
+        inside = range(start, end + 1)
+        eol = [p for p in inside if _is(ids, real, p, tokens.row_break)]
+        if grid is not None:
+            eol += _grid_eols(ids, start, end, tokens.image, grid)
+        meta = [p for p in inside if int(ids[p]) in tokens.image_inner]
+        if boi is not None:
+            meta = [*range(boi + 1, start), *meta]
+        spans.append(ImageSpan(start, end, boi, eoi, eof, tuple(meta), tuple(sorted(eol))))
         previous_end = eoi if eoi is not None else end
     return spans
 
 
 def _split_runs(
-    runs: list[tuple[int, int]], tokens: SpecialTokens, per_image: int | None
-) -> list[tuple[int, int]]:
-    """Split runs holding several adjacent same-size images (no BOI/EOI between them)."""
-    if per_image is None or tokens.boi is not None or tokens.eoi is not None:
-        return runs
-    out = []
+    ids: Tensor,
+    runs: list[tuple[int, int]],
+    tokens: SpecialTokens,
+    per_image: int | None,
+    grids: list[ImageGrid] | None,
+) -> list[tuple[int, int, ImageGrid | None]]:
+    """Pair each run with its grid; split runs holding several adjacent images.
+
+    Without BOI/EOI ids, adjacent images form one run: split by ``per_image`` (equal sizes)
+    or by the sizes of the next grids.
+    """
+    out: list[tuple[int, int, ImageGrid | None]] = []
+    delimited = tokens.boi is not None or tokens.eoi is not None
     for start, end in runs:
         length = end - start + 1
-        if length > per_image and length % per_image == 0:
-            out += [(s, s + per_image - 1) for s in range(start, end + 1, per_image)]
+        if grids is not None:
+            if not grids:
+                raise LayoutError(
+                    "fewer image grids/sizes were given than images found in input_ids: pass "
+                    "one image size per image."
+                )
+            while not delimited and len(grids) > 1 and grids[0].n_tokens < length:
+                grid = grids.pop(0)
+                out.append((start, start + grid.n_tokens - 1, grid))
+                start, length = start + grid.n_tokens, length - grid.n_tokens
+            out.append((start, end, grids.pop(0)))
+        elif not delimited and per_image and length > per_image and length % per_image == 0:
+            out += [(s, s + per_image - 1, None) for s in range(start, end + 1, per_image)]
         else:
-            out.append((start, end))
+            out.append((start, end, None))
     return out
 
 
@@ -248,24 +325,16 @@ def _find_boi(ids: Tensor, real: Tensor, start: int, floor: int, boi: int | None
     return None
 
 
-def _grid_eols(
-    ids: Tensor, start: int, end: int, image: int, grid: tuple[int, int] | None
-) -> list[int]:
-    """EOL positions inside a placeholder run whose rows are ``cols`` codes + 1 EOL."""
-    if grid is None:
-        raise LayoutError(
-            "fewer image grids/sizes were given than images found in input_ids: pass one "
-            "image size per image."
-        )
-    rows, cols = grid
+def _grid_eols(ids: Tensor, start: int, end: int, image: int, grid: ImageGrid) -> list[int]:
+    """Positions of the grid's end-of-line placeholders inside one image run."""
     placeholders = [p for p in range(start, end + 1) if ids[p] == image]
-    if len(placeholders) != rows * (cols + 1):
+    if len(placeholders) != grid.n_tokens:
         raise LayoutError(
-            f"an image of {rows}x{cols} codes needs {rows * (cols + 1)} placeholders "
-            f"({rows} rows of {cols} codes + 1 end-of-line), found {len(placeholders)} at "
-            f"positions {start}..{end}. Check image_sizes against the prompt."
+            f"the image at positions {start}..{end} has {len(placeholders)} placeholders, but "
+            f"its size gives {grid.n_tokens} (rows of features, each closed by an end-of-line). "
+            "Check image_sizes against the prompt."
         )
-    return [placeholders[(r + 1) * (cols + 1) - 1] for r in range(rows)]
+    return [placeholders[offset] for offset in grid.eol]
 
 
 def _masks_from_spans(
@@ -289,7 +358,7 @@ def _masks_from_spans(
             m["last"][b, last] = True
             if tokens.bos is not None and ids[b, first] == tokens.bos:
                 m["bos"][b, first] = True
-    m["image_patches"] = m["image"] & ~m["eol"] & ~m["eof"]
+    m["image_patches"] = m["image"] & ~m["eol"] & ~m["eof"] & ~m["image_meta"]
     m["image_and_eoi"] = m["image"] | m["eoi"]
     not_text = m["bos"] | m["boi"] | m["image_meta"] | m["image"] | m["eoi"]
     m["text"] = real & ~not_text

@@ -5,8 +5,10 @@ that runs in milliseconds on a CPU. Weights are random: the numbers they produce
 but every code path (image features scattered into the sequence, padding, KV cache) is the one a
 real checkpoint takes.
 
-Each builder returns a :class:`TinyModel`: the HF model (eager attention, fp32, eval mode) and
-``inputs``, a batch of two sequences with two *different* images and different text.
+The encoder-based families of issue 4 live in :mod:`hooked_vlm.testing.tiny_more` and are
+merged into :data:`TINY_BUILDERS`. Each builder returns a :class:`TinyModel`: the HF model
+(eager attention, fp32, eval mode) and ``inputs``, a batch of two sequences with two
+*different* images and different text.
 
 Example:
     >>> tiny = build_tiny("llava")
@@ -16,46 +18,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
 
-TEXT_VOCAB = 48  # plain "word" ids appended after the special and image-code ids
-
-
-@dataclass
-class TinyModel:
-    """A tiny HF model and a batch of two image+text inputs for it."""
-
-    name: str
-    model: PreTrainedModel
-    inputs: dict[str, torch.Tensor]
-    n_image_tokens: int  # placeholder positions per image in ``inputs``
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _jitter_norms(model: torch.nn.Module, seed: int) -> None:
-    """Move norm weights off 1.0 so a norm applied at the wrong place changes the numbers."""
-    gen = _seeded(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.3 * torch.randn(p.shape, generator=gen))
-
-
-def _finish(model: PreTrainedModel, seed: int) -> PreTrainedModel:
-    _jitter_norms(model, seed)
-    return model.eval()
-
-
-def _text(n: int, offset: int, gen: torch.Generator) -> list[int]:
-    return (offset + torch.randint(0, TEXT_VOCAB, (n,), generator=gen)).tolist()
+from hooked_vlm.testing._tiny_base import TEXT_VOCAB, TinyModel, _finish, _seeded, _text
+from hooked_vlm.testing.tiny_more import MORE_BUILDERS
 
 
 def tiny_llava(seed: int = 0, n_layers: int = 2) -> TinyModel:
@@ -203,6 +171,7 @@ TINY_BUILDERS: dict[str, Callable[..., TinyModel]] = {
     "chameleon": tiny_chameleon,
     "chameleon-swin": lambda seed=0, **kw: tiny_chameleon(seed, swin_norm=True, **kw),
     "emu3": tiny_emu3,
+    **MORE_BUILDERS,  # pixtral, mistral3, llava_next, llava_onevision, janus, qwen2_vl, ...
 }
 
 

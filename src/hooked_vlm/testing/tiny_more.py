@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, PretrainedConfig
 
-from hooked_vlm.testing.tiny import TEXT_VOCAB, TinyModel, _finish, _seeded, _text
+from hooked_vlm.testing._tiny_base import TEXT_VOCAB, TinyModel, _finish, _seeded, _text
 
 _LLAMA = {
     "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
@@ -46,6 +46,14 @@ def _eager(config: PretrainedConfig) -> PretrainedConfig:
         sub = getattr(config, key, None)
         if sub is not None:
             sub._attn_implementation = "eager"
+    return config
+
+
+def _tag(config: PretrainedConfig, **ids: Any) -> PretrainedConfig:
+    """Record special ids the HF config has no field for (``boi_token_id``, ...), as loading
+    does from the tokenizer for real checkpoints (:func:`hooked_vlm.loading.attach_token_ids`)."""
+    for name, value in ids.items():
+        setattr(config, name, value)
     return config
 
 
@@ -122,6 +130,7 @@ def tiny_pixtral(seed: int = 0, n_layers: int = 2) -> TinyModel:
         image_token_index=ids["image_id"], vision_feature_layer=-1,
         vision_feature_select_strategy="full",
     )
+    _tag(config, image_break_token_id=ids["row_break_id"], image_end_token_id=ids["eoi_id"])
     model = _finish(LlavaForConditionalGeneration(_eager(config)), seed)
     inputs, extras = _pixtral_batch([(12, 16), (16, 12)], 4, ids, first_word, seed)
     return TinyModel("pixtral", model, inputs, 12, extras)
@@ -143,6 +152,7 @@ def tiny_mistral3(seed: int = 0, n_layers: int = 2) -> TinyModel:
         vision_config=_pixtral_vision(4), text_config=text, image_token_index=ids["image_id"],
         spatial_merge_size=2, vision_feature_layer=-1,
     )
+    _tag(config, image_break_token_id=ids["row_break_id"], image_end_token_id=ids["eoi_id"])
     model = _finish(Mistral3ForConditionalGeneration(_eager(config)), seed)
     inputs, extras = _pixtral_batch([(16, 24), (24, 16)], 8, ids, first_word, seed)
     return TinyModel("mistral3", model, inputs, 6, extras)
@@ -270,6 +280,7 @@ def tiny_janus(seed: int = 0, n_layers: int = 2) -> TinyModel:
         text_config=_llama(first_word + TEXT_VOCAB, n_layers).to_dict(),
         vision_config=vision.to_dict(), vq_config=vq.to_dict(), image_token_id=ids["image_id"],
     )
+    _tag(config, boi_token_id=ids["boi_id"], eoi_token_id=ids["eoi_id"])
     model = _finish(JanusForConditionalGeneration(_eager(config)), seed)
     block = [ids["boi_id"], *[ids["image_id"]] * n_img, ids["eoi_id"]]
     gen = _seeded(seed + 1)
@@ -343,6 +354,7 @@ def tiny_internvl(seed: int = 0, n_layers: int = 2) -> TinyModel:
         vision_config=vision, text_config=text, image_token_id=ids["image_id"],
         image_seq_length=per_tile, downsample_ratio=0.5,
     )
+    _tag(config, boi_token_id=ids["boi_id"], eoi_token_id=ids["eoi_id"])
     model = _finish(InternVLForConditionalGeneration(_eager(config)), seed)
     tiles = [1, 3]
     blocks = [[ids["boi_id"], *[ids["image_id"]] * (per_tile * t), ids["eoi_id"]] for t in tiles]
@@ -378,6 +390,8 @@ def tiny_idefics3(seed: int = 0, n_layers: int = 2) -> TinyModel:
         vision_config=vision, text_config=_llama(first_word + TEXT_VOCAB, n_layers),
         image_token_id=ids["image_id"], scale_factor=2,
     )
+    inner = [ids["fake_id"], ids["global_id"], *ids["tile_ids"].values()]
+    _tag(config, image_inner_token_ids=inner, row_break_token_id=ids["newline_id"])
     model = _finish(Idefics3ForConditionalGeneration(_eager(config)), seed)
     img, fake = [ids["image_id"]] * per_tile, ids["fake_id"]
     glob = [fake, ids["global_id"], *img, fake]
