@@ -1,9 +1,15 @@
 """Benchmark: interventions naive vs batched vs prefix reuse, and plain forward vs HF.
 
-A medium random LLaVA (CLIP tower -> 576 image tokens; Llama decoder d=512, 6 layers, 8 heads)
-with ~20 text tokens. Times per evaluated knockout / patch / head mask, ratios against the
-naive method (one full forward per item), and HookedVLM's plain forward against HF eager and
-HF SDPA. Run: ``python benchmarks/interventions.py [--threads 2] [--masks 16]``.
+A medium random LLaVA (benchmarks/medium.py: CLIP tower -> 576 image tokens; Llama decoder
+d=512, 8 heads, 6 layers by default) with ~20 text tokens. Times per evaluated knockout /
+patch / head mask, ratios against the naive method (one full forward per item), and
+HookedVLM's plain forward against HF eager and HF SDPA.
+
+    python benchmarks/interventions.py [--threads 2] [--masks 16] [--layers 6] [--device cuda]
+
+A patching sweep pays two full runs whatever the method (the source's cache and the clean
+target, which the metrics need anyway), so its per-layer speed-up is bounded by about
+(layers + 2) / 2 for a sweep of one source/target pair: deeper models gain more.
 """
 
 from __future__ import annotations
@@ -11,57 +17,40 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from hooked_vlm import HookedVLM
-from hooked_vlm.interventions import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hooked_vlm import HookedVLM  # noqa: E402
+from hooked_vlm.interventions import (  # noqa: E402
     PrefixCache,
     evaluate_head_masks,
     knockout,
     kv_baseline,
     patch,
     patch_sweep,
+    repeat_layout,
 )
+from medium import medium_llava  # noqa: E402
 
-
-def medium_llava(image_tokens_side: int = 24, text_after: int = 18, seed: int = 0):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-    from transformers import LlavaForConditionalGeneration as Llava
-
-    torch.manual_seed(seed)
-    patch = 6
-    vision = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        image_size=patch * image_tokens_side, patch_size=patch, projection_dim=64,
-    )
-    text = LlamaConfig(
-        hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8,
-        num_key_value_heads=8, vocab_size=1000, max_position_embeddings=2048,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=3,
-                         vision_feature_layer=-2, vision_feature_select_strategy="default")
-    config._attn_implementation = "eager"
-    model = Llava(config).eval()
-    n_img = image_tokens_side**2
-    gen = torch.Generator().manual_seed(seed)
-    words = lambda n: (10 + torch.randint(0, 900, (n,), generator=gen)).tolist()  # noqa: E731
-    ids = torch.tensor([[1, *words(3), *[3] * n_img, *words(text_after)]])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-              "pixel_values": torch.randn(1, 3, patch * image_tokens_side,
-                                          patch * image_tokens_side, generator=gen)}
-    return model, inputs
+DEVICE = "cpu"
 
 
 def timed(fn: Callable[[], object], repeats: int = 3) -> float:
-    fn()  # warm-up
+    """Median seconds of ``fn`` after a warm-up (synchronising CUDA around each call)."""
+    fn()
     times = []
     for _ in range(repeats):
+        if DEVICE.startswith("cuda"):
+            torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
+        if DEVICE.startswith("cuda"):
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -70,15 +59,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--masks", type=int, default=16)
+    parser.add_argument("--controls", type=int, default=10, help="random-key knockout repeats")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
-    hf, inputs = medium_llava()
+    hf, inputs = medium_llava(text_tokens=22, n_layers=args.layers)
+    hf.to(args.device)
+    inputs = {k: v.to(args.device) for k, v in inputs.items()}
     sdpa = copy.deepcopy(hf)
-    sdpa.config._attn_implementation = "sdpa"
-    sdpa.config.text_config._attn_implementation = "sdpa"
+    sdpa.set_attn_implementation("sdpa")
     eager = copy.deepcopy(hf)
     model = HookedVLM.from_hf(hf)
-    layout = model.layout(**inputs)
+    layout = model.layout(**{k: v for k, v in inputs.items() if k != "pixel_values"})
     n_img = int(layout.mask("image").sum())
     n_text = int(layout.mask("text").sum())
     print(f"medium LLaVA: {model.cfg.n_layers} layers, d={model.cfg.d_model}, "
@@ -104,6 +99,16 @@ def main() -> None:
                   timed(lambda: model.run_with_hooks(inputs, fwd_hooks=hooks)), 1, None)
     prefix = PrefixCache.build(model, inputs, hooks.start)
     report("knockout", "prefix reuse", timed(lambda: prefix.run(hooks)), 1, base)
+    # the random-key control: n different random_image:10 knockouts, one per batch row
+    n = args.controls
+    many = repeat_layout(layout, n)
+    controls = knockout(model, many, "text", "random_image:10", mode="mask", seed=1)
+    repeated = {k: v.repeat_interleave(n, 0) for k, v in inputs.items()}
+    report("knockout", f"batched ({n}/forward)",
+           timed(lambda: model.run_with_hooks(repeated, fwd_hooks=controls)), n, base)
+    control_prefix = PrefixCache.build(model, inputs, controls.start).repeated(n)
+    report("knockout", "batched + prefix reuse",
+           timed(lambda: control_prefix.run(controls)), n, base)
 
     # patching sweep over every layer at the last image token (source: another image)
     source = {**inputs, "pixel_values": torch.randn_like(inputs["pixel_values"])}
@@ -144,7 +149,7 @@ def main() -> None:
     report("head mask", "prefix reuse", timed(evaluate(1, True), 1), args.masks, base)
     report("head mask", "batched + prefix reuse", timed(evaluate(8, True), 1), args.masks, base)
 
-    print(f"{'task':<15}{'method':<28}{'ms / item':>11}{'speed-up':>10}")
+    print(f"{'task':<15}{'method':<28}{'ms / item':>11}{'speed-up':>10}   ({args.device})")
     for task, method, ms, ratio in rows:
         print(f"{task:<15}{method:<28}{ms:>11.1f}{ratio:>9.1f}x")
 

@@ -1,7 +1,8 @@
 """Medium-size random VLMs for benchmarks: big enough that attention and matmuls dominate.
 
 LLaVA: CLIP tower 336 px / 14 px patches -> 576 image features, Llama decoder d_model=512,
-8 layers, 8 heads. Chameleon: 1024 VQ codes (a 32x32 grid, as the real model), same decoder.
+8 heads, 8 layers by default. Chameleon: 1024 VQ codes (a 32x32 grid, as the real model),
+same decoder.
 
 Example:
     >>> model, inputs = medium_llava(batch=1, text_tokens=26)
@@ -22,18 +23,18 @@ from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAE
 
 from hooked_vlm.testing.tiny import chameleon_vocabulary
 
-DECODER = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
-               num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048)
+DECODER = dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8,
+               num_key_value_heads=8, max_position_embeddings=2048)
 
 
 def medium_llava(
-    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0
+    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0, n_layers: int = 8
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     """LLaVA with 576 image tokens and ``text_tokens`` text tokens around them."""
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                               num_attention_heads=4, image_size=336, patch_size=14)
-    text = LlamaConfig(vocab_size=4096, **DECODER)
+    text = LlamaConfig(vocab_size=4096, num_hidden_layers=n_layers, **DECODER)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=3,
                          vision_feature_layer=-2)
     config._attn_implementation = attn
@@ -42,11 +43,12 @@ def medium_llava(
     ids = torch.randint(8, 4096, (batch, text_tokens + n_img))
     ids[:, 0] = 1
     ids[:, before : before + n_img] = 3
-    return model, {"input_ids": ids, "pixel_values": torch.randn(batch, 3, 336, 336)}
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                   "pixel_values": torch.randn(batch, 3, 336, 336)}
 
 
 def medium_chameleon(
-    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0
+    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0, n_layers: int = 8
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     """Chameleon with 1024 VQ image tokens (32x32 grid) between BOI and EOI."""
     torch.manual_seed(seed)
@@ -55,7 +57,7 @@ def medium_chameleon(
                               base_channels=32, channel_multiplier=[1, 1, 2], num_res_blocks=1,
                               attn_resolutions=[])
     config = ChameleonConfig(vocab_size=len(vocab), vq_config=vq.to_dict(), vocabulary_map=vocab,
-                             **DECODER)
+                             num_hidden_layers=n_layers, **DECODER)
     config._attn_implementation = attn
     model = ChameleonForConditionalGeneration(config).eval()
     n_img, before = 1024, 4
@@ -63,7 +65,8 @@ def medium_chameleon(
     image = torch.tensor([vocab["<racm3:break>"], *[vocab["<image>"]] * n_img, vocab["<eoss>"]])
     ids = torch.cat([words[:, :before], image.expand(batch, -1), words[:, before:]], 1)
     ids[:, 0] = 1
-    return model, {"input_ids": ids, "pixel_values": torch.randn(batch, 3, 128, 128)}
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                   "pixel_values": torch.randn(batch, 3, 128, 128)}
 
 
 MEDIUM = {"llava": medium_llava, "chameleon": medium_chameleon}
