@@ -31,16 +31,39 @@ def medium_llava(
     batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0, n_layers: int = 8
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     """LLaVA with 576 image tokens and ``text_tokens`` text tokens around them."""
-    torch.manual_seed(seed)
     vision = CLIPVisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                               num_attention_heads=4, image_size=336, patch_size=14)
     text = LlamaConfig(vocab_size=4096, num_hidden_layers=n_layers, **DECODER)
+    return _llava(vision, text, batch, text_tokens, attn, seed)
+
+
+def llava_7b_shape(
+    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0, n_layers: int = 32,
+    device: str = "cuda", dtype: torch.dtype = torch.bfloat16,
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """Random weights in LLaVA-1.5-7B's shapes (CLIP ViT-L/14-336 + Llama-2-7B), built on
+    ``device`` in ``dtype``: the overhead a real 7B checkpoint would see, with no download."""
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                              num_attention_heads=16, image_size=336, patch_size=14,
+                              projection_dim=768)
+    text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
+                       num_hidden_layers=n_layers, num_attention_heads=32,
+                       num_key_value_heads=32, max_position_embeddings=4096)
+    with torch.device(device):
+        return _llava(vision, text, batch, text_tokens, attn, seed, dtype)
+
+
+def _llava(
+    vision: CLIPVisionConfig, text: LlamaConfig, batch: int, text_tokens: int, attn: str,
+    seed: int, dtype: torch.dtype | None = None,
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    torch.manual_seed(seed)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=3,
                          vision_feature_layer=-2)
     config._attn_implementation = attn
-    model = LlavaForConditionalGeneration(config).eval()
+    model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
     n_img, before = 576, 4
-    ids = torch.randint(8, 4096, (batch, text_tokens + n_img))
+    ids = torch.randint(8, 4096, (batch, text_tokens + n_img), device="cpu")
     ids[:, 0] = 1
     ids[:, before : before + n_img] = 3
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
@@ -69,4 +92,4 @@ def medium_chameleon(
                    "pixel_values": torch.randn(batch, 3, 128, 128)}
 
 
-MEDIUM = {"llava": medium_llava, "chameleon": medium_chameleon}
+MEDIUM = {"llava": medium_llava, "chameleon": medium_chameleon, "llava-7b-shape": llava_7b_shape}

@@ -47,6 +47,19 @@ def _has_hooks(point: HookPoint) -> bool:
     return bool(point._forward_hooks or point._backward_hooks or point._forward_pre_hooks)
 
 
+def internals_watched(module: torch.nn.Module) -> bool:
+    """True when a hook sits on one of ``module``'s own hook points other than in/out/mask.
+
+    Those hook points (scores, pattern, rotated q/k, ...) fire only on the eager
+    recomputation, so a hook on any of them needs it.
+    """
+    return any(
+        _has_hooks(child)
+        for name, child in module._modules.items()
+        if isinstance(child, HookPoint) and name not in _BOTH_PATHS
+    )
+
+
 class FastPathAttention(PositionEmbeddingsAttentionBridge):
     """TL's attention bridge with an SDPA fast path for layers whose internals nobody hooks."""
 
@@ -59,11 +72,7 @@ class FastPathAttention(PositionEmbeddingsAttentionBridge):
             return True
         if any(bool(getattr(self.config, flag, False)) for flag in _EAGER_FLAGS):
             return True
-        return any(
-            _has_hooks(module)
-            for name, module in self._modules.items()
-            if isinstance(module, HookPoint) and name not in _BOTH_PATHS
-        )
+        return internals_watched(self)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if _has_hooks(self.hook_attn_mask):

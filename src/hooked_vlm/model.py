@@ -30,7 +30,7 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.architectures import Architecture
-from hooked_vlm.fast_attention import FastPathAttention, install_fast_attention
+from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
 from hooked_vlm.inputs import VLMInputs, split_inputs
 from hooked_vlm.layout import TokenLayout, build_layout
@@ -257,8 +257,9 @@ class HookedVLM:
     def eager_attention(self) -> Iterator[HookedVLM]:
         """Run every layer's attention through TL's Python recomputation inside the block.
 
-        By default a layer uses the fused SDPA kernel unless one of its attention internals
-        (pattern, scores, rotated q/k) is hooked (:mod:`hooked_vlm.fast_attention`). The two
+        By default a layer (decoder or vision tower) uses the fused SDPA kernel unless one of
+        its attention internals (pattern, scores, rotated q/k) is hooked
+        (:mod:`hooked_vlm.fast_attention`). The two
         paths agree to float rounding (~1e-7 in fp32); use this to compare a clean run and a
         pattern edit bit for bit.
 
@@ -266,7 +267,8 @@ class HookedVLM:
             >>> with model.eager_attention():
             ...     clean = model(inputs)
         """
-        layers = [b.attn for b in self.bridge.blocks if isinstance(b.attn, FastPathAttention)]
+        # decoder layers (FastPathAttention) and editable vision towers both honour the flag
+        layers = [m for m in self.bridge.modules() if hasattr(type(m), "force_eager")]
         for attn in layers:
             attn.force_eager = True
         try:

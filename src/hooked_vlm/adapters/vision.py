@@ -22,12 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformer_lens.model_bridge.architecture_adapter import ArchitectureAdapter
 from transformer_lens.model_bridge.generalized_components import AttentionBridge, LinearBridge
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 from transformer_lens.model_bridge.generalized_components.vision_encoder import (
     vision_attention_config,
 )
+
+from hooked_vlm.fast_attention import internals_watched
 
 Rotary = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple]
 
@@ -48,6 +51,8 @@ class EditableVisionAttentionBridge(AttentionBridge):
     Example:
         >>> EditableVisionAttentionBridge("self_attn", cfg, out_proj="projection_layer")
     """
+
+    force_eager: bool = False  # set by HookedVLM.eager_attention()
 
     def __init__(
         self,
@@ -70,8 +75,12 @@ class EditableVisionAttentionBridge(AttentionBridge):
         )
         self._rotary = rotary
 
-    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of ``hidden_states`` ``[batch, pos, d]``; returns ``(output, pattern)``."""
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention of ``hidden_states`` ``[batch, pos, d]``; returns ``(output, pattern)``.
+
+        The pattern is computed (and returned) only while a hook watches this layer's scores
+        or pattern; otherwise SDPA runs and the pattern is ``None``.
+        """
         hf_attn: Any = self.original_component
         if hf_attn is None:
             raise RuntimeError(f"Original component not set for {self.name}.")
@@ -93,13 +102,19 @@ class EditableVisionAttentionBridge(AttentionBridge):
             cos, sin = kwargs["position_embeddings"]
             q, k = self._rotary(q, k, cos, sin)
         scale = getattr(hf_attn, "scale", getattr(hf_attn, "scaling", d_head**-0.5))
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-        if mask is not None:
-            scores = scores + mask.to(scores.dtype)
-        scores = self.hook_attn_scores(scores)
-        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        pattern = self.hook_pattern(pattern)
-        z = torch.matmul(pattern, v).transpose(1, 2).reshape(batch, pos, n_heads * d_head)
+        mask = None if mask is None else mask.to(q.dtype)
+        if self.force_eager or internals_watched(self):
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+            if mask is not None:
+                scores = scores + mask
+            scores = self.hook_attn_scores(scores)
+            pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            pattern = self.hook_pattern(pattern)
+            z = torch.matmul(pattern, v)
+        else:  # nobody watches scores or pattern: the fused kernel, as HF's SDPA path
+            pattern = None
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        z = z.transpose(1, 2).reshape(batch, pos, n_heads * d_head)
         return self.hook_out(self.o(z)), pattern
 
 
