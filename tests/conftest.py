@@ -46,3 +46,13 @@ def wrap(name: str, **kwargs) -> Wrapped:
 @pytest.fixture(scope="module", params=ALL_ARCHS)
 def wrapped(request) -> Wrapped:
     return wrap(request.param)
+
+
+def same_text_two_images(name: str, **kwargs) -> tuple[HookedVLM, dict, object]:
+    """A tiny model, inputs whose two examples share their text but not their image, layout."""
+    tiny = build_tiny(name, **kwargs)
+    model = HookedVLM.from_hf(tiny.model)
+    inputs = dict(tiny.inputs)
+    inputs["input_ids"] = inputs["input_ids"][:1].repeat(2, 1)
+    return model, inputs, model.layout(**inputs)
+

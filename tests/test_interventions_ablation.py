@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_vlm import HookedVLM
 from hooked_vlm.interventions import (
     InterventionError,
     evaluate_head_masks,
@@ -15,16 +14,12 @@ from hooked_vlm.interventions import (
     repeat_layout,
     resolve,
 )
-from hooked_vlm.testing.tiny import build_tiny
+from tests.conftest import same_text_two_images
 
 
 @pytest.fixture(scope="module", params=["llava", "chameleon", "emu3"])
 def setup(request):
-    tiny = build_tiny(request.param)
-    model = HookedVLM.from_hf(tiny.model)
-    inputs = dict(tiny.inputs)
-    inputs["input_ids"] = inputs["input_ids"][:1].repeat(2, 1)  # same text, two images
-    return model, inputs, model.layout(**inputs)
+    return same_text_two_images(request.param)
 
 
 def _first(inputs):

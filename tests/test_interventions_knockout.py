@@ -7,20 +7,15 @@ import contextlib
 import pytest
 import torch
 
-from hooked_vlm import HookedVLM
 from hooked_vlm.interventions import InterventionError, SelectorError, knockout, resolve
-from hooked_vlm.testing.tiny import build_tiny
+from tests.conftest import same_text_two_images
 
 NAMES = ["llava", "chameleon", "emu3"]
 
 
 @pytest.fixture(scope="module", params=NAMES)
 def setup(request):
-    tiny = build_tiny(request.param)
-    model = HookedVLM.from_hf(tiny.model)
-    inputs = dict(tiny.inputs)
-    inputs["input_ids"] = inputs["input_ids"][:1].repeat(2, 1)  # same text, two images
-    return request.param, model, inputs, model.layout(**inputs)
+    return (request.param, *same_text_two_images(request.param))
 
 
 def _after_image(layout):

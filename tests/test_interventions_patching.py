@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_vlm import HookedVLM
 from hooked_vlm.interventions import (
     InterventionError,
     distribution_overlap,
@@ -14,18 +13,15 @@ from hooked_vlm.interventions import (
     patch,
     patch_sweep,
 )
-from hooked_vlm.testing.tiny import build_tiny
+from tests.conftest import same_text_two_images
 
 
 @pytest.fixture(scope="module", params=["llava", "chameleon", "emu3"])
 def setup(request):
-    tiny = build_tiny(request.param, n_layers=3)
-    model = HookedVLM.from_hf(tiny.model)
-    inputs = dict(tiny.inputs)
-    inputs["input_ids"] = inputs["input_ids"][:1].repeat(2, 1)
+    model, inputs, layout = same_text_two_images(request.param, n_layers=3)
     source = {k: v.flip(0) for k, v in inputs.items()}  # the other image
     spot = "eoi" if request.param != "llava" else "last_image"
-    return model, inputs, source, model.layout(**inputs), spot
+    return model, inputs, source, layout, spot
 
 
 def _names(model, template):
