@@ -11,6 +11,7 @@ from hooked_vlm._guards import disable_runtime_installs
 
 disable_runtime_installs()
 
+from hooked_vlm.adapters.vision import PatternEditError  # noqa: E402
 from hooked_vlm.architectures import (  # noqa: E402
     ARCHITECTURES,
     UnsupportedArchitectureError,
@@ -28,6 +29,7 @@ __all__ = [
     "ImageTokenMismatchError",
     "LayoutError",
     "ModelConfig",
+    "PatternEditError",
     "TokenLayout",
     "UnknownHookError",
     "UnsupportedArchitectureError",
