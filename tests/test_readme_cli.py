@@ -43,6 +43,11 @@ def test_demo_writes_results_and_resumes(tmp_path):
     shares = [r["eoi"] for r in record["per_layer"]]
     assert all(0.0 <= s <= 1.0 for s in shares) and record["native"] is True
     assert (out / "chameleon.html").exists() and (out / "summary.tsv").exists()
+    overlaps = record["knockout"]
+    assert set(overlaps) >= {"EOI", "image (EOI kept)", "image and EOI"}
+    assert all(0.0 < v <= 1.0 + 1e-6 for v in overlaps.values())
+    assert "EOI" not in json.loads((out / "records" / "llava.json").read_text())["knockout"]
+    assert (out / "knockout.tsv").read_text().count("\n") == 1 + len(overlaps) + 3
     assert len((out / "summary.tsv").read_text().splitlines()) == 1 + 2 * 4
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0 and "already done" in second.output

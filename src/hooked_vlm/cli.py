@@ -116,7 +116,17 @@ def demo(
         table.add_row(row["model"], str(row["native"]), str(row["image_tokens_per_example"][0]),
                       f"{eoi:.3f}" if row["has_eoi"] else "no EOI", f"{last:.3f}")
     console.print(table)
-    console.print(f"results in {out}/ (summary.tsv, records/, one HTML figure per model)")
+    knock = Table(title="knockout of text→keys in every layer: overlap with the clean "
+                  "next-token distribution (1 = no effect)")
+    knock.add_column("model")
+    knock.add_column("keys")
+    knock.add_column("overlap")
+    for row in rows:
+        for keys, overlap in row["knockout"].items():
+            knock.add_row(row["model"], keys, f"{overlap:.4f}")
+    console.print(knock)
+    console.print(f"results in {out}/ (summary.tsv, knockout.tsv, records/, one HTML figure "
+                  "per model)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 Runs on the built-in tiny models (no download). For each model it computes the layout, caches
 every layer's attention pattern, and measures the share of text->image attention that lands on
-[EOI] and on the last image token per layer (Narrow Gate, analysis 3). Results go to a results
-directory (config, one record per model, a summary table, an HTML figure per model).
+[EOI] and on the last image token per layer (Narrow Gate, analysis 3). It then knocks out
+("mask" mode, every layer and head) the text->[EOI] edges, the text->image edges with [EOI]
+kept, and a random-image-token control, and reports how much of the clean next-token
+distribution survives (sum of min(p, q)) and whether text still depends on the image at all.
+Results go to a results directory (config, one record per model, a summary table, an HTML
+figure per model).
 
 The tiny models' weights are RANDOM: the numbers show that the pipeline runs end to end, not
 how real Chameleon or LLaVA behave. Use ``--model`` with a real checkpoint for that.
@@ -18,6 +22,8 @@ import torch
 from rich.progress import track
 
 from hooked_vlm.analysis import cross_modal_attention
+from hooked_vlm.interventions import distribution_overlap, knockout
+from hooked_vlm.layout import TokenLayout
 from hooked_vlm.model import HookedVLM
 from hooked_vlm.studies.results import ResultsDir
 from hooked_vlm.testing.tiny import build_tiny
@@ -64,7 +70,26 @@ def _study_one(name: str, store: ResultsDir) -> dict:
         "image_tokens_per_example": [int(m.sum()) for m in layout.mask("image")],
         "has_eoi": layout.tokens.eoi is not None,
         "per_layer": per_layer,
+        "knockout": _knockouts(model, tiny.inputs, layout),
     }
+
+
+def _knockouts(model: HookedVLM, inputs: dict, layout: TokenLayout) -> dict[str, float]:
+    """Mean overlap of the last position's next-token distribution with the clean one."""
+    keys = {"image (EOI kept)": "image", "random 3 image tokens": "random_image:3"}
+    if layout.tokens.eoi is not None:
+        keys = {"EOI": "eoi", **keys, "image and EOI": "image_and_eoi"}
+    else:
+        keys["image (all of it)"] = "image_and_eoi"
+    with torch.no_grad():
+        clean = model(inputs)[:, -1]
+        return {
+            label: distribution_overlap(
+                model.run_with_hooks(inputs, fwd_hooks=knockout(model, layout, "text", key))[:, -1],
+                clean,
+            ).mean().item()
+            for label, key in keys.items()
+        }
 
 
 def _write_summary(store: ResultsDir, rows: list[dict]) -> None:
@@ -76,3 +101,7 @@ def _write_summary(store: ResultsDir, rows: list[dict]) -> None:
                 f"{r['eoi']:.4f}\t{r['last_image']:.4f}"
             )
     store.path("summary.tsv").write_text("\n".join(lines) + "\n")
+    knock = ["model\tknocked-out keys (text queries, every layer)\toverlap with clean"]
+    for row in rows:
+        knock += [f"{row['model']}\t{k}\t{v:.4f}" for k, v in row["knockout"].items()]
+    store.path("knockout.tsv").write_text("\n".join(knock) + "\n")
