@@ -27,10 +27,14 @@ def test_info_shows_layout_and_hooks():
     assert "13, 18, 23, 28" in result.output  # Emu3's end-of-line positions
 
 
-def test_info_on_unknown_model_fails_clearly():
+def test_info_on_unknown_model_fails_clearly(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["info", "tiny:nope"])
     assert result.exit_code != 0
     assert "no tiny model 'nope'" in str(result.exception)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = CliRunner().invoke(app, ["info", str(tmp_path)])  # a directory with no config
+    assert missing.exit_code == 1
+    assert "could not read the config" in missing.output and "tiny:llava" in missing.output
 
 
 def test_demo_writes_results_and_resumes(tmp_path):

@@ -33,9 +33,17 @@ def _model_for_info(name: str) -> tuple[HookedVLM, dict | None]:
         tiny = build_tiny(name.removeprefix("tiny:"))
         return HookedVLM.from_hf(tiny.model), tiny.inputs
     source = loading.resolve_source(name)
-    config = transformers.AutoConfig.from_pretrained(
-        source.location, local_files_only=source.local
-    )
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            source.location, local_files_only=source.local
+        )
+    except (OSError, ValueError) as err:
+        console.print(
+            f"[red]could not read the config of {source.location!r}[/]: {err}\n`info` reads "
+            "only config.json, from the HF hub (network) or a local save_pretrained directory. "
+            f"Offline, try a built-in tiny model: tiny:{', tiny:'.join(TINY_BUILDERS)}."
+        )
+        raise typer.Exit(code=1) from None
     arch = loading.get_architecture((config.architectures or ["?"])[0])
     with torch.device("meta"):
         hf_model = getattr(transformers, arch.hf_class)(config)

@@ -36,7 +36,8 @@ def run_demo(
     out_dir: str | Path, models: tuple[str, ...] = DEMO_MODELS, log: Callable[[str], None] = print
 ) -> list[dict]:
     """Run the demo on ``models`` (tiny model names), writing into ``out_dir``; returns rows."""
-    store = ResultsDir(out_dir, {"study": "demo", "models": list(models), "weights": "random"})
+    config = {"study": "demo", "schema": 2, "models": list(models), "weights": "random"}
+    store = ResultsDir(out_dir, config)
     for name in track(models, description="demo models"):
         if store.done(name):
             log(f"{name}: already done, skipping (resumed)")
