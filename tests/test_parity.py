@@ -93,3 +93,21 @@ def test_bf16_load_runs_in_bf16(name, tmp_path):
     finite = torch.isfinite(fp32) & (fp32 > -1e30)
     # bf16 keeps ~3 significant digits: same numbers to bf16 precision
     assert (logits.float() - fp32)[finite].abs().max().item() < 0.1
+
+
+def test_cache_options_and_moving_the_model(wrapped: Wrapped):
+    name = "blocks.0.hook_resid_post"
+    with torch.no_grad():
+        _, full = wrapped.model.run_with_cache(wrapped.inputs, names_filter=name)
+        _, last = wrapped.model.run_with_cache(
+            wrapped.inputs, names_filter=name, pos_slice=-1, cache_device="cpu"
+        )
+    assert torch.equal(last[name].squeeze(1), full[name][:, -1])
+    model = wrapped.model.to(dtype="float64")
+    assert model is wrapped.model and model.dtype == torch.float64
+    with torch.no_grad():
+        logits64 = model(wrapped.inputs)
+    wrapped.model.to(dtype="float32")
+    expected = wrapped.model(wrapped.inputs)
+    keep = torch.isfinite(expected) & (expected > -1e30)
+    assert (logits64.float() - expected)[keep].abs().max().item() <= 1e-4

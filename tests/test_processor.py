@@ -45,3 +45,11 @@ def test_prepare_without_processor_says_what_to_do():
     model = HookedVLM.from_hf(build_tiny("llava").model)
     with pytest.raises(ValueError, match="no processor"):
         model.prepare(images(1), "w1 <image>")
+
+
+def test_str_tokens_show_the_image_span():
+    model = HookedVLM.from_hf(build_tiny("llava").model, tiny_processor("llava"))
+    inputs = model.prepare(images(1), "w1 <image> w2")
+    tokens = model.to_str_tokens(inputs["input_ids"][0])
+    assert tokens[:3] == ["<s>", "w1", "<image>"] and tokens[-1] == "w2"
+    assert tokens.count("<image>") == int(inputs.layout.mask("image").sum())

@@ -169,6 +169,35 @@ class HookedVLM:
     def dtype(self) -> torch.dtype:
         return next(self.hf_model.parameters()).dtype
 
+    @property
+    def tokenizer(self) -> Any | None:
+        """The processor's tokenizer (``None`` without a processor)."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def to_str_tokens(self, input_ids: Int[Tensor, " pos"]) -> list[str]:
+        """The tokens of one sequence as strings, image placeholders included.
+
+        Example:
+            >>> model.to_str_tokens(inputs["input_ids"][0])[:6]
+        """
+        if self.tokenizer is None:
+            raise ValueError(
+                "this HookedVLM has no processor/tokenizer: pass one to from_hf(model, "
+                "processor) or load with from_pretrained."
+            )
+        return self.tokenizer.convert_ids_to_tokens(input_ids.tolist())
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    ) -> HookedVLM:
+        """Move (and/or cast) the model in place; returns ``self``.
+
+        Example:
+            >>> model.to("cuda", dtype="bf16")
+        """
+        self.hf_model.to(device=device, dtype=loading.parse_dtype(dtype))
+        return self
+
     def layout(
         self,
         input_ids: Int[Tensor, "batch pos"],
@@ -208,11 +237,16 @@ class HookedVLM:
         inputs: Mapping[str, Any] | None = None,
         *,
         names_filter: NamesFilter = None,
+        cache_device: str | torch.device | None = None,
+        pos_slice: int | slice | Sequence[int] | None = None,
         **kwargs: Any,
     ) -> tuple[Float[Tensor, "batch pos vocab"], ActivationCache]:
         """Logits and an :class:`ActivationCache` of the hooks selected by ``names_filter``.
 
         ``names_filter``: ``None`` (all hooks), a name, a list of names or a predicate.
+        ``cache_device`` moves cached activations as they are stored (e.g. ``"cpu"`` for a
+        long sequence on a small GPU); ``pos_slice`` keeps only some positions (TL's
+        ``Slice``: an int, a slice or a list of positions; query positions for patterns).
 
         Example:
             >>> logits, cache = model.run_with_cache(inputs, names_filter=lambda n: "resid" in n)
@@ -220,8 +254,9 @@ class HookedVLM:
         """
         ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
         keep = names_filter_fn(names_filter, self._hook_names)
+        options = {"device": cache_device, "pos_slice": pos_slice}
         with self._running(ids, kw):
-            return self._bridge_call(ids, kw, cache_filter=keep)
+            return self._bridge_call(ids, kw, cache_filter=keep, cache_options=options)
 
     def run_with_hooks(
         self,
@@ -381,6 +416,7 @@ class HookedVLM:
         cache_filter: Callable[[str], bool] | None = None,
         past: Any = None,
         return_cache: bool = False,
+        cache_options: Mapping[str, Any] | None = None,
     ) -> Any:
         call_kw = dict(kw)
         if past is not None:
@@ -391,7 +427,9 @@ class HookedVLM:
             call_kw.update(return_type="logits_and_cache", use_cache=True)
         try:
             if cache_filter is not None:
-                return self.bridge.run_with_cache(ids, names_filter=cache_filter, **call_kw)
+                return self.bridge.run_with_cache(
+                    ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
+                )
             return self.bridge(ids, **call_kw)
         except ValueError as err:
             if "do not match" in str(err) or "features and image tokens" in str(err):
