@@ -78,6 +78,10 @@ class Architecture:
     # (Qwen2-VL's mm_token_type_ids and 3D position ids on a cached step):
     # (hf_model, input_ids, kwargs) -> kwargs.
     prepare_forward: Callable[[Any, torch.Tensor, dict[str, Any]], dict[str, Any]] | None = None
+    # Position ids of a whole prompt when they are not 0..n-1 by text order (Qwen2-VL's
+    # M-RoPE gives image tokens grid positions): (hf_model, input_ids, kwargs) -> [.., batch,
+    # pos]. A run that reuses a cached prefix slices them instead of guessing.
+    prompt_positions: Callable[[Any, torch.Tensor, dict[str, Any]], torch.Tensor] | None = None
 
     def adapter_name(self, config: Any) -> str:
         """The TL adapter key that wraps a model of this class with ``config``."""
@@ -236,6 +240,17 @@ def _anyres_grid(config: Any, extras: dict[str, Any]) -> list[ImageGrid]:
     return grids
 
 
+def _qwen2_vl_positions(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
+    """Qwen2-VL's 3-D M-RoPE positions ``[3, batch, pos]`` of a whole prompt, as HF computes
+    them on the first forward (image tokens at their grid positions)."""
+    kw = _qwen2_vl_forward(hf_model, ids, {k: v for k, v in kw.items() if k != "past_key_values"})
+    positions, _ = hf_model.model.get_rope_index(
+        ids, mm_token_type_ids=kw.get("mm_token_type_ids"), image_grid_thw=kw.get("image_grid_thw"),
+        video_grid_thw=kw.get("video_grid_thw"), attention_mask=kw.get("attention_mask"),
+    )
+    return positions
+
+
 def _qwen2_vl_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> dict[str, Any]:
     """Qwen2-VL: ``mm_token_type_ids`` from the ids when missing; on a cached step (a suffix
     after a prefix, a generation step) the 3D M-RoPE positions HF's ``generate`` would pass:
@@ -325,6 +340,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             vision_hooks="vision_encoder.blocks.{l}",
             special_tokens=_boi_eoi_tokens,
             prepare_forward=_qwen2_vl_forward,
+            prompt_positions=_qwen2_vl_positions,
             extras=("image_grid_thw", "mm_token_type_ids"),
             notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
             "M-RoPE positions.",

@@ -44,6 +44,8 @@ class PrefixCache:
     attention_mask: Tensor
     embeds: Float[Tensor, "batch suffix d_model"]
     clean_logits: Float[Tensor, "batch pos vocab"]
+    # positions of the suffix where they are not text-linear (Qwen2-VL's M-RoPE), else None
+    suffix_positions: Tensor | None = None
     _copies: dict[int, PrefixCache] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -70,11 +72,17 @@ class PrefixCache:
             store["embeds"] = resid[:, start:].detach().clone()
 
         with model.hooks([(EMBED_HOOK, keep_embeds)]), model._running(ids, kw):
-            logits, past = model.bridge(
-                ids, attention_mask=mask, return_type="logits_and_cache", use_cache=True, **kw
-            )
+            full = {**kw, "attention_mask": mask}
+            logits, past = model._bridge_call(ids, full, return_cache=True)
         past.crop(start - past.get_seq_length())
-        return cls(model, start, past, ids[:, start:], mask, store["embeds"], logits)
+        positions = model.architecture.prompt_positions
+        suffix_positions = (
+            None if positions is None
+            else positions(model.hf_model, ids, full)[..., start:]
+        )
+        return cls(
+            model, start, past, ids[:, start:], mask, store["embeds"], logits, suffix_positions
+        )
 
     @property
     def batch_size(self) -> int:
@@ -101,8 +109,11 @@ class PrefixCache:
             return embeds
 
         try:
+            inputs = {"input_ids": self.suffix_ids, "attention_mask": self.attention_mask}
+            if self.suffix_positions is not None:
+                inputs["position_ids"] = self.suffix_positions
             return self.model.run_with_hooks(
-                {"input_ids": self.suffix_ids, "attention_mask": self.attention_mask},
+                inputs,
                 past_key_values=self.past,
                 fwd_hooks=[(EMBED_HOOK, feed_embeds), *hooks],
             )
@@ -122,6 +133,8 @@ class PrefixCache:
             self.attention_mask.repeat_interleave(n, 0),
             self.embeds.repeat_interleave(n, 0),
             self.clean_logits.repeat_interleave(n, 0),
+            None if self.suffix_positions is None
+            else self.suffix_positions.repeat_interleave(n, -2),  # [..., batch, pos]
         )
 
     def repeated(self, n: int) -> PrefixCache:
