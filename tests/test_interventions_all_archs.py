@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_vlm.interventions import PrefixCache, knockout, resolve
+from hooked_vlm.interventions import (
+    PrefixCache,
+    evaluate_head_masks,
+    knockout,
+    kv_baseline,
+    resolve,
+)
 from tests.conftest import ALL_ARCHS, wrap
 
 
@@ -44,3 +50,31 @@ def test_prefix_reuse_equals_full_recompute(name):
     tail = full[:, hooks.start :]
     keep = torch.isfinite(tail) & (tail > -1e30)
     assert (reused - tail)[keep].abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ALL_ARCHS)
+@pytest.mark.parametrize("mode", ["zero", "baseline_kv"])
+def test_batched_head_masks_on_a_reused_prefix_equal_one_by_one(name, mode):
+    w = wrap(name)
+    one = w.tiny.example(1)
+    pixels = one["pixel_values"]  # baseline: another image (noise where pixels are real)
+    noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(1))
+    blank = {**one, "pixel_values": pixels + (pixels != 0) * noise}
+    kw = {"baseline": kv_baseline(w.model, blank)} if mode == "baseline_kv" else {}
+    cfg = w.model.cfg
+    masks = (torch.rand(5, cfg.n_layers, cfg.n_heads, generator=torch.Generator().manual_seed(0))
+             > 0.4).float()
+    masks[0] = 1.0  # keep every head: the clean output
+
+    def metric(logits):
+        return logits.float().log_softmax(-1)[:, :8]
+
+    batched = evaluate_head_masks(w.model, one, masks, metric, mode, batch_size=5,
+                                  queries="text_after_image", **kw)
+    naive = evaluate_head_masks(w.model, one, masks, metric, mode, batch_size=1,
+                                reuse_prefix=False, queries="text_after_image", **kw)
+    assert (batched - naive).abs().max().item() <= 1e-5
+    with torch.no_grad():
+        clean = metric(w.model(one)[:, -1])
+    assert (batched[0] - clean[0]).abs().max().item() <= 1e-5
+    assert (batched[1:] - clean).abs().amax().item() > 1e-4  # ablating heads matters

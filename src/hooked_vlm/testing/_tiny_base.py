@@ -21,6 +21,26 @@ class TinyModel:
     n_image_tokens: int  # placeholder positions per image in ``inputs``
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def example(self, i: int) -> dict[str, torch.Tensor]:
+        """The inputs of example ``i`` alone (one image), whatever the pixel layout: batch-first
+        pixels, Qwen2-VL's flattened patches (``image_grid_thw``) or stacked tiles (InternVL).
+
+        Example:
+            >>> one = build_tiny("qwen2_vl").example(1)
+        """
+        batch = self.inputs["input_ids"].shape[0]
+        pixels = self.inputs["pixel_values"]
+        if "image_grid_thw" in self.inputs:
+            counts = self.inputs["image_grid_thw"].prod(-1).tolist()
+        elif pixels.shape[0] != batch:
+            counts = list(self.extras["tiles"])
+        else:
+            counts = [1] * batch
+        start = sum(counts[:i])
+        out = {k: v[i : i + 1] for k, v in self.inputs.items() if k != "pixel_values"}
+        out["pixel_values"] = pixels[start : start + counts[i]]
+        return out
+
 
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
