@@ -68,3 +68,61 @@ def test_generation_with_sdpa_equals_eager(w: Wrapped):
     with w.model.eager_attention():
         eager = w.model.generate(w.inputs, max_new_tokens=4, eos_token_id=[])
     assert torch.equal(fast, eager)
+
+
+@pytest.fixture
+def twin_calls(w: Wrapped, monkeypatch) -> list[str]:
+    """Names of the layers that ran their pristine HF twin (see hooked_vlm.fast_layers)."""
+    calls: list[str] = []
+    for i, block in enumerate(w.model.bridge.blocks):
+        twin = block.__dict__["_bypass_twin"]
+        original = type(twin).forward
+
+        def counting(*args, _twin=twin, _name=f"blocks.{i}", _original=original, **kwargs):
+            calls.append(_name)
+            return _original(_twin, *args, **kwargs)
+
+        monkeypatch.setattr(twin, "forward", counting, raising=False)
+    return calls
+
+
+def test_unwatched_layers_run_as_plain_hf_and_watched_ones_bridged(w: Wrapped, twin_calls):
+    n = w.model.cfg.n_layers
+    with torch.no_grad():
+        plain = w.model(w.inputs)
+        assert twin_calls == [f"blocks.{i}" for i in range(n)]
+        twin_calls.clear()
+        logits, cache = w.model.run_with_cache(w.inputs, names_filter="blocks.1.hook_resid_post")
+    assert twin_calls == [f"blocks.{i}" for i in range(n) if i != 1]
+    assert "blocks.1.hook_resid_post" in cache
+    keep = torch.isfinite(plain) & (plain > -1e30)
+    assert (logits - plain)[keep].abs().max().item() <= 1e-5
+
+
+def test_pytorch_hooks_are_honoured_on_either_path(w: Wrapped, twin_calls):
+    seen = []
+    block = w.model.bridge.blocks[0]
+    hf_mlp = block.mlp.original_component  # an HF module: its hooks are shared with the twin
+    handle = hf_mlp.register_forward_hook(lambda mod, args, out: seen.append("hf"))
+    with torch.no_grad():
+        w.model(w.inputs)
+    handle.remove()
+    assert seen == ["hf"] and "blocks.0" in twin_calls
+    twin_calls.clear()
+    handle = block.mlp.register_forward_hook(lambda mod, args, out: seen.append("bridge"))
+    with torch.no_grad():
+        w.model(w.inputs)  # a hook on an inner bridge component: layer 0 runs bridged
+    handle.remove()
+    assert seen == ["hf", "bridge"] and "blocks.0" not in twin_calls
+    twin_calls.clear()
+    with w.model.eager_attention(), torch.no_grad():
+        w.model(w.inputs)
+    assert twin_calls == []  # eager_attention() bridges every layer
+
+
+def test_hf_hidden_states_are_captured_on_the_plain_path(w: Wrapped):
+    with torch.no_grad():
+        out = w.model.hf_model(**w.inputs, output_hidden_states=True)
+        _, cache = w.model.run_with_cache(w.inputs, names_filter="blocks.0.hook_resid_post")
+    assert len(out.hidden_states) == w.model.cfg.n_layers + 1
+    assert (out.hidden_states[1] - cache["blocks.0.hook_resid_post"]).abs().max() <= 1e-5

@@ -31,6 +31,7 @@ from transformer_lens import ActivationCache
 from hooked_vlm import loading
 from hooked_vlm.architectures import Architecture
 from hooked_vlm.fast_attention import install_fast_attention
+from hooked_vlm.fast_layers import install_layer_bypass
 from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
 from hooked_vlm.inputs import VLMInputs, split_inputs
 from hooked_vlm.layout import TokenLayout, build_layout
@@ -120,6 +121,7 @@ class HookedVLM:
         loading.attach_token_ids(hf_model.config, processor, model_config)
         bridge = loading.build_bridge(hf_model.eval(), arch, name)
         install_fast_attention(bridge)
+        install_layer_bypass(bridge)  # after fast attention: twins share its SDPA configs
         return cls(bridge, arch, processor, model_config)
 
     @classmethod
