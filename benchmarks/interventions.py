@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,23 +34,13 @@ from hooked_vlm.interventions import (  # noqa: E402
     repeat_layout,
 )
 from medium import medium_llava  # noqa: E402
+from timing import median_time  # noqa: E402
 
 DEVICE = "cpu"
 
 
 def timed(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Median seconds of ``fn`` after a warm-up (synchronising CUDA around each call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if DEVICE.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if DEVICE.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(fn, repeats, DEVICE)
 
 
 def main() -> None:

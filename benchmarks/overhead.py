@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,21 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hooked_vlm import HookedVLM  # noqa: E402
 from medium import MEDIUM  # noqa: E402
-
-
-def median_time(fn: Callable[[], object], repeats: int, device: str) -> float:
-    """Median seconds of ``fn`` over ``repeats`` runs, after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time  # noqa: E402
 
 
 def main() -> None:
