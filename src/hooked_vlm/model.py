@@ -231,7 +231,7 @@ class HookedVLM:
             >>> logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)
         """
         ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
-        with self._running(ids, kw):
+        with self._running(kw):
             return self._bridge_call(ids, kw)
 
     def run_with_cache(
@@ -257,7 +257,7 @@ class HookedVLM:
         ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
-        with self._running(ids, kw):
+        with self._running(kw):
             return self._bridge_call(ids, kw, cache_filter=keep, cache_options=options)
 
     def run_with_hooks(
@@ -340,7 +340,7 @@ class HookedVLM:
         eos = self._eos_ids(eos_token_id)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         out, step_ids, past = ids, ids, None
-        with self.hooks(fwd_hooks), self._running(ids, {"attention_mask": mask, **kw}):
+        with self.hooks(fwd_hooks), self._running(kw):
             for _ in range(max_new_tokens):
                 self.state.query_start = out.shape[1] - step_ids.shape[1]
                 logits, past = self._bridge_call(
@@ -401,8 +401,8 @@ class HookedVLM:
 
     # ------------------------------------------------------------------ internals
     @contextmanager
-    def _running(self, ids: Tensor, kw: Mapping[str, Any]) -> Iterator[None]:
-        """Publish the layout and query offset of the forward in flight to hook functions."""
+    def _running(self, kw: Mapping[str, Any]) -> Iterator[None]:
+        """Publish the query offset of the forward in flight (``self.state``) to hook functions."""
         past = kw.get("past_key_values")
         previous = self.state
         self.state = RunState(query_start=past.get_seq_length() if past is not None else 0)

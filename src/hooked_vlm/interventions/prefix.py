@@ -71,7 +71,7 @@ class PrefixCache:
         def keep_embeds(resid: Tensor, hook: object) -> None:
             store["embeds"] = resid[:, start:].detach().clone()
 
-        with model.hooks([(EMBED_HOOK, keep_embeds)]), model._running(ids, kw):
+        with model.hooks([(EMBED_HOOK, keep_embeds)]), model._running(kw):
             full = {**kw, "attention_mask": mask}
             logits, past = model._bridge_call(ids, full, return_cache=True)
         past.crop(start - past.get_seq_length())
