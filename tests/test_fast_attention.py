@@ -126,3 +126,27 @@ def test_hf_hidden_states_are_captured_on_the_plain_path(w: Wrapped):
         _, cache = w.model.run_with_cache(w.inputs, names_filter="blocks.0.hook_resid_post")
     assert len(out.hidden_states) == w.model.cfg.n_layers + 1
     assert (out.hidden_states[1] - cache["blocks.0.hook_resid_post"]).abs().max() <= 1e-5
+
+
+def test_layers_with_instance_patched_forwards_keep_the_bridged_path():
+    from hooked_vlm import HookedVLM
+    from hooked_vlm.fast_layers import install_layer_bypass
+    from hooked_vlm.testing.tiny import build_tiny
+
+    tiny = build_tiny("llava")
+    mlp = tiny.model.model.language_model.layers[0].mlp
+    calls = []
+    original = mlp.forward
+
+    def patched(*args, **kwargs):  # what accelerate's dispatch hooks do to a module
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    mlp.forward = patched
+    model = HookedVLM.from_hf(tiny.model)
+    assert "_bypass_twin" not in model.bridge.blocks[0].__dict__
+    assert "_bypass_twin" in model.bridge.blocks[1].__dict__
+    assert install_layer_bypass(model.bridge) == 0  # idempotent
+    with torch.no_grad():
+        model(tiny.inputs)
+    assert calls == [1]

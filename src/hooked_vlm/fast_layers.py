@@ -96,13 +96,17 @@ def _layers(bridge: Any) -> Iterator[GeneralizedComponent]:
 def install_layer_bypass(bridge: Any) -> int:
     """Give every layer of ``bridge`` a pristine twin used while nothing watches the layer.
 
-    Returns the number of layers given a twin.
+    Returns the number of layers given a twin. Layers holding a module whose ``forward`` was
+    replaced on the instance (accelerate's ``device_map`` dispatch hooks, for one) keep the
+    bridged path only: a shallow twin would call the patched original.
     """
     count = 0
     for layer in _layers(bridge):
         if layer.original_component is None or "_bypass_twin" in layer.__dict__:
             continue
         modules = list(layer.modules())  # bridges, hook points, the HF modules they wrap
+        if any("forward" in m.__dict__ for m in modules[1:]):
+            continue  # a forward patched on an instance (accelerate's dispatch hooks): keep it
         # TL-level hooks (hook points, inner bridges) fire only on the bridged path; the layer's
         # own hooks run around either path, HF modules' hooks are shared with the twin.
         owners = [
