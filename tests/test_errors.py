@@ -81,3 +81,16 @@ def test_from_pretrained_unknown_local_name_does_not_touch_the_network(tmp_path,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError):
         HookedVLM.from_pretrained(str(tmp_path / "missing-model-dir"))
+
+
+def test_known_checkpoints_get_their_model_config_by_hub_id_or_local_copy(tmp_path):
+    from hooked_vlm.loading import resolve_source
+
+    by_id = resolve_source("mistral-community/pixtral-12b")
+    assert not by_id.local and by_id.model_config.name == "pixtral-12b"
+    by_name = resolve_source("pixtral-12b")
+    assert by_name.location == "mistral-community/pixtral-12b"
+    local = resolve_source(tmp_path, model_config="pixtral-12b")
+    assert local.local and local.model_config.special_tokens["eoi"] == "[IMG_END]"
+    assert resolve_source(tmp_path).model_config is None
+    assert resolve_source("someone/unknown-model").model_config is None

@@ -53,15 +53,26 @@ class Source:
     model_config: ModelConfig | None
 
 
-def resolve_source(name_or_path: str | Path) -> Source:
-    """A model-config name, a local directory, or (otherwise) a hub id."""
+def resolve_source(
+    name_or_path: str | Path, model_config: str | ModelConfig | None = None
+) -> Source:
+    """A model-config name, a local directory, or (otherwise) a hub id.
+
+    ``model_config`` names the config to use with a local directory (a local copy of a known
+    checkpoint); a hub id that is some config's ``hf_id`` gets that config automatically.
+    """
     name = str(name_or_path)
+    if isinstance(model_config, str):
+        model_config = load_model_config(model_config)
     if Path(name).is_dir():
-        return Source(name, True, None)
+        return Source(name, True, model_config)
     if name in list_model_configs():
         cfg = load_model_config(name)
         return Source(cfg.hf_id, Path(cfg.hf_id).is_dir(), cfg)
-    return Source(name, False, None)
+    if model_config is None:
+        known = (load_model_config(n) for n in list_model_configs())
+        model_config = next((c for c in known if c.hf_id == name), None)
+    return Source(name, False, model_config)
 
 
 def architecture_of(model: torch.nn.Module) -> Architecture:

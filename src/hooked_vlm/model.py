@@ -132,9 +132,14 @@ class HookedVLM:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         processor: bool | Any = True,
+        model_config: str | ModelConfig | None = None,
         **hf_kwargs: Any,
     ) -> HookedVLM:
         """Load by model-config name ("chameleon-7b"), local ``save_pretrained`` dir or HF id.
+
+        ``model_config`` (a name from ``model_configs/``) attaches the special tokens and prompt
+        templates of a known model to a local copy of its checkpoint; a hub id listed in a model
+        config gets its config on its own.
 
         Only a hub id reaches the network. ``dtype`` defaults to the model config's (bf16 for
         Chameleon) or the checkpoint's. ``hf_kwargs`` go to ``from_pretrained`` (e.g.
@@ -143,7 +148,7 @@ class HookedVLM:
         Example:
             >>> model = HookedVLM.from_pretrained("llava-1.5-7b", device="cuda", dtype="bf16")
         """
-        source = loading.resolve_source(name_or_path)
+        source = loading.resolve_source(name_or_path, model_config)
         if dtype is None and source.model_config is not None:
             dtype = source.model_config.dtype
         hf_model, _ = loading.load_hf_model(
