@@ -53,3 +53,18 @@ def test_str_tokens_show_the_image_span():
     tokens = model.to_str_tokens(inputs["input_ids"][0])
     assert tokens[:3] == ["<s>", "w1", "<image>"] and tokens[-1] == "w2"
     assert tokens.count("<image>") == int(inputs.layout.mask("image").sum())
+
+
+def test_prepare_fills_the_model_configs_prompt_template(tmp_path):
+    build_tiny("llava").model.save_pretrained(tmp_path)
+    tiny_processor("llava").save_pretrained(tmp_path)
+    model = HookedVLM.from_pretrained(tmp_path, model_config="llava-1.5-7b", dtype="float32")
+    assert model.model_config.name == "llava-1.5-7b"
+    inputs = model.prepare(images(2), task="caption")
+    template = model.model_config.prompt("caption")
+    assert "<image>" in template
+    tokens = model.to_str_tokens(inputs["input_ids"][0])
+    assert "USER:" in tokens and "ASSISTANT:" in tokens  # the template's words, tokenized
+    assert inputs.layout.n_images() == [1, 1]
+    with pytest.raises(KeyError, match="has no 'describe' prompt"):
+        model.prepare(images(1), task="describe")
