@@ -76,9 +76,12 @@ def _watched(
         return True
     if any(bool(getattr(config, flag, False)) for flag in _RESTRUCTURING_FLAGS):
         return True
-    return any(
-        key not in ignored for d in owners for name in _HOOK_REGISTRIES for key in d.get(name, ())
-    )
+    for d in owners:  # a plain loop: this runs for every layer of every forward
+        for name in _HOOK_REGISTRIES:
+            registry = d.get(name)
+            if registry and (not ignored or any(key not in ignored for key in registry)):
+                return True
+    return False
 
 
 def _tl_capture_ids(layer: GeneralizedComponent) -> set[int]:
