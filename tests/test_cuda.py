@@ -54,3 +54,26 @@ def test_bf16_forward_and_generation_on_gpu(name, tmp_path):
     with torch.no_grad():
         logits = model(inputs)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits[..., :1]).all()
+
+
+def test_device_map_split_across_gpu_and_cpu(tmp_path):
+    """accelerate's dispatch (what device_map="auto" does over several GPUs): the vision tower
+    on the GPU, the decoder on the CPU; logits, caching and a knockout still work."""
+    from hooked_vlm.interventions import knockout
+
+    tiny = build_tiny("llava")
+    tiny.model.save_pretrained(tmp_path)
+    reference = HookedVLM.from_pretrained(tmp_path, dtype="float32")
+    device_map = {"model.vision_tower": 0, "model.multi_modal_projector": 0,
+                  "model.language_model": "cpu", "lm_head": "cpu"}
+    split = HookedVLM.from_pretrained(tmp_path, dtype="float32", device_map=device_map)
+    with torch.no_grad():
+        expected = reference(tiny.inputs)
+        got, cache = split.run_with_cache(tiny.inputs, names_filter="blocks.1.hook_resid_post")
+        layout = split.layout(tiny.inputs["input_ids"])
+        gate = knockout(split, layout, "text", "image", mode="mask")
+        closed = split.run_with_hooks(tiny.inputs, fwd_hooks=gate)
+        closed_ref = reference.run_with_hooks(tiny.inputs, fwd_hooks=gate)
+    assert (got.float().cpu() - expected).abs().max().item() <= 1e-4
+    assert cache["blocks.1.hook_resid_post"].shape[0] == 2
+    assert (closed.float().cpu() - closed_ref).abs().max().item() <= 1e-4
