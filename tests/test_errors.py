@@ -13,7 +13,7 @@ from hooked_vlm import (
     UnknownHookError,
     UnsupportedArchitectureError,
 )
-from tests.conftest import Wrapped, wrap
+from tests.conftest import ALL_ARCHS, Wrapped, wrap
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +94,15 @@ def test_known_checkpoints_get_their_model_config_by_hub_id_or_local_copy(tmp_pa
     assert local.local and local.model_config.special_tokens["eoi"] == "[IMG_END]"
     assert resolve_source(tmp_path).model_config is None
     assert resolve_source("someone/unknown-model").model_config is None
+
+
+@pytest.mark.parametrize("name", ALL_ARCHS)
+def test_one_placeholder_short_is_a_clear_error_on_every_architecture(name):
+    w = wrap(name)
+    ids = w.inputs["input_ids"].clone()
+    image_id = w.model.architecture.special_tokens(w.model.hf_model.config).image
+    first = int((ids[0] == image_id).nonzero()[0, 0])
+    ids[:, first] = ids[0, -1]  # a text id where an image placeholder was
+    with pytest.raises(ImageTokenMismatchError, match="image placeholder tokens"):
+        w.model({**w.inputs, "input_ids": ids})
+    assert attached_hooks(w.model) == 0
