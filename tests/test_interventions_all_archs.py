@@ -78,3 +78,20 @@ def test_batched_head_masks_on_a_reused_prefix_equal_one_by_one(name, mode):
         clean = metric(w.model(one)[:, -1])
     assert (batched[0] - clean[0]).abs().max().item() <= 1e-5
     assert (batched[1:] - clean).abs().amax().item() > 1e-4  # ablating heads matters
+
+
+@pytest.mark.parametrize("name", ALL_ARCHS)
+def test_generation_under_knockout_with_kv_cache_equals_full_recompute(name):
+    w = wrap(name)
+    layout = _layout(w)
+    hooks = knockout(w.model, layout, "text", "random_image:2", mode="zero", seed=3)
+    fast = w.model.generate(w.inputs, max_new_tokens=3, fwd_hooks=hooks, eos_token_id=[])
+    ids, mask = w.inputs["input_ids"], w.inputs["attention_mask"]
+    static = {k: v for k, v in w.inputs.items() if k not in ("mm_token_type_ids",)}
+    with torch.no_grad():
+        for _ in range(3):  # recompute the whole sequence, knockout included, at every step
+            step = {**static, "input_ids": ids, "attention_mask": mask}
+            nxt = w.model.run_with_hooks(step, fwd_hooks=hooks)[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], 1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+    assert torch.equal(fast, ids)
