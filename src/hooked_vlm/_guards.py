@@ -12,10 +12,6 @@ from __future__ import annotations
 import importlib.util
 
 
-class RuntimeInstallRefused(RuntimeError):
-    """Raised instead of installing a package at run time."""
-
-
 def _torchvision_importable_no_install() -> bool:
     """Report whether torchvision can be imported; never install it."""
     return importlib.util.find_spec("torchvision") is not None
