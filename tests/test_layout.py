@@ -149,3 +149,16 @@ def test_selecting_image_groups_without_an_image_is_a_clear_error(arch: Wrapped)
     assert layout.select(name, allow_empty=True)[1].numel() == 0
     with pytest.raises(LayoutError, match="unknown token group 'eos'"):
         layout.select("eos")
+
+
+def test_gather_picks_each_examples_positions(arch: Wrapped):
+    ids = arch.inputs["input_ids"]
+    layout = layout_of(arch, ids)
+    values = torch.arange(ids.numel(), dtype=torch.float).reshape(*ids.shape, 1).expand(-1, -1, 3)
+    last = layout.gather(values, "last")
+    assert last.shape == (2, 1, 3)
+    assert last[:, 0, 0].tolist() == [float(b * ids.shape[1] + ids.shape[1] - 1) for b in range(2)]
+    image = layout.gather(values, "image")
+    assert image.shape[:2] == (2, int(layout.mask("image")[0].sum()))
+    with pytest.raises(LayoutError, match=r"do not start with this layout's \[batch, pos\]"):
+        layout.gather(values[:, 1:], "last")

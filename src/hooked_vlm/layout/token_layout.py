@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooked_vlm.architectures import SpecialTokens
@@ -144,6 +144,32 @@ class TokenLayout:
             if empty:
                 raise LayoutError(self._empty_message(name, empty))
         return positions
+
+    def gather(
+        self, activations: Float[Tensor, "batch pos *rest"], name: str
+    ) -> Float[Tensor, "batch n *rest"]:
+        """The activations at group ``name``'s positions, ``[batch, n, ...]``.
+
+        Every example must have the same number ``n`` of positions in the group (one EOI per
+        example, say); otherwise use :meth:`select` and index per example.
+
+        Example:
+            >>> eoi_resid = layout.gather(cache["blocks.12.hook_resid_post"], "eoi")  # [b, 1, d]
+        """
+        positions = self.select(name)
+        counts = {int(p.numel()) for p in positions}
+        if len(counts) != 1:
+            raise LayoutError(
+                f"group {name!r} has {[int(p.numel()) for p in positions]} positions per "
+                "example: gather needs the same count in each; use select() per example."
+            )
+        if activations.shape[:2] != (self.batch_size, self.seq_len):
+            raise LayoutError(
+                f"activations of shape {tuple(activations.shape)} do not start with this "
+                f"layout's [batch, pos] = [{self.batch_size}, {self.seq_len}]."
+            )
+        index = torch.stack(positions).to(activations.device)
+        return activations[torch.arange(self.batch_size, device=activations.device)[:, None], index]
 
     def n_images(self) -> list[int]:
         """Number of images in each example."""
