@@ -111,3 +111,15 @@ def test_cache_options_and_moving_the_model(wrapped: Wrapped):
     expected = wrapped.model(wrapped.inputs)
     keep = torch.isfinite(expected) & (expected > -1e30)
     assert (logits64.float() - expected)[keep].abs().max().item() <= 1e-4
+
+
+def test_activation_cache_helpers(wrapped: Wrapped):
+    with torch.no_grad():
+        _, cache = wrapped.model.run_with_cache(
+            wrapped.inputs, names_filter=lambda n: n.endswith("hook_resid_post")
+            and n.startswith("blocks.")
+        )
+    stacked = cache.stack_activation("resid_post")
+    assert stacked.shape[0] == wrapped.model.cfg.n_layers
+    for layer in range(wrapped.model.cfg.n_layers):
+        assert torch.equal(stacked[layer], cache["resid_post", layer])
