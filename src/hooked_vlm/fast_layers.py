@@ -133,6 +133,7 @@ def install_layer_bypass(bridge: Any) -> int:
                 self.training  # the twin is not registered, so train() does not reach it
                 or state.get("_stop_at_layer_idx") is not None  # TL's start/stop_at_layer
                 or state.get("_start_at_layer_idx") is not None
+                or self.compatibility_mode  # TL's processed weights live on the bridges
                 or _watched(_owners, _tl_capture_ids(self), _eager, self.config)
             ):
                 return _bridged(*args, **kwargs)
