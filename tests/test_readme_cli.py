@@ -52,6 +52,10 @@ def test_demo_writes_results_and_resumes(tmp_path):
     assert all(0.0 < v <= 1.0 + 1e-6 for v in overlaps.values())
     assert "EOI" not in json.loads((out / "records" / "llava.json").read_text())["knockout"]
     assert (out / "knockout.tsv").read_text().count("\n") == 1 + len(overlaps) + 3
+    patching = record["patching"]
+    assert [r["layer"] for r in patching] == list(range(4)) and patching[0]["position"] == "eoi"
+    assert all(0.0 < r["overlap_with_source"] <= 1.0 + 1e-6 for r in patching)
+    assert (out / "patching.tsv").read_text().count("\n") == 1 + 2 * 4
     assert len((out / "summary.tsv").read_text().splitlines()) == 1 + 2 * 4
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0 and "already done" in second.output

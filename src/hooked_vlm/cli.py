@@ -133,8 +133,8 @@ def demo(
         for keys, overlap in row["knockout"].items():
             knock.add_row(row["model"], keys, f"{overlap:.4f}")
     console.print(knock)
-    console.print(f"results in {out}/ (summary.tsv, knockout.tsv, records/, one HTML figure "
-                  "per model)")
+    console.print(f"results in {out}/ (summary.tsv, knockout.tsv, patching.tsv, records/, one "
+                  "HTML figure per model)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ every layer's attention pattern, and measures the share of text->image attention
 [EOI] and on the last image token per layer (Narrow Gate, analysis 3). It then knocks out
 ("mask" mode, every layer and head) the text->[EOI] edges, the text->image edges with [EOI]
 kept, and a random-image-token control, and reports how much of the clean next-token
-distribution survives (sum of min(p, q)) and whether text still depends on the image at all.
+distribution survives (sum of min(p, q)). Last, it patches the residual at [EOI] (the last
+image token without one) from the other image, layer by layer (analysis 6a), and reports how
+close the patched next-token distribution moves to the source's.
 Results go to a results directory (config, one record per model, a summary table, an HTML
 figure per model).
 
@@ -22,7 +24,7 @@ import torch
 from rich.progress import track
 
 from hooked_vlm.analysis import cross_modal_attention
-from hooked_vlm.interventions import distribution_overlap, knockout
+from hooked_vlm.interventions import distribution_overlap, knockout, patch_sweep
 from hooked_vlm.layout import TokenLayout
 from hooked_vlm.model import HookedVLM
 from hooked_vlm.studies.results import ResultsDir
@@ -36,7 +38,7 @@ def run_demo(
     out_dir: str | Path, models: tuple[str, ...] = DEMO_MODELS, log: Callable[[str], None] = print
 ) -> list[dict]:
     """Run the demo on ``models`` (tiny model names), writing into ``out_dir``; returns rows."""
-    config = {"study": "demo", "schema": 2, "models": list(models), "weights": "random"}
+    config = {"study": "demo", "schema": 3, "models": list(models), "weights": "random"}
     store = ResultsDir(out_dir, config)
     for name in track(models, description="demo models"):
         if store.done(name):
@@ -72,6 +74,7 @@ def _study_one(name: str, store: ResultsDir) -> dict:
         "has_eoi": layout.tokens.eoi is not None,
         "per_layer": per_layer,
         "knockout": _knockouts(model, tiny.inputs, layout),
+        "patching": _eoi_patching(model, tiny.inputs),
     }
 
 
@@ -93,6 +96,28 @@ def _knockouts(model: HookedVLM, inputs: dict, layout: TokenLayout) -> dict[str,
         }
 
 
+def _eoi_patching(model: HookedVLM, inputs: dict) -> list[dict[str, float]]:
+    """Per layer: overlap of patched and source next-token distributions (mean of the pair).
+
+    Both examples get example 0's text, so they differ only in the image; each is patched with
+    the other's residual at the gate position.
+    """
+    target = {**inputs, "input_ids": inputs["input_ids"][:1].expand(2, -1)}
+    source = {k: v.flip(0) if k != "input_ids" else v for k, v in target.items()}
+    layout = model.layout(**{k: v for k, v in target.items() if k != "pixel_values"})
+    gate = "eoi" if layout.tokens.eoi is not None else "last_image"
+    with torch.no_grad():
+        source_last = model(source)[:, -1]
+        clean_last = model(target)[:, -1]
+        patched = patch_sweep(model, target, source, "blocks.{layer}.hook_resid_pre", gate)
+    baseline = distribution_overlap(clean_last, source_last).mean().item()
+    return [
+        {"layer": layer, "position": gate, "clean_overlap_with_source": baseline,
+         "overlap_with_source": distribution_overlap(logits, source_last).mean().item()}
+        for layer, logits in enumerate(patched)  # patched: [layer, batch, vocab]
+    ]
+
+
 def _write_summary(store: ResultsDir, rows: list[dict]) -> None:
     lines = ["model\tarchitecture\tnative\tlayer\teoi_share\tlast_image_share"]
     for row in rows:
@@ -106,3 +131,11 @@ def _write_summary(store: ResultsDir, rows: list[dict]) -> None:
     for row in rows:
         knock += [f"{row['model']}\t{k}\t{v:.4f}" for k, v in row["knockout"].items()]
     store.path("knockout.tsv").write_text("\n".join(knock) + "\n")
+    patch = ["model\tpatched position\tlayer\toverlap with source (clean: no patch)"]
+    for row in rows:
+        patch += [
+            f"{row['model']}\t{r['position']}\t{r['layer']}\t{r['overlap_with_source']:.4f} "
+            f"({r['clean_overlap_with_source']:.4f})"
+            for r in row["patching"]
+        ]
+    store.path("patching.tsv").write_text("\n".join(patch) + "\n")
