@@ -56,3 +56,16 @@ def same_text_two_images(name: str, **kwargs) -> tuple[HookedVLM, dict, object]:
     inputs["input_ids"] = inputs["input_ids"][:1].repeat(2, 1)
     return model, inputs, model.layout(**inputs)
 
+
+def generate_by_recompute(model: HookedVLM, inputs: dict, hooks: list, n: int) -> torch.Tensor:
+    """Greedy decoding that reruns the whole sequence (no KV cache) with ``hooks`` each step."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    static = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}  # re-derived
+    with torch.no_grad():
+        for _ in range(n):
+            step = {**static, "input_ids": ids, "attention_mask": mask}
+            nxt = model.run_with_hooks(step, fwd_hooks=hooks)[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], 1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+    return ids
+

@@ -71,7 +71,7 @@ def test_vision_pattern_edit_changes_only_image_dependent_positions(tower: Wrapp
             return pattern
         return pattern * eye
 
-    layout = tower.model.layout(**{k: v for k, v in tower.inputs.items() if k != "pixel_values"})
+    layout = tower.model.layout(**tower.inputs)
     with torch.no_grad():
         clean = tower.model(tower.inputs)
         edited = tower.model.run_with_hooks(tower.inputs, fwd_hooks=[(name, keep_diagonal)])

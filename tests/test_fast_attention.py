@@ -50,7 +50,7 @@ def test_only_watched_layers_run_eager(w: Wrapped, eager_calls):
 
 
 def test_mask_knockout_stays_on_sdpa_and_matches_eager(w: Wrapped, eager_calls):
-    layout = w.model.layout(**{k: v for k, v in w.inputs.items() if k != "pixel_values"})
+    layout = w.model.layout(**w.inputs)
     hooks = knockout(w.model, layout, "text", "image_and_eoi", mode="mask")
     with torch.no_grad():
         fast = w.model.run_with_hooks(w.inputs, fwd_hooks=hooks)

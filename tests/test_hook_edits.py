@@ -10,8 +10,7 @@ from tests.conftest import Wrapped
 
 
 def test_pattern_edge_edit_changes_only_later_positions(wrapped: Wrapped):
-    layout = wrapped.model.layout(**{k: v for k, v in wrapped.inputs.items()
-                                     if k != "pixel_values"})
+    layout = wrapped.model.layout(**wrapped.inputs)
     query = int(layout.select("text")[0][-3])  # a text query after the image
     key = int(layout.select("last_image")[0][0])
 

@@ -13,17 +13,13 @@ from hooked_vlm.interventions import (
     kv_baseline,
     resolve,
 )
-from tests.conftest import ALL_ARCHS, wrap
-
-
-def _layout(w):
-    return w.model.layout(**{k: v for k, v in w.inputs.items() if k != "pixel_values"})
+from tests.conftest import ALL_ARCHS, generate_by_recompute, wrap
 
 
 @pytest.mark.parametrize("name", ALL_ARCHS)
 def test_masking_text_to_image_makes_text_independent_of_the_pixels(name):
     w = wrap(name)
-    layout = _layout(w)
+    layout = w.model.layout(**w.inputs)
     after = resolve(layout, "text_after_image").mask
     noisy = {**w.inputs}
     gen = torch.Generator().manual_seed(0)
@@ -42,7 +38,7 @@ def test_masking_text_to_image_makes_text_independent_of_the_pixels(name):
 @pytest.mark.parametrize("name", ALL_ARCHS)
 def test_prefix_reuse_equals_full_recompute(name):
     w = wrap(name)
-    layout = _layout(w)
+    layout = w.model.layout(**w.inputs)
     hooks = knockout(w.model, layout, "text", "last_image", mode="zero")
     with torch.no_grad():
         full = w.model.run_with_hooks(w.inputs, fwd_hooks=hooks)
@@ -83,15 +79,7 @@ def test_batched_head_masks_on_a_reused_prefix_equal_one_by_one(name, mode):
 @pytest.mark.parametrize("name", ALL_ARCHS)
 def test_generation_under_knockout_with_kv_cache_equals_full_recompute(name):
     w = wrap(name)
-    layout = _layout(w)
+    layout = w.model.layout(**w.inputs)
     hooks = knockout(w.model, layout, "text", "random_image:2", mode="zero", seed=3)
     fast = w.model.generate(w.inputs, max_new_tokens=3, fwd_hooks=hooks, eos_token_id=[])
-    ids, mask = w.inputs["input_ids"], w.inputs["attention_mask"]
-    static = {k: v for k, v in w.inputs.items() if k not in ("mm_token_type_ids",)}
-    with torch.no_grad():
-        for _ in range(3):  # recompute the whole sequence, knockout included, at every step
-            step = {**static, "input_ids": ids, "attention_mask": mask}
-            nxt = w.model.run_with_hooks(step, fwd_hooks=hooks)[:, -1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, nxt], 1)
-            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
-    assert torch.equal(fast, ids)
+    assert torch.equal(fast, generate_by_recompute(w.model, w.inputs, hooks, 3))

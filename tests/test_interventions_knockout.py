@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hooked_vlm.interventions import InterventionError, SelectorError, knockout, resolve
-from tests.conftest import same_text_two_images
+from tests.conftest import generate_by_recompute, same_text_two_images
 
 NAMES = ["llava", "chameleon", "emu3"]
 
@@ -89,16 +89,6 @@ def test_row_sums(setup, mode):
         assert removed.sum(-1).max() > 1e-3
 
 
-def _naive_generate(model, inputs, hooks, n):
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    for _ in range(n):
-        step = {**inputs, "input_ids": ids, "attention_mask": mask}
-        nxt = model.run_with_hooks(step, fwd_hooks=hooks)[:, -1].argmax(-1, keepdim=True)
-        ids = torch.cat([ids, nxt], 1)
-        mask = torch.cat([mask, torch.ones_like(nxt)], 1)
-    return ids
-
-
 @pytest.mark.parametrize("mode", ["mask", "zero"])
 @pytest.mark.parametrize("keys", ["image_and_eoi", "random_image:3", "explicit"])
 def test_generation_with_kv_cache_equals_full_recompute(setup, mode, keys):
@@ -107,7 +97,7 @@ def test_generation_with_kv_cache_equals_full_recompute(setup, mode, keys):
         keys = [p[:2].tolist() for p in layout.select("image")]
     hooks = knockout(model, layout, "text", keys, mode=mode, seed=1)
     fast = model.generate(inputs, max_new_tokens=4, fwd_hooks=hooks, eos_token_id=[])
-    slow = _naive_generate(model, inputs, hooks, 4)
+    slow = generate_by_recompute(model, inputs, hooks, 4)
     assert torch.equal(fast, slow)
 
 

@@ -13,6 +13,7 @@ from hooked_vlm.interventions import (
     steer,
 )
 from hooked_vlm.testing.tiny import build_tiny
+from tests.conftest import generate_by_recompute
 
 
 @pytest.fixture(scope="module", params=["chameleon", "emu3"])
@@ -47,12 +48,7 @@ def test_steering_in_generation_equals_full_recompute(setup):
     vector = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     hooks = steer(model, layout, vector, layers=[0, 1], scale=3.0)
     fast = model.generate(inputs, max_new_tokens=3, fwd_hooks=hooks, eos_token_id=[])
-    ids = inputs["input_ids"]
-    for _ in range(3):
-        step = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        nxt = model.run_with_hooks(step, fwd_hooks=hooks)[:, -1].argmax(-1, keepdim=True)
-        ids = torch.cat([ids, nxt], 1)
-    assert torch.equal(fast, ids)
+    assert torch.equal(fast, generate_by_recompute(model, inputs, hooks, 3))
 
 
 def test_class_mean_difference_and_errors(setup):

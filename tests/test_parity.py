@@ -39,8 +39,7 @@ def finite_max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_two_images_give_different_logits(wrapped: Wrapped):
     logits = wrapped.model(wrapped.inputs)
     assert logits.shape[0] == 2
-    layout = wrapped.model.layout(**{k: v for k, v in wrapped.inputs.items()
-                                     if k != "pixel_values"})
+    layout = wrapped.model.layout(**wrapped.inputs)
     assert layout.n_images() == [1, 1]
     # pixel_values: one image per row, or tiles / flattened patches of both images (Qwen2-VL)
     pixels = wrapped.inputs["pixel_values"].flatten(1)

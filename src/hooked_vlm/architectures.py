@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -67,11 +67,10 @@ class Architecture:
     # Placeholders per image when every image has the same count (splits adjacent images).
     tokens_per_image: Callable[[Any], int] | None = None
     notes: str = ""
-    extras: tuple[str, ...] = field(default=())  # forward kwargs besides ids/pixels/mask
     family: str = ""  # README table group (a model config's `family:` overrides it)
     # Per-layer vision-tower hooks ("" for VQ tokenizers, which have none); every pattern
     # under them is editable.
-    vision_hooks: str = ""
+    vision_hooks: str = "vision_encoder.encoder_layers.{l}"
     # The TransformerLens adapter key for a config (default: the HF class name).
     tl_adapter: Callable[[Any], str] | None = None
     # Completes forward kwargs HF needs but HookedVLM cannot expect callers to pass
@@ -280,11 +279,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             "LlavaForConditionalGeneration",
             native=False,
             family="LLaVA",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_llava_tokens,
             tokens_per_image=_llava_tokens_per_image,
             tl_adapter=_llava_adapter,
-            extras=("image_sizes",),
             notes="LLaVA-1.5 has no BOI/EOI of its own: the image is a run of <image> features. "
             "With a Pixtral tower (pixtral-12b): rows of [IMG] separated by [IMG_BREAK] (eol), "
             "[IMG_END] as EOI; needs image_sizes.",
@@ -293,10 +290,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "Mistral3ForConditionalGeneration",
             native=False,
             family="Mistral3",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_llava_tokens,
             tl_adapter=_fixed("hooked_vlm.Pixtral"),
-            extras=("image_sizes",),
             notes="Pixtral layout after a 2x2 patch merger: rows of [IMG], [IMG_BREAK] between "
             "rows (eol), [IMG_END] (EOI); no BOI.",
         ),
@@ -304,11 +299,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             "LlavaNextForConditionalGeneration",
             native=False,
             family="LLaVA-NeXT",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_llava_tokens,
             grid_from_inputs=_anyres_grid,
             tl_adapter=_fixed("hooked_vlm.LlavaNext"),
-            extras=("image_sizes",),
             notes="No BOI/EOI: <image> features of the base image, then the unpadded high-res "
             "grid row by row, each row closed by the learned image_newline (eol).",
         ),
@@ -316,11 +309,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             "LlavaOnevisionForConditionalGeneration",
             native=False,
             family="LLaVA-OneVision",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_llava_tokens,
             grid_from_inputs=_anyres_grid,
             tl_adapter=_fixed("hooked_vlm.LlavaOnevision"),
-            extras=("image_sizes", "batch_num_images"),
             notes="As LLaVA-NeXT (base image + rows closed by image_newline, eol), with "
             "anyres_max down-scaling; no BOI/EOI.",
         ),
@@ -328,7 +319,6 @@ ARCHITECTURES: dict[str, Architecture] = {
             "JanusForConditionalGeneration",
             native=False,
             family="Janus",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_boi_eoi_tokens,
             notes="<begin_of_image> (BOI) + 576 <image_placeholder> features + <end_of_image> "
             "(EOI); understanding path (SigLIP + aligner) only.",
@@ -341,7 +331,6 @@ ARCHITECTURES: dict[str, Architecture] = {
             special_tokens=_boi_eoi_tokens,
             prepare_forward=_qwen2_vl_forward,
             prompt_positions=_qwen2_vl_positions,
-            extras=("image_grid_thw", "mm_token_type_ids"),
             notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
             "M-RoPE positions.",
         ),
@@ -349,7 +338,6 @@ ARCHITECTURES: dict[str, Architecture] = {
             "InternVLForConditionalGeneration",
             native=False,
             family="InternVL",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_boi_eoi_tokens,
             notes="<img> (BOI) + <IMG_CONTEXT> x 256 per tile (thumbnail last) + </img> (EOI).",
         ),
@@ -357,10 +345,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "Idefics3ForConditionalGeneration",
             native=False,
             family="Idefics3",
-            vision_hooks="vision_encoder.encoder_layers.{l}",
             special_tokens=_idefics3_tokens,
             tl_adapter=_fixed("hooked_vlm.Idefics3"),
-            extras=("pixel_attention_mask",),
             notes="No BOI/EOI: per tile <fake_token_around_image> <row_r_col_c> <image> x k "
             "(tags: image_meta), tile rows end in \\n (eol), then the global image "
             "<fake_token_around_image> <global-img> <image> x k <fake_token_around_image>; the "
@@ -372,6 +358,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             native=True,
             family="Chameleon",
             special_tokens=_chameleon_tokens,
+            vision_hooks="",
             config_passthrough=("swin_norm",),
             notes="<racm3:break> (BOI) + VQ codes + <eoss> (EOI).",
         ),
@@ -380,8 +367,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             native=True,
             family="Emu3",
             special_tokens=_emu3_tokens,
+            vision_hooks="",
             grid_from_inputs=_emu3_grid,
-            extras=("image_sizes",),
             notes="<|image start|>{h}*{w}<|image token|> + rows of codes ending in "
             "<|extra_200|> (EOL) + <|extra_201|> (EOF) + <|image end|> (EOI).",
         ),

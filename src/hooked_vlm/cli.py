@@ -73,8 +73,7 @@ def info(
     table.add_row("layout", vlm.architecture.notes)
     console.print(table)
     if inputs is not None:
-        extras = {k: v for k, v in inputs.items() if k != "pixel_values"}
-        layout = vlm.layout(**extras)
+        layout = vlm.layout(**inputs)
         groups = Table(title="token layout of the example (batch element 0)")
         groups.add_column("group")
         groups.add_column("positions")

@@ -53,8 +53,7 @@ def run_demo(
 def _study_one(name: str, store: ResultsDir) -> dict:
     tiny = build_tiny(name, n_layers=4)
     model = HookedVLM.from_hf(tiny.model)
-    extras = {k: v for k, v in tiny.inputs.items() if k != "pixel_values"}
-    layout = model.layout(**extras)
+    layout = model.layout(**tiny.inputs)
     with torch.no_grad():
         _, cache = model.run_with_cache(
             tiny.inputs, names_filter=lambda n: n.startswith("blocks.") and "hook_pattern" in n
@@ -104,7 +103,7 @@ def _eoi_patching(model: HookedVLM, inputs: dict) -> list[dict[str, float]]:
     """
     target = {**inputs, "input_ids": inputs["input_ids"][:1].expand(2, -1)}
     source = {k: v.flip(0) if k != "input_ids" else v for k, v in target.items()}
-    layout = model.layout(**{k: v for k, v in target.items() if k != "pixel_values"})
+    layout = model.layout(**target)
     gate = "eoi" if layout.tokens.eoi is not None else "last_image"
     with torch.no_grad():
         source_last = model(source)[:, -1]
