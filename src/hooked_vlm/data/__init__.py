@@ -2,7 +2,7 @@
 
 Example:
     >>> from hooked_vlm.data import load_study_data
-    >>> data = load_study_data("nlphuji/flickr30k", split="test", n=2000, task="caption")
+    >>> data = load_study_data("nlphuji/flickr30k", split="test", n=500, task="caption")
     >>> data.column_names
     ['id', 'image', 'label', 'captions', 'question', 'answers']
 """

@@ -19,11 +19,11 @@ The steps, each a pure function of the arguments (so example i of the result dep
 
 Example:
     >>> from hooked_vlm.data import load_study_data
-    >>> flickr = load_study_data("nlphuji/flickr30k", split="test", n=2000, task="caption")
+    >>> flickr = load_study_data("nlphuji/flickr30k", split="test", n=500, task="caption")
     >>> coco = load_study_data("yerevann/coco-karpathy", n=2000, image_root="~/data/coco")
     >>> local = load_study_data("my_images/", task="classify")   # class folders -> labels
-    >>> flickr[0]["captions"][:1], flickr[0]["image"].mode
-    (['Two young guys with shaggy hair look at their hands ...'], 'RGB')
+    >>> len(flickr), len(flickr[0]["captions"]), flickr[0]["image"].mode
+    (500, 5, 'RGB')
 """
 
 from __future__ import annotations
@@ -278,7 +278,11 @@ def _pick_split(
             return raw[name], True
     if len(raw) == 1 and (split is None or adapter.split_column in _features_of(raw)):
         return next(iter(raw.values())), False
-    raise ValueError(f"{source!r} has no split {wanted!r}; its splits are {sorted(raw)}")
+    raise ValueError(
+        f"{source!r} has no split {wanted!r}"
+        + (f" (the {adapter.name!r} default)" if split is None else "")
+        + f"; pass split= one of {sorted(raw)}"
+    )
 
 
 def _split_rows(
