@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections.abc import Callable
@@ -52,6 +53,9 @@ class SpecialTokens:
     eof: int | None = None
     pad: int | None = None
     image_inner: tuple[int, ...] = ()
+    # Roles the family has whose id neither the HF config nor a tokenizer gave (a bare HF
+    # Janus without its processor, say): a layout error then says how to name the id.
+    unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,19 @@ class Architecture:
     # M-RoPE gives image tokens grid positions): (hf_model, input_ids, kwargs) -> [.., batch,
     # pos]. A run that reuses a cached prefix slices them instead of guessing.
     prompt_positions: Callable[[Any, torch.Tensor, dict[str, Any]], torch.Tensor] | None = None
+    # Image placeholders each image of the forward's inputs must have, in batch order:
+    # (config, forward kwargs) -> [count per image]; None where the inputs do not tell
+    # (InternVL's tiles per image, Idefics3), which keeps HF's batch-total check only.
+    placeholders_per_image: Callable[[Any, dict[str, Any]], list[int]] | None = None
+    # Token roles the family has (beyond the image placeholder): a role whose id is missing
+    # is reported as unknown, not absent. (config) -> roles.
+    roles: Callable[[Any], tuple[str, ...]] = lambda _config: ()
+
+    def tokens(self, config: Any) -> SpecialTokens:
+        """The special tokens of a model with ``config``, naming roles whose id is unknown."""
+        found = self.special_tokens(config)
+        unknown = tuple(r for r in self.roles(config) if getattr(found, r) is None)
+        return dataclasses.replace(found, unknown=unknown) if unknown else found
 
     def adapter_name(self, config: Any) -> str:
         """The TL adapter key that wraps a model of this class with ``config``."""
@@ -274,6 +291,52 @@ def _qwen2_vl_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> d
     return {**kw, "position_ids": (text + deltas.to(ids.device)).expand(3, -1, -1)}
 
 
+def _n_images(extras: dict[str, Any]) -> int:
+    return int(extras["pixel_values"].shape[0])
+
+
+def _llava_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    """LLaVA-1.5: a fixed count per image. Pixtral towers (LLaVA-Pixtral, Mistral3): one
+    ``[IMG]`` per (merged) patch of each image's real size, rows separated by other ids."""
+    if not _is_pixtral(config):
+        return [_llava_tokens_per_image(config)] * _n_images(extras)
+    why = "one (height, width) per image, to count each image's [IMG] tokens"
+    sizes = _needs(extras, "image_sizes", config.model_type, why).tolist()
+    side = config.vision_config.patch_size * getattr(config, "spatial_merge_size", 1)
+    return [(int(h) // side) * (int(w) // side) for h, w in sizes]
+
+
+def _chameleon_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    vq = config.vq_config
+    side = vq.resolution // 2 ** (len(vq.channel_multiplier) - 1)
+    return [side * side] * _n_images(extras)
+
+
+def _janus_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    vision = config.vision_config
+    return [(vision.image_size // vision.patch_size) ** 2] * _n_images(extras)
+
+
+def _qwen2_vl_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    grid = _needs(extras, "image_grid_thw", "Qwen2-VL", "one (t, h, w) patch grid per image")
+    merge = config.vision_config.spatial_merge_size
+    return [int(n) // merge**2 for n in grid.prod(-1).tolist()]
+
+
+def _grid_placeholders(
+    grids: Callable[[Any, dict[str, Any]], list[ImageGrid]],
+) -> Callable[[Any, dict[str, Any]], list[int]]:
+    return lambda config, extras: [g.n_tokens for g in grids(config, extras)]
+
+
+def _roles(*names: str) -> Callable[[Any], tuple[str, ...]]:
+    return lambda _config: names
+
+
+def _llava_roles(config: Any) -> tuple[str, ...]:
+    return ("row_break", "eoi") if _is_pixtral(config) else ()
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.hf_class: a
     for a in [
@@ -287,6 +350,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             notes="LLaVA-1.5 has no BOI/EOI of its own: the image is a run of <image> features. "
             "With a Pixtral tower (pixtral-12b): rows of [IMG] separated by [IMG_BREAK] (eol), "
             "[IMG_END] as EOI; needs image_sizes.",
+            placeholders_per_image=_llava_placeholders,
+            roles=_llava_roles,
         ),
         Architecture(
             "Mistral3ForConditionalGeneration",
@@ -296,6 +361,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             tl_adapter=_fixed("hooked_vlm.Pixtral"),
             notes="Pixtral layout after a 2x2 patch merger: rows of [IMG], [IMG_BREAK] between "
             "rows (eol), [IMG_END] (EOI); no BOI.",
+            placeholders_per_image=_llava_placeholders,
+            roles=_roles("row_break", "eoi"),
         ),
         Architecture(
             "LlavaNextForConditionalGeneration",
@@ -306,6 +373,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             tl_adapter=_fixed("hooked_vlm.LlavaNext"),
             notes="No BOI/EOI: <image> features of the base image, then the unpadded high-res "
             "grid row by row, each row closed by the learned image_newline (eol).",
+            placeholders_per_image=_grid_placeholders(_anyres_grid),
         ),
         Architecture(
             "LlavaOnevisionForConditionalGeneration",
@@ -316,6 +384,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             tl_adapter=_fixed("hooked_vlm.LlavaOnevision"),
             notes="As LLaVA-NeXT (base image + rows closed by image_newline, eol), with "
             "anyres_max down-scaling; no BOI/EOI.",
+            placeholders_per_image=_grid_placeholders(_anyres_grid),
         ),
         Architecture(
             "JanusForConditionalGeneration",
@@ -324,6 +393,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             special_tokens=_boi_eoi_tokens,
             notes="<begin_of_image> (BOI) + 576 <image_placeholder> features + <end_of_image> "
             "(EOI); understanding path (SigLIP + aligner) only.",
+            placeholders_per_image=_janus_placeholders,
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "Qwen2VLForConditionalGeneration",
@@ -335,6 +406,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             prompt_positions=_qwen2_vl_positions,
             notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
             "M-RoPE positions.",
+            placeholders_per_image=_qwen2_vl_placeholders,
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "InternVLForConditionalGeneration",
@@ -342,6 +415,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             family="InternVL",
             special_tokens=_boi_eoi_tokens,
             notes="<img> (BOI) + <IMG_CONTEXT> x 256 per tile (thumbnail last) + </img> (EOI).",
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "Idefics3ForConditionalGeneration",
@@ -354,6 +428,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "<fake_token_around_image> <global-img> <image> x k <fake_token_around_image>; the "
             "span runs from the first to the last <fake_token_around_image>. Adjacent images "
             "with no text between them form one span.",
+            roles=_roles("row_break"),
         ),
         Architecture(
             "ChameleonForConditionalGeneration",
@@ -363,6 +438,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             vision_hooks="",
             config_passthrough=("swin_norm",),
             notes="<racm3:break> (BOI) + VQ codes + <eoss> (EOI).",
+            placeholders_per_image=_chameleon_placeholders,
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "Emu3ForConditionalGeneration",
@@ -373,6 +450,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             grid_from_inputs=_emu3_grid,
             notes="<|image start|>{h}*{w}<|image token|> + rows of codes ending in "
             "<|extra_200|> (EOL) + <|extra_201|> (EOF) + <|image end|> (EOI).",
+            placeholders_per_image=_grid_placeholders(_emu3_grid),
+            roles=_roles("boi", "eoi", "eof"),
         ),
     ]
 }

@@ -190,6 +190,16 @@ class TokenLayout:
 
     def _empty_message(self, name: str, empty: Sequence[int]) -> str:
         which = f"example(s) {list(empty)}"
+        role = "row_break" if name == "eol" else name
+        if role in self.tokens.unknown:
+            return (
+                f"the id of {self.architecture or 'this model'}'s {name.upper()} token is "
+                f"unknown (the model has one, but its HF config lacks the id and no tokenizer "
+                f"or model config gave it), so group {name!r} is empty for {which}. Load with "
+                "HookedVLM.from_pretrained (the processor supplies it), pass the processor and "
+                "model_config to from_hf, or name the id yourself: "
+                f"HookedVLM.from_hf(model, special_tokens={{{role!r}: ID}})."
+            )
         missing = {"boi": self.tokens.boi, "eoi": self.tokens.eoi, "eof": self.tokens.eof}
         if name in missing and missing[name] is None:
             return (
