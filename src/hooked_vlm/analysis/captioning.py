@@ -66,8 +66,13 @@ def cider_d(
     if tokenizer not in ("ptb", "simple"):
         raise ValueError(f"tokenizer must be 'ptb' or 'simple', got {tokenizer!r}")
     tokenize = _ptb_tokenize if tokenizer == "ptb" else _simple_tokenize
-    res = tokenize({key: [caption] for key, caption in cands.items()})
-    gts = tokenize({key: list(captions) for key, captions in refs.items()})
+    # one tokenizer call (one JVM start) for candidates and references together
+    tokens = tokenize(
+        {("candidate", key): [caption] for key, caption in cands.items()}
+        | {("reference", key): list(captions) for key, captions in refs.items()}
+    )
+    res = {key: tokens[("candidate", key)] for key in cands}
+    gts = {key: tokens[("reference", key)] for key in cands}
     score, scores = Cider().compute_score(gts, res)
     return CiderScore(float(score), {key: float(s) for key, s in zip(gts, scores, strict=True)})
 
