@@ -99,8 +99,8 @@ def modality_gap(
     sample: ModalitySample, absolute: bool = False, pairs: Pairs = "same_example"
 ) -> ModalityGap:
     """Cosine between text and image vectors per layer; median and IQR over the pairs."""
-    text = F.normalize(sample.text.double(), dim=-1)
-    image = F.normalize(sample.image.double(), dim=-1)
+    text = F.normalize(sample.text.float(), dim=-1)
+    image = F.normalize(sample.image.float(), dim=-1)
     if pairs == "same_example":
         cosine = (text * image).sum(-1)
     elif pairs == "across_examples":
@@ -113,4 +113,4 @@ def modality_gap(
     if absolute:
         cosine = cosine.abs()
     q25, median, q75 = torch.from_numpy(np.quantile(cosine.numpy(), [0.25, 0.5, 0.75], axis=1))
-    return ModalityGap(cosine.float(), median.float(), q25.float(), q75.float())
+    return ModalityGap(cosine, median.float(), q25.float(), q75.float())
