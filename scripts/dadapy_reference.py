@@ -23,6 +23,8 @@ fixed seed, and writes data and DADApy's outputs to ``tests/fixtures/dadapy_refe
   ``P_labels_pure_python`` (DADApy's pure-Python ADP, as a check on DADApy itself);
 - ``scan_k{k}_z{Z}_labels``: ADP with Euclidean maxk=60, TwoNN ID, small k and several Z
   (many putative peaks: exercises the merging);
+- ``tight_x``, ``tight_labels``, ``tight_labels_pure_python``: ADP with maxk = k = 3, where
+  DADApy's Cython and pure-Python ADP disagree (the Cython one is the reference);
 - ``overlap_weighted`` / ``overlap_unweighted``: ``return_label_overlap(labels, k=30)`` with
   DADApy's default class weighting and without.
 """
@@ -44,6 +46,10 @@ DIM = 12
 BLOBS = [(90, 12.0, 1.0), (80, 12.0, 1.0), (70, 12.0, 1.2), (60, 10.0, 1.0), (60, 10.0, 1.0)]
 OVERLAP_OFFSET = 2.0  # distance between the centres of the two overlapping blobs
 SCAN = [(4, 0.3), (8, 0.5), (8, 1.0), (12, 2.5)]  # (k, Z) of the extra ADP cases
+# Skewed uniform data with maxk = k = 3, where DADApy's Cython ADP (the one the Narrow Gate code
+# calls) and its pure-Python ADP disagree: the pure-Python border search skips p2's last
+# neighbour. Seed 5 is the first of 0..9 where they differ.
+TIGHT_SEED, TIGHT_K, TIGHT_Z = 5, 3, 1.0
 
 
 def make_data(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +106,15 @@ def main() -> None:
         scan.compute_density_kNN(k=k)
         out[f"scan_k{k}_z{z}_labels"] = np.array(scan.compute_clustering_ADP(Z=z))
 
+    tight_x = np.random.default_rng(TIGHT_SEED).uniform(size=(400, 12)) ** 3
+    tight = Data(tight_x, maxk=TIGHT_K, verbose=False)
+    tight.compute_distances(maxk=TIGHT_K)
+    tight.compute_id_2NN()
+    tight.compute_density_kNN(k=TIGHT_K)
+    out["tight_x"] = tight_x
+    out["tight_labels"] = np.array(tight.compute_clustering_ADP(Z=TIGHT_Z))
+    out["tight_labels_pure_python"] = np.array(tight.compute_clustering_ADP_pure_python(Z=TIGHT_Z))
+
     out["overlap_weighted"] = np.array(Data(x, maxk=30).return_label_overlap(labels, k=30))
     out["overlap_unweighted"] = np.array(
         Data(x, maxk=30).return_label_overlap(labels, k=30, weighted=False)
@@ -113,6 +128,8 @@ def main() -> None:
     os.chmod(tmp, 0o644)
     os.replace(tmp, OUT)
     for key, value in out.items():
+        if key == "tight_x":
+            continue
         if key.endswith("labels") or key.endswith("labels_pure_python"):
             print(key, "cluster sizes", np.bincount(value))
         elif value.ndim == 0 or value.size <= 8:

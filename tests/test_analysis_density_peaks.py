@@ -75,13 +75,21 @@ def test_preset_pipeline_matches_dadapy(ref, preset, metric, points, maxk, k, z)
 def test_adp_merging_matches_dadapy_on_many_peaks(ref):
     nb = nearest_neighbours(ref["x"], maxk=60)
     dim = twonn_id(nb)
-    scans = [key for key in ref if key.startswith("scan_")]
+    scans = [key for key in ref if key.startswith("scan_")]  # scan_k{k}_z{Z}_labels
     assert len(scans) == 4
     for key in scans:
         _, k, z, _ = key.split("_")
         clusters = adp_clustering(nb, knn_log_density(nb, dim, int(k[1:])), float(z[1:]))
         assert same_partition(clusters.labels, ref[key]), key
     assert len(set(ref["scan_k4_z0.3_labels"].tolist())) > 10  # many peaks survive there
+
+
+def test_adp_follows_dadapys_cython_where_its_python_variant_differs(ref):
+    # maxk = k = 3: DADApy's pure-Python border search skips p2's last neighbour
+    nb = nearest_neighbours(ref["tight_x"], maxk=3)
+    clusters = adp_clustering(nb, knn_log_density(nb, twonn_id(nb), 3), z=1.0)
+    assert same_partition(clusters.labels, ref["tight_labels"])
+    assert not same_partition(ref["tight_labels"], ref["tight_labels_pure_python"])
 
 
 def test_label_overlap_matches_dadapy(ref):

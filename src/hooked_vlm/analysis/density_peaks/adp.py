@@ -6,7 +6,7 @@
    that is denser (already assigned) or a peak.
 3. Saddles: a point of cluster ``c`` is a border point towards ``c'`` when its first
    ``k``-neighbour outside ``c`` lies in ``c'`` and that neighbour has no point of ``c`` nearer
-   than it (among its ``maxk - 1`` nearest). The saddle between two clusters is their densest
+   than it (among its ``maxk`` nearest). The saddle between two clusters is their densest
    border point.
 4. Merging: two peaks are kept apart only if the saddle is lower than both peaks by ``Z``
    times the summed errors, ``log rho_peak - log rho_saddle >= Z (err_peak + err_saddle)``.
@@ -14,8 +14,10 @@
    normalised margin joins the other), the merged cluster keeps the higher of the two saddles
    towards every other cluster, and the test is repeated until every pair passes.
 
-Decisions follow DADApy's ``compute_clustering_ADP`` (the comparison with its outputs is in
-``tests/test_analysis_density_peaks.py``), including ties (first pair in index order).
+Decisions follow DADApy's ``compute_clustering_ADP`` (its Cython code, which the Narrow Gate
+code calls; the comparison with its outputs is in ``tests/test_analysis_density_peaks.py``),
+including ties (first pair in index order). DADApy's pure-Python variant differs in one place:
+it looks for a nearer point of the cluster among ``maxk - 1`` neighbours of ``p2``, not ``maxk``.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def _saddles(
     peaks: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-density and error of the saddle between each pair of clusters (-inf: none)."""
-    indices, k, maxk = neighbours.indices, density.k, neighbours.maxk
+    indices, k = neighbours.indices, density.k
     m = len(peaks)
     knn_labels = labels[indices[:, 1 : k + 1]]
     outside = knn_labels != labels[:, None]
@@ -133,7 +135,7 @@ def _saddles(
     p1 = np.flatnonzero(candidate)
     p2 = indices[p1, 1 + outside[p1].argmax(1)]
     # p1 is a border point if no point of its cluster is nearer to p2 than p1 is
-    near_p2 = indices[p2, 1:maxk]
+    near_p2 = indices[p2, 1:]
     same = labels[near_p2] == labels[p1][:, None]
     border = ~same.any(1) | (near_p2[np.arange(len(p1)), same.argmax(1)] == p1)
     p1, p2 = p1[border], p2[border]
