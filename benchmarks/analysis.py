@@ -99,7 +99,7 @@ def main() -> None:
     }
     print(f"n = {args.n}, d = {args.dim}, torch threads = {torch.get_num_threads()}")
     for name, fn in cases.items():
-        print(f"{name:55s} {median_time(fn, args.repeats) * 1e3:10.1f} ms")
+        print(f"{name:55s} {median_time(fn, args.repeats) * 1e3:10.2f} ms")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,10 @@ def twonn_id(neighbours: Neighbours, keep_fraction: float = 0.9) -> float:
 
 
 def gride_id(
-    neighbours: Neighbours, n1: int = 1, n2: int | None = None, bounds=(1e-3, 1e3)
+    neighbours: Neighbours,
+    n1: int = 1,
+    n2: int | None = None,
+    bounds: tuple[float, float] = (1e-3, 1e3),
 ) -> tuple[float, float]:
     """Gride maximum-likelihood intrinsic dimension at scale ``(n1, n2 = 2 n1)`` and its error.
 
