@@ -220,7 +220,7 @@ class HookedVLM:
         per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
         return build_layout(
             input_ids, arch.special_tokens(config), attention_mask, grids, per_image,
-            architecture=arch.hf_class, notes=arch.notes,
+            architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
         )
 
     # ------------------------------------------------------------------ running
