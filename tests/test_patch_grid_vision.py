@@ -1,0 +1,129 @@
+"""The HF vision path agrees with patch_grid: a pixel changed in one cell of the picture changes
+exactly the decoder input at that cell's grid position.
+
+With the vision towers' attention outputs zeroed, every feature depends on its own patch only
+(patch embedding, MLPs, norms, 2x2 mergers and pixel shuffles stay local), so the planted pixel
+traces where HF puts each patch: CLIP/SigLIP/Pixtral order, Mistral3's merger, LLaVA-NeXT's tile
+packing, Qwen2-VL's processor flattening and merger, InternVL/Idefics3 pixel shuffles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from hooked_vlm.layout import patch_grids
+from tests.conftest import Wrapped, wrap
+
+INTERNVL_TILES = (1, 2)  # as in test_patch_grid: the two tiny crops come from no picture
+# pixels per grid cell: patch size, times the 2x2 merge / pixel shuffle where there is one
+CELL = {"llava": 6, "pixtral": 4, "mistral3": 8, "janus": 4, "llava_next": 4,
+        "llava_onevision": 4, "qwen2_vl": 8, "internvl": 8, "idefics3": 8}
+
+
+@contextmanager
+def local_vision(model: torch.nn.Module) -> Iterator[None]:
+    """Zero every vision-tower attention output while inside."""
+    def zero(_module, _args, out):
+        return (torch.zeros_like(out[0]), *out[1:]) if isinstance(out, tuple) else out * 0
+
+    handles = [
+        m.register_forward_hook(zero) for name, m in model.named_modules()
+        if ("vision" in name or "visual" in name) and type(m).__name__.endswith("Attention")
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class _Seen(Exception):
+    """Stops the forward once the decoder's input is known (the decoder itself is not needed)."""
+
+
+def decoder_inputs(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """The ``inputs_embeds`` the decoder receives (image features scattered in)."""
+    seen = {}
+
+    def stop(_module, _args, kwargs):
+        seen["embeds"] = kwargs["inputs_embeds"]
+        raise _Seen
+
+    hook = model.get_decoder().register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    except _Seen:
+        return seen["embeds"]
+    finally:
+        hook.remove()
+    raise AssertionError("the decoder never ran")
+
+
+def qwen_pictures(w: Wrapped) -> list[np.ndarray]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.rand(h * 4, wd * 4, 3, generator=gen).numpy()
+            for _, h, wd in w.inputs["image_grid_thw"].tolist()]
+
+
+def qwen_inputs(w: Wrapped, pictures: list[np.ndarray]) -> dict:
+    """Qwen2-VL's pixel_values from pictures, through HF's own image processor."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    processor = Qwen2VLImageProcessorPil(
+        patch_size=4, temporal_patch_size=2, merge_size=2, do_resize=False, do_rescale=False,
+        do_normalize=False,
+    )
+    out = processor(images=pictures, return_tensors="pt")
+    assert torch.equal(out["image_grid_thw"], w.inputs["image_grid_thw"])
+    return {**w.inputs, "pixel_values": out["pixel_values"]}
+
+
+def plant(w: Wrapped, b: int, view: str, r: int, c: int) -> dict:
+    """Inputs with one pixel changed in cell ``(r, c)`` of view ``view`` of example ``b``."""
+    name, x, cell = w.tiny.name, w.tiny.extras, CELL[w.tiny.name]
+    if name == "qwen2_vl":
+        pictures = qwen_pictures(w)
+        pictures[b][r * cell, c * cell] += 0.5
+        return qwen_inputs(w, pictures)
+    per_tile = 3 if view == "highres" else 2 if view == "tiles" else max(r, c) + 1
+    (tr, r), (tc, c) = divmod(r, per_tile), divmod(c, per_tile)
+    pixel = (slice(None), r * cell, c * cell)
+    if name in ("llava_next", "llava_onevision"):
+        index = (b, 0 if view == "base" else 1 + tr * x["layouts"][b]["tiles"][1] + tc)
+    elif name == "internvl":  # tiles of all images stacked, the thumbnail last
+        last = x["tiles"][b] - 1
+        index = (sum(x["tiles"][:b]) + (tr * INTERNVL_TILES[1] + tc if view == "tiles" else last),)
+    elif name == "idefics3":  # tiles row-major, then the global image
+        rows, cols = x["tiles"][b]
+        index = (b, tr * cols + tc if view == "tiles" else (rows * cols if rows * cols > 1 else 0))
+    else:
+        index = (b,)
+    pixels = w.inputs["pixel_values"].clone()
+    pixels[(*index, *pixel)] += 5.0
+    return {**w.inputs, "pixel_values": pixels}
+
+
+@pytest.mark.parametrize("name", list(CELL))
+def test_a_pixel_in_one_cell_changes_only_that_cells_position(name: str):
+    w = wrap(name)
+    model = w.reference
+    base_inputs = qwen_inputs(w, qwen_pictures(w)) if name == "qwen2_vl" else w.inputs
+    layout = w.model.layout(**w.inputs)
+    with local_vision(model):
+        base = decoder_inputs(model, base_inputs)
+        for b in range(2):
+            tiles = INTERNVL_TILES if name == "internvl" and b == 1 else None
+            for view, grid in patch_grids(layout, b, tiles=tiles, **w.inputs).items():
+                rows, cols = grid.shape
+                for r, c in {(0, cols - 1), (rows - 1, 0), (rows - 1, cols - 1)}:  # not transposable
+                    moved = decoder_inputs(model, plant(w, b, view, r, c))
+                    changed = ((moved - base).abs().amax(-1) > 1e-6).nonzero().tolist()
+                    assert changed == [[b, int(grid.positions[r, c])]], (view, r, c)
