@@ -7,14 +7,27 @@ each image block (``extras``), the row-ending tokens in the ids, and the HF visi
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from transformers import (
+    ChameleonConfig,
+    Idefics3Config,
+    InternVLConfig,
+    JanusConfig,
+    LlavaConfig,
+    LlavaNextConfig,
+    LlavaOnevisionConfig,
+    Qwen2VLConfig,
+)
 
 from hooked_vlm import LayoutError
 from hooked_vlm.analysis import scatter_to_grid, to_picture, view_box
+from hooked_vlm.architectures import get_architecture
 from hooked_vlm.layout import build_layout, patch_grid, patch_grids
+from hooked_vlm.layout.patch_grid import AnyresPatches, MergedPatches, SquarePatches, TiledPatches
 from tests.conftest import ALL_ARCHS, Wrapped, wrap
 
 INTERNVL_TILES = (1, 2)  # the tiny builder's two crops come from no picture: any 2-tile layout
@@ -208,3 +221,51 @@ def test_families_that_need_more_inputs_ask_for_them():
     layout = idefics3.model.layout(**idefics3.inputs)
     with pytest.raises(LayoutError, match=r"tiles=\(1, 4\) was given.*\(2, 2\)"):
         patch_grid(layout, 1, tiles=(1, 4))
+
+
+def test_real_size_configs_give_the_published_grids():
+    """Default HF configs (the published sizes, no weights): LLaVA-1.5 24x24 (+ the CLS under
+    "full"), Chameleon 32x32, Janus 24x24, InternVL 16x16 per tile, Idefics3-8B 13x13 per
+    tile, Qwen2-VL 2x2 merge, LLaVA-NeXT 24x24 / OneVision 27x27 base."""
+    def rule(config):
+        hf_class = type(config).__name__.removesuffix("Config") + "ForConditionalGeneration"
+        return get_architecture(hf_class).patch_rule(config)
+
+    assert rule(LlavaConfig()) == SquarePatches(24)
+    assert rule(LlavaConfig(vision_feature_select_strategy="full")) == SquarePatches(24, 1)
+    assert rule(ChameleonConfig()) == SquarePatches(32)
+    assert rule(JanusConfig()) == SquarePatches(24)
+    assert rule(InternVLConfig()) == TiledPatches(16, "thumbnail", rows_from_eol=False)
+    idefics3 = Idefics3Config(vision_config={"image_size": 364, "patch_size": 14})
+    assert rule(idefics3) == TiledPatches(13, "global", rows_from_eol=True)
+    assert rule(Qwen2VLConfig()) == MergedPatches(2)
+    assert rule(LlavaNextConfig()) == AnyresPatches(24)
+    assert rule(LlavaOnevisionConfig()) == AnyresPatches(27)
+
+
+def test_the_cls_feature_of_the_full_strategy_is_left_out():
+    w = wrap("llava")
+    config = copy.deepcopy(w.model.hf_model.config)
+    config.vision_feature_select_strategy = "full"
+    rule = w.model.architecture.patch_rule(config)
+    ids = w.inputs["input_ids"][:1]
+    first = int((ids[0] == 3).nonzero()[0])
+    with_cls = torch.cat([ids[:, :first], ids[:, first : first + 1], ids[:, first:]], 1)
+    layout = build_layout(with_cls, w.model.layout(ids).tokens, patch_rule=rule)
+    assert torch.equal(patch_grid(layout, 0).positions, raster(first + 1, 5, 5))
+    with pytest.raises(LayoutError, match=r"1 leading feature\(s\) \+ 5x5 = 26"):
+        patch_grid(build_layout(ids, layout.tokens, patch_rule=rule), 0)
+
+
+def test_a_onevision_image_of_a_multi_image_prompt_is_its_base_grid():
+    w = wrap("llava_onevision")
+    ids = w.inputs["input_ids"][0]
+    start, _ = w.tiny.extras["image_spans"][0]
+    block = torch.full((10,), w.tiny.extras["image_id"])  # 3x3 base + one image_newline
+    two = torch.cat([ids[:start], block, ids[-3:], block, ids[-3:]])[None]
+    layout = w.model.layout(two, image_sizes=w.inputs["image_sizes"],
+                            batch_num_images=torch.tensor([2]))
+    for image, first in ((0, start), (1, start + 13)):
+        views = patch_grids(layout, 0, image)
+        assert list(views) == ["base"]
+        assert torch.equal(views["base"].positions, raster(first, 3, 3))
