@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from hooked_vlm import HookedVLM
+from hooked_vlm.testing.tiny import build_tiny
 from hooked_vlm.viz import attention_on_image, attention_on_image_grid
 
 
@@ -76,3 +81,14 @@ def test_bad_inputs_are_refused_with_what_to_pass():
         attention_on_image_grid(picture(), torch.rand(3, 2, 2), titles=["a"])
     with pytest.raises(ValueError, match="fit="):
         attention_on_image(picture(), torch.rand(2, 2), fit="stretch")
+
+
+def test_readme_attention_on_the_picture_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Attention on the picture", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {"torch": torch, "HookedVLM": HookedVLM, "build_tiny": build_tiny}
+    with torch.no_grad():
+        exec(compile(code, "README-attention-on-the-picture", "exec"), scope)
+    assert scope["heats"].shape == (2, 2, 2)  # layers, then the 2x2 merged grid of image 0
+    assert len(scope["fig"].data) == 4

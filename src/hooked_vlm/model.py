@@ -213,7 +213,9 @@ class HookedVLM:
     ) -> TokenLayout:
         """The :class:`TokenLayout` of ``input_ids`` (padding read from ``attention_mask``).
 
-        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders).
+        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders). The
+        layout carries the architecture's patch rule, so ``patch_grid(layout, ...)``
+        (:mod:`hooked_vlm.layout.patch_grid`) maps each image's tokens onto the picture.
         """
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
