@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from hooked_vlm.compat import get_cache, without_cache
 from hooked_vlm.layout import ImageGrid, LayoutError, SpecialTokens
 from hooked_vlm.layout.patch_grid import (
     AnyresPatches,
@@ -265,7 +266,7 @@ def _idefics3_patches(config: Any) -> PatchRule:
 def _qwen2_vl_positions(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
     """Qwen2-VL's 3-D M-RoPE positions ``[3, batch, pos]`` of a whole prompt, as HF computes
     them on the first forward (image tokens at their grid positions)."""
-    kw = _qwen2_vl_forward(hf_model, ids, {k: v for k, v in kw.items() if k != "past_key_values"})
+    kw = _qwen2_vl_forward(hf_model, ids, without_cache(kw))
     positions, _ = hf_model.model.get_rope_index(
         ids, mm_token_type_ids=kw.get("mm_token_type_ids"), image_grid_thw=kw.get("image_grid_thw"),
         video_grid_thw=kw.get("video_grid_thw"), attention_mask=kw.get("attention_mask"),
@@ -282,7 +283,7 @@ def _qwen2_vl_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> d
         video = getattr(config, "video_token_id", None)
         kw = {**kw, "mm_token_type_ids": (ids == config.image_token_id).long()
               + 2 * (ids == video).long()}
-    past = kw.get("past_key_values")
+    past = get_cache(kw)
     deltas = hf_model.model.rope_deltas
     if past is None or "position_ids" in kw or deltas is None or past.get_seq_length() == 0:
         return kw

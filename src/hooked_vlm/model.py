@@ -30,6 +30,7 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.architectures import Architecture
+from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache_kwargs
 from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.fast_layers import install_layer_bypass
 from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
@@ -410,7 +411,7 @@ class HookedVLM:
     @contextmanager
     def _running(self, kw: Mapping[str, Any]) -> Iterator[None]:
         """Publish the query offset of the forward in flight (``self.state``) to hook functions."""
-        past = kw.get("past_key_values")
+        past = get_cache(kw)
         previous = self.state
         self.state = RunState(query_start=past.get_seq_length() if past is not None else 0)
         try:
@@ -427,23 +428,29 @@ class HookedVLM:
         return_cache: bool = False,
         cache_options: Mapping[str, Any] | None = None,
     ) -> Any:
-        call_kw = dict(kw)
+        """One bridge forward. With ``return_cache``: ``(logits, kv_cache)``, the cache being
+        ``past`` (or a new one) extended in place; hooked-vlm owns it (see :mod:`.compat`)."""
+        call_kw = normalise_cache_kwargs(kw)
         if past is not None:
-            call_kw["past_key_values"] = past
+            call_kw[CACHE_KWARG] = past
+        elif return_cache and get_cache(call_kw) is None:
+            call_kw[CACHE_KWARG] = new_cache(self.hf_model)
+        cache = get_cache(call_kw)
+        call_kw["use_cache"] = cache is not None  # no throw-away cache on a plain forward
         if self.architecture.prepare_forward is not None:  # e.g. Qwen2-VL's M-RoPE positions
             call_kw = self.architecture.prepare_forward(self.hf_model, ids, call_kw)
-        if return_cache:
-            call_kw.update(return_type="logits_and_cache", use_cache=True)
         try:
             if cache_filter is not None:
-                return self.bridge.run_with_cache(
+                out = self.bridge.run_with_cache(
                     ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
                 )
-            return self.bridge(ids, **call_kw)
+            else:
+                out = self.bridge(ids, **call_kw)
         except ValueError as err:
             if "do not match" in str(err) or "features and image tokens" in str(err):
                 raise ImageTokenMismatchError(self._mismatch_message(ids, kw, err)) from err
             raise
+        return (out, cache) if return_cache else out
 
     def _mismatch_message(self, ids: Tensor, kw: Mapping[str, Any], err: Exception) -> str:
         image_id = self.architecture.special_tokens(self.hf_model.config).image
