@@ -65,14 +65,13 @@ def decoder_inputs(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     raise AssertionError("the decoder never ran")
 
 
-def qwen_pictures(w: Wrapped) -> list[np.ndarray]:
-    gen = torch.Generator().manual_seed(0)
-    return [torch.rand(h * 4, wd * 4, 3, generator=gen).numpy()
-            for _, h, wd in w.inputs["image_grid_thw"].tolist()]
+def qwen_picture(w: Wrapped, b: int) -> np.ndarray:
+    _, h, wd = w.inputs["image_grid_thw"][b].tolist()
+    return torch.rand(h * 4, wd * 4, 3, generator=torch.Generator().manual_seed(b)).numpy()
 
 
-def qwen_inputs(w: Wrapped, pictures: list[np.ndarray]) -> dict:
-    """Qwen2-VL's pixel_values from pictures, through HF's own image processor."""
+def qwen_pixels(picture: np.ndarray) -> torch.Tensor:
+    """Qwen2-VL's flattened patches of a picture, through HF's own image processor."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
@@ -81,51 +80,54 @@ def qwen_inputs(w: Wrapped, pictures: list[np.ndarray]) -> dict:
         patch_size=4, temporal_patch_size=2, merge_size=2, do_resize=False, do_rescale=False,
         do_normalize=False,
     )
-    out = processor(images=pictures, return_tensors="pt")
-    assert torch.equal(out["image_grid_thw"], w.inputs["image_grid_thw"])
-    return {**w.inputs, "pixel_values": out["pixel_values"]}
+    return processor(images=[picture], return_tensors="pt")["pixel_values"]
 
 
-def plant(w: Wrapped, b: int, view: str, r: int, c: int) -> dict:
-    """Inputs with one pixel changed in cell ``(r, c)`` of view ``view`` of example ``b``."""
+def planted(w: Wrapped, b: int, view: str, r: int, c: int) -> torch.Tensor:
+    """Example ``b``'s pixel_values with one pixel changed in cell ``(r, c)`` of ``view``."""
     name, x, cell = w.tiny.name, w.tiny.extras, CELL[w.tiny.name]
     if name == "qwen2_vl":
-        pictures = qwen_pictures(w)
-        pictures[b][r * cell, c * cell] += 0.5
-        return qwen_inputs(w, pictures)
+        picture = qwen_picture(w, b)
+        picture[r * cell, c * cell] += 0.5
+        return qwen_pixels(picture)
     tile_side = {"highres": 3, "tiles": 2}.get(view, max(r, c) + 1)  # cells per tile side
     (tr, r), (tc, c) = divmod(r, tile_side), divmod(c, tile_side)  # views of one tile: (0, r)
-    pixel = (slice(None), r * cell, c * cell)
-    if name in ("llava_next", "llava_onevision"):
-        index = (b, 0 if view == "base" else 1 + tr * x["layouts"][b]["tiles"][1] + tc)
-    elif name == "internvl":  # tiles of all images stacked, the thumbnail last
-        last = x["tiles"][b] - 1
-        index = (sum(x["tiles"][:b]) + (tr * INTERNVL_TILES[1] + tc if view == "tiles" else last),)
+    if name in ("llava_next", "llava_onevision"):  # the base image, then tiles row-major
+        index = (0, 0 if view == "base" else 1 + tr * x["layouts"][b]["tiles"][1] + tc)
+    elif name == "internvl":  # this image's tiles, the thumbnail last
+        index = (tr * INTERNVL_TILES[1] + tc if view == "tiles" else x["tiles"][b] - 1,)
     elif name == "idefics3":  # tiles row-major, then the global image
         rows, cols = x["tiles"][b]
-        overview = rows * cols if view == "global" else 0  # an unsplit image is one tile
-        index = (b, tr * cols + tc if view == "tiles" else overview)
+        index = (0, tr * cols + tc if view == "tiles" else rows * cols if view == "global" else 0)
     else:
-        index = (b,)
-    pixels = w.inputs["pixel_values"].clone()
-    pixels[(*index, *pixel)] += 5.0
-    return {**w.inputs, "pixel_values": pixels}
+        index = (0,)
+    pixels = w.tiny.example(b)["pixel_values"].clone()
+    pixels[(*index, slice(None), r * cell, c * cell)] += 5.0
+    return pixels
 
 
 @pytest.mark.parametrize("name", list(CELL))
 def test_a_pixel_in_one_cell_changes_only_that_cells_position(name: str):
+    """Every cell of every view; one batched forward per example: row 0 untouched, row k with
+    the k-th cell planted."""
     w = wrap(name)
-    model = w.reference
-    base_inputs = qwen_inputs(w, qwen_pictures(w)) if name == "qwen2_vl" else w.inputs
     layout = w.model.layout(**w.inputs)
-    with local_vision(model):
-        base = decoder_inputs(model, base_inputs)
-        for b in range(2):
-            tiles = INTERNVL_TILES if name == "internvl" and b == 1 else None
-            for view, grid in patch_grids(layout, b, tiles=tiles, **w.inputs).items():
-                rows, cols = grid.shape
-                # corners a transposed or mirrored grid would swap
-                for r, c in ((0, cols - 1), (rows - 1, 0)):
-                    moved = decoder_inputs(model, plant(w, b, view, r, c))
-                    changed = ((moved - base).abs().amax(-1) > 1e-6).nonzero().tolist()
-                    assert changed == [[b, int(grid.positions[r, c])]], (view, r, c)
+    for b in range(2):
+        tiles = INTERNVL_TILES if name == "internvl" and b == 1 else None
+        cells = [
+            (view, grid, r, c)
+            for view, grid in patch_grids(layout, b, tiles=tiles, **w.inputs).items()
+            for r in range(grid.shape[0])
+            for c in range(grid.shape[1])
+        ]
+        one = w.tiny.example(b)
+        if name == "qwen2_vl":
+            one["pixel_values"] = qwen_pixels(qwen_picture(w, b))
+        variants = [one["pixel_values"]] + [planted(w, b, v, r, c) for v, _, r, c in cells]
+        batch = {k: torch.cat([v] * len(variants)) for k, v in one.items()}
+        batch["pixel_values"] = torch.cat(variants)
+        with local_vision(w.reference):
+            embeds = decoder_inputs(w.reference, batch)
+        for k, (view, grid, r, c) in enumerate(cells, start=1):
+            changed = ((embeds[k] - embeds[0]).abs().amax(-1) > 1e-6).nonzero().flatten()
+            assert changed.tolist() == [int(grid.positions[r, c])], (b, view, r, c)
