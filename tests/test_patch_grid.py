@@ -8,6 +8,7 @@ each image block (``extras``), the row-ending tokens in the ids, and the HF visi
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
@@ -31,11 +32,12 @@ from hooked_vlm.layout.patch_grid import AnyresPatches, MergedPatches, SquarePat
 from tests.conftest import ALL_ARCHS, Wrapped, wrap
 
 INTERNVL_TILES = (1, 2)  # the tiny builder's two crops come from no picture: any 2-tile layout
+wrapped = functools.cache(wrap)  # read-only here: one wrapped model per family for the module
 
 
 @pytest.fixture(scope="module", params=ALL_ARCHS)
 def arch(request) -> Wrapped:
-    return wrap(request.param)
+    return wrapped(request.param)
 
 
 def tiles_for(w: Wrapped, b: int) -> tuple[int, int] | None:
@@ -126,7 +128,7 @@ def test_sequence_order_is_raster_order_within_each_tile(arch: Wrapped):
 def test_row_index_from_the_row_end_tokens_is_constant_along_grid_rows(name: str):
     """Where tokens end each row (EOL, [IMG_BREAK], image_newline, Idefics3's tile-row \\n),
     the number of row ends before a position is its row; scattered, it is constant per row."""
-    w = wrap(name)
+    w = wrapped(name)
     layout = w.model.layout(**w.inputs)
     for b in range(2):
         row_of = layout.mask("eol")[b].long().cumsum(0).float()
@@ -175,7 +177,7 @@ def test_crop_and_pad_place_the_view_on_the_picture():
 
 
 def test_several_images_in_one_sequence_each_get_their_own_grid():
-    w = wrap("qwen2_vl")
+    w = wrapped("qwen2_vl")
     ids = w.inputs["input_ids"]
     (s0, e0), (s1, e1) = w.tiny.extras["image_spans"]
     two = torch.cat([ids[0, :e0], ids[1, s1:e1], ids[0, e0:]])[None]
@@ -188,7 +190,7 @@ def test_several_images_in_one_sequence_each_get_their_own_grid():
 
 
 def test_bad_requests_say_what_is_wrong():
-    w = wrap("llava")
+    w = wrapped("llava")
     layout = w.model.layout(**w.inputs)
     with pytest.raises(LayoutError, match="has 1 image.*image 1 does not exist"):
         patch_grid(layout, 0, image=1)
@@ -206,18 +208,18 @@ def test_bad_requests_say_what_is_wrong():
 
 
 def test_families_that_need_more_inputs_ask_for_them():
-    qwen = wrap("qwen2_vl")
+    qwen = wrapped("qwen2_vl")
     layout = qwen.model.layout(**qwen.inputs)
     with pytest.raises(LayoutError, match="image_grid_thw"):
         patch_grid(layout, 0)
-    internvl = wrap("internvl")
+    internvl = wrapped("internvl")
     layout = internvl.model.layout(**internvl.inputs)
     with pytest.raises(LayoutError, match=r"2 tiles \+ a thumbnail.*tiles=\(rows, cols\)"):
         patch_grid(layout, 1)
     with pytest.raises(LayoutError, match=r"tiles=\(2, 2\) gives 4 tiles"):
         patch_grid(layout, 1, tiles=(2, 2))
     assert patch_grid(layout, 1, tiles=(2, 1)).shape == (4, 2)
-    idefics3 = wrap("idefics3")
+    idefics3 = wrapped("idefics3")
     layout = idefics3.model.layout(**idefics3.inputs)
     with pytest.raises(LayoutError, match=r"tiles=\(1, 4\) was given.*\(2, 2\)"):
         patch_grid(layout, 1, tiles=(1, 4))
@@ -244,7 +246,7 @@ def test_real_size_configs_give_the_published_grids():
 
 
 def test_the_cls_feature_of_the_full_strategy_is_left_out():
-    w = wrap("llava")
+    w = wrapped("llava")
     config = copy.deepcopy(w.model.hf_model.config)
     config.vision_feature_select_strategy = "full"
     rule = w.model.architecture.patch_rule(config)
@@ -258,7 +260,7 @@ def test_the_cls_feature_of_the_full_strategy_is_left_out():
 
 
 def test_a_onevision_image_of_a_multi_image_prompt_is_its_base_grid():
-    w = wrap("llava_onevision")
+    w = wrapped("llava_onevision")
     ids = w.inputs["input_ids"][0]
     start, _ = w.tiny.extras["image_spans"][0]
     block = torch.full((10,), w.tiny.extras["image_id"])  # 3x3 base + one image_newline
