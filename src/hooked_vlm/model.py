@@ -237,14 +237,16 @@ class HookedVLM:
     ) -> TokenLayout:
         """The :class:`TokenLayout` of ``input_ids`` (padding read from ``attention_mask``).
 
-        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders).
+        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders). The
+        layout carries the architecture's patch rule, so ``patch_grid(layout, ...)``
+        (:mod:`hooked_vlm.layout.patch_grid`) maps each image's tokens onto the picture.
         """
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
         per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
         return build_layout(
             input_ids, arch.tokens(config), attention_mask, grids, per_image,
-            architecture=arch.hf_class, notes=arch.notes,
+            architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
         )
 
     # ------------------------------------------------------------------ running

@@ -32,6 +32,7 @@ from hooked_vlm.analysis.density_peaks import (
     nearest_neighbours,
     twonn_id,
 )
+from hooked_vlm.analysis.image_map import scatter_to_grid, to_picture, view_box
 from hooked_vlm.analysis.homogeneity import (
     PRESETS,
     ClusteringPreset,
@@ -85,8 +86,11 @@ __all__ = [
     "normalize_answer",
     "random_positions",
     "sample_modality_vectors",
+    "scatter_to_grid",
     "text_to_image_mass",
+    "to_picture",
     "token_vectors",
     "twonn_id",
+    "view_box",
     "vqa_accuracy",
 ]
