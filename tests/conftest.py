@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +15,7 @@ from hooked_vlm.testing.tiny import TinyModel, build_tiny
 # One thread: tiny models gain nothing from more, and OpenMP threads spinning on a busy
 # 2-core machine made each forward ~30x slower.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the subprocesses tests start
 
 CORE_ARCHS = ["llava", "chameleon", "chameleon-swin", "emu3"]
 # Encoder-based families of issue 4: every one runs the parity, hook-edit and generation tests.
