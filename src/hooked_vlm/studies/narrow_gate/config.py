@@ -119,11 +119,13 @@ class NarrowGateConfig:
         object.__setattr__(self, "data", dict(data))
         object.__setattr__(self, "splits", dict(self.splits))
         for name in ("layers", "knockout_modes", "progressive_windows", "steering_scales",
-                     "steering_layers", "homogeneity_presets", "stages"):
+                     "steering_layers", "homogeneity_presets"):
             value = getattr(self, name)
+            if isinstance(value, (str, int, float)):
+                raise ConfigError(f"{name} must be a list, got {value!r}")
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
-        if self.stages is not None:
+        if self.stages is not None:  # "gap,2" or [1, "knockout"]
             object.__setattr__(self, "stages", tuple(parse_stages(self.stages)))
         for name in ("n", "batch_size", "random_k", "patch_pairs", "overlap_k",
                      "caption_tokens", "vqa_tokens"):
