@@ -225,6 +225,16 @@ def test_model_without_eoi_runs_every_stage_with_the_last_image_as_gate(assets):
     assert "no end-of-image token" in summary.report.read_text()
 
 
+def test_stages_without_their_data_are_skipped_or_refused(assets, tmp_path):
+    config = config_for(assets, "chameleon").replace(data={"caption": str(assets[1])})
+    summary = run_narrow_gate(config, tmp_path / "caption-only")
+    assert list(summary.headline) == ["gap", "flow", "knockout"]
+    assert any("'overlap' needs data for classify" in note for note in summary.notes)
+    assert set(results(tmp_path / "caption-only", "knockout")["metrics"]) == {"cider"}
+    with pytest.raises(ConfigError, match="'steering' needs data for classify"):
+        run_narrow_gate(config.replace(stages=("steering",)), tmp_path / "caption-only")
+
+
 def test_config_change_on_an_existing_directory_is_refused(run):
     config, out, _ = run
     with pytest.raises(ValueError, match="n: 10 there, 12 now"):

@@ -241,7 +241,8 @@ def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
         for i, (label, value) in enumerate(rows):
             table.add_row(stage if i == 0 else "", label, value, seconds if i == 0 else "")
     console.print(table)
-    for note in summary.notes:
+    console.print(f"gate: {summary.notes[0]}")
+    for note in summary.notes[1:]:
         console.print(f"[yellow]note[/]: {note}")
     console.print(f"report: [bold]{summary.report}[/]")
 

@@ -54,7 +54,7 @@ def write_report(out_dir: str | Path) -> Path:
     header = {
         "model": f"{info['model']} ({info['architecture']}, "
                  f"{'native' if info['native'] else 'encoder-based'}, {info['n_layers']} layers, "
-                 f"d_model {info['d_model']})",
+                 f"d_model {info['d_model']}; model config {info['model_config']})",
         "gate": info["gate_note"],
         "data": ", ".join(f"{task}: {src}" for task, src in info["data"].items()),
         "examples per task": info["n"],

@@ -132,9 +132,7 @@ def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[s
                 wanted.append(need)
                 notes.append(f"stage {name!r} needs {need!r}: running it too")
     runnable = []
-    for name in STAGES:
-        if name not in wanted:
-            continue
+    for name in wanted:  # those asked for first, so an error names the stage asked for
         tasks = STAGE_TASKS[name]
         have = [t for t in tasks if session.has_task(t)]
         if (name == "knockout" and have) or len(have) == len(tasks):
@@ -144,6 +142,7 @@ def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[s
         if explicit:
             raise ConfigError(message + " (see the data field of the config)")
         notes.append(message + ": skipped")
+    runnable = [name for name in STAGES if name in runnable]
     return runnable, notes
 
 
@@ -180,7 +179,8 @@ def session_info(session: Session) -> dict[str, Any]:
     """What the report's header says about the model and data."""
     model, config = session.model, session.config
     return {
-        "model": config.model, "architecture": model.cfg.architecture,
+        "model": config.model, "model_config": model.model_config.name,
+        "architecture": model.cfg.architecture,
         "native": model.cfg.native, "n_layers": model.cfg.n_layers,
         "d_model": model.cfg.d_model, "gate": session.gate, "gate_note": session.gate_note,
         "data": {task: config.data[task] for task in config.data}, "n": config.n,
