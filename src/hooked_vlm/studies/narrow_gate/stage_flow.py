@@ -33,7 +33,7 @@ from hooked_vlm.analysis import (
 )
 from hooked_vlm.layout import patch_grid
 from hooked_vlm.studies.narrow_gate.session import Session
-from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage, stacked
+from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage
 from hooked_vlm.studies.units import Unit, UnitStore
 
 PICTURE_SIDE = 192  # pictures kept for the report are at most this many pixels a side
@@ -98,15 +98,14 @@ def _small(image: Image.Image) -> np.ndarray:
 
 
 def _reduce(session: Session, store: UnitStore) -> Reduced:
-    units = _units(session, store)
-    first = store.load(units[0].key)
-    for unit in units[1:]:
-        other = store.load(unit.key)
+    loaded = [store.load(u.key) for u in _units(session, store)]
+    first = loaded[0]
+    for other in loaded[1:]:
         if not (np.array_equal(other["eoi_keys"], first["eoi_keys"])
                 and np.array_equal(other["last_keys"], first["last_keys"])):
             raise ValueError("examples differ in their image-side key layout: the flow shares "
                              "need one image size (one key count) per run")
-    total = torch.from_numpy(stacked(store, units, "mass").sum(0))  # [layer, n_keys]
+    total = torch.from_numpy(np.concatenate([u["mass"] for u in loaded]).sum(0))  # [L, keys]
     flow = flow_contributions(total, torch.from_numpy(first["eoi_keys"]),
                               torch.from_numpy(first["last_keys"]), session.config.flow_threshold)
     salient = flow.salient.sum(1)
@@ -120,7 +119,7 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
         "picture_fit": _fit(session), "picture_rows": [],
     }
     arrays = {"shares": flow.shares.numpy()}
-    with_pictures = [store.load(u.key) for u in units if store.load(u.key)["picture_rows"].size]
+    with_pictures = [u for u in loaded if u["picture_rows"].size]
     if with_pictures:
         arrays["heat"] = np.concatenate([u["heat"] for u in with_pictures])
         arrays["picture"] = np.concatenate([u["picture"] for u in with_pictures])
