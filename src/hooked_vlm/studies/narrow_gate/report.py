@@ -54,7 +54,7 @@ def write_report(out_dir: str | Path) -> Path:
     header = {
         "model": f"{info['model']} ({info['architecture']}, "
                  f"{'native' if info['native'] else 'encoder-based'}, {info['n_layers']} layers, "
-                 f"d_model {info['d_model']}; model config {info['model_config']})",
+                 f"d_model {info['d_model']}; model config {info.get('model_config', '–')})",
         "gate": info["gate_note"],
         "data": ", ".join(f"{task}: {src}" for task, src in info["data"].items()),
         "examples per task": info["n"],
@@ -109,7 +109,9 @@ def _gap(title: str, v: dict, arrays: dict) -> Section:
 
 
 def _flow(title: str, v: dict, arrays: dict) -> Section:
-    gate_name = "EOI" if v["has_eoi"] else "last image token (the gate: no EOI)"
+    gate_name = "EOI" if v["has_eoi"] else "last image token"
+    parts = ("the EOI, the last image token" if v["has_eoi"] else
+             "the last image token (the gate: this model has no EOI)")
     categories = {"EOI": v["eoi"], "last image token": v["last_image"],
                   f"other keys > {v['threshold']:.0%}": v["salient"],
                   "internal image": v["internal_image"]}
@@ -121,7 +123,7 @@ def _flow(title: str, v: dict, arrays: dict) -> Section:
         f"Attention from the text after the image (prompt and reference caption) to the "
         f"{v['n_keys']} image-side positions, summed over heads and {v['n']} captioned images "
         "and normalised per layer. Each bar "
-        f"splits it into the {gate_name}, the last image token, any other position holding "
+        f"splits it into {parts}, any other position holding "
         f"more than {v['threshold']:.0%} (up to {max(v['n_salient'])} positions in a layer), and "
         f"all remaining image tokens. The {gate_name} takes {gate.min():.0%}..{gate.max():.0%} "
         "per layer (the paper: 36-54% on EOI in Chameleon-7B, at most 7% in Pixtral)."
@@ -154,8 +156,9 @@ def _flow(title: str, v: dict, arrays: dict) -> Section:
             figures.append(FigureItem(
                 fig, f"Caption example {row}: attention of the last text position (the "
                 "caption's last token) to each image patch, summed over heads, "
-                "drawn over the picture at a few layers on one colour scale. Attention to the "
-                "gate itself is not on the picture: it is in the bars above."))
+                "drawn over the picture at a few layers on one colour scale."
+                + (" Attention to EOI is not on the picture: it is in the bars above."
+                   if v["has_eoi"] else "")))
     return Section(title, "Which image-side positions does text attend to?", figures,
                    notes=[] if v["has_eoi"] else [v["gate_note"]])
 
