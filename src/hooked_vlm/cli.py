@@ -228,7 +228,8 @@ def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
     with _RichProgress(console) as progress:
         try:
             summary = run_narrow_gate(study, out, progress)
-        except (ConfigError, ValueError, KeyError, OSError) as err:  # config, model, data
+        # a bad config, model path or data source: a clear message instead of a traceback
+        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
             progress.stop()
             console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
