@@ -42,7 +42,8 @@ def write_report(out_dir: str | Path) -> Path:
     root = Path(out_dir)
     config = json.loads((root / "config.json").read_text())
     info = json.loads((root / "session.json").read_text())
-    timings = json.loads((root / "timings.json").read_text())
+    path = root / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
     sections = []
     for name in STAGES:
         path = root / "results" / f"{name}.json"
@@ -65,7 +66,7 @@ def write_report(out_dir: str | Path) -> Path:
         ["stage", "units", "computed this session", "compute s (all sessions)", "reduce s",
          "wall s (this session)"],
         [[name, t["units"], t["computed"], t["unit_seconds"], t["reduce_seconds"],
-          t["wall_seconds"]] for name, t in timings.items()],
+          t["wall_seconds"]] for name in STAGES if (t := timings.get(name))],
         "Timings: the compute column adds up every unit's own time, also from earlier, "
         "interrupted sessions.",
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,24 +81,25 @@ class Progress:
 
 
 def run_narrow_gate(
-    config: NarrowGateConfig,
-    out_dir: str | Path,
-    progress: Progress | None = None,
-    session_factory: Callable[[NarrowGateConfig], Session] = Session,
+    config: NarrowGateConfig, out_dir: str | Path, progress: Progress | None = None
 ) -> Summary:
     """Run (or resume) the study into ``out_dir`` and write its report.
 
     Raises ``ValueError`` if ``out_dir`` holds a run of a different configuration, and
     :class:`ConfigError` for a stage its data cannot serve when stages are named explicitly.
+    ``session.json`` and ``timings.json`` are written as the run goes, so ``write_report``
+    can draw the stages finished so far, also of a run that was interrupted.
     """
     progress = progress or Progress()
     results = ResultsDir(out_dir, config.identity())  # refuses a different identity
     store = UnitStore(results.path("units"))
-    session = session_factory(config)
+    session = Session(config)
     stages, notes = _plan(config, session)
     notes.insert(0, session.gate_note)
     for note in notes[1:]:
         progress.note(note)
+    write_atomic(results.path("session.json"), json.dumps(
+        {**session_info(session), "notes": notes}, indent=1))
     headline, timings = {}, {}
     for name in stages:
         stage = STAGE_OBJECTS[name]
@@ -113,9 +113,7 @@ def run_narrow_gate(
             len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,
             time.perf_counter() - wall,
         )
-    _write_timings(results, timings)
-    write_atomic(results.path("session.json"), json.dumps(
-        {**session_info(session), "notes": notes}, indent=1))
+        _write_timings(results, name, timings[name])
     summary = Summary(results.root, headline, timings, notes)
     summary.report = write_report(results.root)
     return summary
@@ -168,11 +166,10 @@ def _reduced(
     return reduced, seconds
 
 
-def _write_timings(results: ResultsDir, timings: dict[str, StageTiming]) -> None:
+def _write_timings(results: ResultsDir, name: str, timing: StageTiming) -> None:
     path = results.path("timings.json")
     previous = json.loads(path.read_text()) if path.exists() else {}
-    previous.update({name: vars(t) for name, t in timings.items()})
-    write_atomic(path, json.dumps(previous, indent=1))
+    write_atomic(path, json.dumps({**previous, name: vars(timing)}, indent=1))
 
 
 def session_info(session: Session) -> dict[str, Any]:
