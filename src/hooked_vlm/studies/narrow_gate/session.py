@@ -104,7 +104,7 @@ class Session:
 
     def chunks(self, task: str) -> list[range]:
         """Rows of each work unit: ``batch_size`` consecutive examples (the last may be short)."""
-        return _chunks(len(self.data(task)), self.config.batch_size)
+        return chunked(len(self.data(task)), self.config.batch_size)
 
     def inputs(
         self, task: str, rows: Sequence[int], with_caption: bool = False
@@ -191,7 +191,8 @@ class Session:
         return classes[int(rng.integers(len(classes)))]
 
 
-def _chunks(n: int, size: int) -> list[range]:
+def chunked(n: int, size: int) -> list[range]:
+    """``range(n)`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 

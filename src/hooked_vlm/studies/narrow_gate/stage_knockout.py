@@ -19,7 +19,7 @@ each window ``w``, on classification.
 Classification reuses each chunk's clean prefix (everything before the first text token after
 the image) across all conditions. Generation runs the whole prompt with the hooks active at
 every decoding step, all conditions of one mode in one batch (``batch_size`` x the number of
-conditions sequences: about 2.5x faster than one condition at a time on small models).
+conditions sequences: about 2x faster than one condition at a time on the tiny models).
 
 Example:
     >>> [c.name for c in conditions(session)][:3]
@@ -43,7 +43,6 @@ from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage, stacked
 from hooked_vlm.studies.narrow_gate.stage_representations import overlap_k
 from hooked_vlm.studies.units import Unit, UnitStore
 
-KEYS = ("gate", "image", "random", "all")
 GENERATION_TASKS = ("caption", "vqa")
 
 

@@ -37,7 +37,7 @@ from hooked_vlm.interventions import (
     steer,
 )
 from hooked_vlm.studies.narrow_gate.config import ConfigError
-from hooked_vlm.studies.narrow_gate.session import Session
+from hooked_vlm.studies.narrow_gate.session import Session, chunked
 from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage, stacked
 from hooked_vlm.studies.narrow_gate.stage_representations import overlap_units
 from hooked_vlm.studies.units import Unit, UnitStore
@@ -48,14 +48,10 @@ SWEEPS = {"resid": ("blocks.{layer}.hook_resid_pre", False),
 # ---------------------------------------------------------------------- stage 6: patching
 
 
-def _pair_chunks(session: Session) -> list[range]:
-    size, n = session.config.batch_size, session.config.patch_pairs
-    return [range(s, min(s + size, n)) for s in range(0, n, size)]
-
-
 def _patching_units(session: Session, store: UnitStore) -> list[Unit]:
     return [Unit(f"patching/{j:04d}", partial(patch_pairs, session, [session.pair(p) for p in r]))
-            for j, r in enumerate(_pair_chunks(session))]
+            for j, r in enumerate(chunked(session.config.patch_pairs,
+                                          session.config.batch_size))]
 
 
 def patch_pairs(session: Session, pairs: list[tuple[int, int]]) -> dict[str, np.ndarray]:
