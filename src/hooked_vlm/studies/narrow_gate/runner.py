@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from hooked_vlm.studies.narrow_gate.config import (
     STAGE_NEEDS,
@@ -101,22 +102,31 @@ def run_narrow_gate(
     write_atomic(results.path("session.json"), json.dumps(
         {**session_info(session), "notes": notes}, indent=1))
     headline, timings = {}, {}
-    for name in stages:
-        stage = STAGE_OBJECTS[name]
-        wall = time.perf_counter()
-        units = stage.units(session, store)
-        progress.stage(name, stage.title, len(units))
-        computed, _ = run_units(store, units, lambda u, c, n=name: progress.advance(n, u, c))
-        reduced, reduce_seconds = _reduced(results, stage, session, store)
-        headline[name] = reduced.headline
-        timings[name] = StageTiming(
-            len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,
-            time.perf_counter() - wall,
-        )
-        _write_timings(results, name, timings[name])
+    with torch.no_grad():
+        for name in stages:
+            headline[name], timings[name] = _run_stage(
+                STAGE_OBJECTS[name], session, results, store, progress
+            )
     summary = Summary(results.root, headline, timings, notes)
     summary.report = write_report(results.root)
     return summary
+
+
+def _run_stage(
+    stage: Stage, session: Session, results: ResultsDir, store: UnitStore, progress: Progress
+) -> tuple[list[tuple[str, str]], StageTiming]:
+    """The stage's missing units, then its reduction: ``(headline, timing)``."""
+    wall = time.perf_counter()
+    units = stage.units(session, store)
+    progress.stage(stage.name, stage.title, len(units))
+    computed, _ = run_units(store, units, lambda u, c: progress.advance(stage.name, u, c))
+    reduced, reduce_seconds = _reduced(results, stage, session, store)
+    timing = StageTiming(
+        len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,
+        time.perf_counter() - wall,
+    )
+    _write_timings(results, stage.name, timing)
+    return reduced.headline, timing
 
 
 def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[str]]:

@@ -22,7 +22,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
@@ -45,7 +44,6 @@ class Session:
     def __init__(self, config: NarrowGateConfig) -> None:
         from hooked_vlm.model import HookedVLM
 
-        torch.set_grad_enabled(False)
         self.config = config
         self.model = HookedVLM.from_pretrained(
             config.model, device=config.device, dtype=config.dtype,

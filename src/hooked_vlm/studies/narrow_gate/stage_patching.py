@@ -54,6 +54,7 @@ def _patching_units(session: Session, store: UnitStore) -> list[Unit]:
                                           session.config.batch_size))]
 
 
+@torch.no_grad()
 def patch_pairs(session: Session, pairs: list[tuple[int, int]]) -> dict[str, np.ndarray]:
     """Patching metrics of ``(target row, source row)`` pairs of the classify data.
 
