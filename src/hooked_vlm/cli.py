@@ -201,8 +201,10 @@ def narrow_gate(
     seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
     = None,
 ):
-    """The Narrow Gate study (Serra et al.): modality gap, attention flow, label overlap,
-    knockouts, patching and steering at the image's gate token, with an HTML report."""
+    """The Narrow Gate study (Serra et al.), seven stages and an HTML report.
+
+    Modality gap, attention flow, label overlap, knockouts, patching and steering at the
+    image's gate token (EOI, or the last image token). Resumes where a run stopped."""
     from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
 
     given = {"model": model, "data": data, "n": n, "model_config": model_config,
