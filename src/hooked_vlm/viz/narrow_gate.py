@@ -126,12 +126,17 @@ def knockout_figure(
     names = list(metrics)
     fig = make_subplots(1, len(names), subplot_titles=names, horizontal_spacing=0.08)
     for i, name in enumerate(names, start=1):
-        err = (errors or {}).get(name)
-        fig.add_trace(go.Bar(
-            x=list(conditions), y=list(metrics[name]), name=name, marker_color=COLORS[i - 1],
-            error_y=None if err is None or all(e is None for e in err) else
-            {"type": "data", "array": list(err)},  # None: no whisker
-            showlegend=False), row=1, col=i)
+        fig.add_trace(go.Bar(x=list(conditions), y=list(metrics[name]), name=name,
+                             marker_color=COLORS[i - 1], showlegend=False), row=1, col=i)
+        spread = [(c, v, e) for c, v, e in zip(conditions, metrics[name],
+                                               (errors or {}).get(name) or [None] * len(conditions),
+                                               strict=True) if e is not None and v is not None]
+        if spread:  # whiskers only where there is a spread (the random draws)
+            fig.add_trace(go.Scatter(
+                x=[c for c, _, _ in spread], y=[v for _, v, _ in spread], mode="markers",
+                marker={"opacity": 0}, error_y={"type": "data", "array": [e for *_, e in spread],
+                                                "color": "#333"},
+                showlegend=False, hoverinfo="skip"), row=1, col=i)
     fig.update_layout(title="Effect of knocking out text→image attention",
                       **{**_LAYOUT, "height": 440, "margin": {**_LAYOUT["margin"], "t": 90}})
     fig.update_xaxes(tickangle=-40)
