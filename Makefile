@@ -13,7 +13,7 @@ MIN_VENV ?= .venv-min
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
-PIP := -m pip install -q --disable-pip-version-check $(PIP_EXTRA)
+PIP := -m pip install -q --disable-pip-version-check --no-compile $(PIP_EXTRA)
 
 .PHONY: setup demo test test-min lint bench upgrade-lock min-lock clean
 
