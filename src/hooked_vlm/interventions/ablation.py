@@ -14,6 +14,10 @@ applies to example ``b`` of the forward, so B masks over one input run as a batc
     baseline (:func:`kv_baseline`), as seen by the ``queries`` rows only (text by default):
     image positions themselves still see the real image. Exact per query head, also with
     grouped-query attention. Masks must be 0/1.
+``"knockout"``
+    the head's ``queries`` → ``keys`` edges get −inf before the softmax (per batch row and
+    head, through ``hook_attn_mask``): each row renormalises over the keys it keeps, and the
+    layer keeps its fused SDPA kernel. Masks must be 0/1.
 
 Example:
     >>> masks = torch.ones(8, model.cfg.n_layers, model.cfg.n_heads); masks[:, 3, 5] = 0
@@ -39,7 +43,7 @@ from hooked_vlm.interventions._common import (
     check_mode,
     editable_attention,
 )
-from hooked_vlm.interventions.knockout import edge_mask
+from hooked_vlm.interventions.knockout import edge_mask, mask_additive
 from hooked_vlm.interventions.prefix import PrefixCache, last_logits
 from hooked_vlm.interventions.selectors import (
     Positions,
@@ -53,7 +57,7 @@ from hooked_vlm.layout import TokenLayout
 if TYPE_CHECKING:
     from hooked_vlm.model import HookedVLM
 
-ABLATION_MODES = ("zero", "mean", "baseline_kv")
+ABLATION_MODES = ("zero", "mean", "baseline_kv", "knockout")
 
 
 @dataclass
@@ -95,16 +99,20 @@ def head_ablation(
     q_pos = resolve(layout, queries)
     check_batch(q_pos, masks.shape[0], "head masks")
     layers = [layer for layer in range(cfg.n_layers) if bool((masks[:, layer] != 1).any())]
-    if mode == "baseline_kv":
-        if baseline is None:
+    if mode in ("baseline_kv", "knockout"):
+        if mode == "baseline_kv" and baseline is None:
             raise InterventionError("mode 'baseline_kv' needs baseline=kv_baseline(...).")
         if not bool(((masks == 0) | (masks == 1)).all()):
-            raise InterventionError("mode 'baseline_kv' takes 0/1 masks only.")
+            raise InterventionError(f"mode {mode!r} takes 0/1 masks only.")
         k_pos = resolve(layout, keys)
         if layers:
-            editable_attention(model, layers, "head ablation mode 'baseline_kv'")
-        hooks = [h for layer in layers for h in _baseline_kv_hooks(
-            model, layer, masks[:, layer] == 0, q_pos, k_pos, baseline)]
+            editable_attention(model, layers, f"head ablation mode {mode!r}")
+        if mode == "knockout":
+            hooks = [(f"blocks.{layer}.attn.hook_attn_mask",
+                      _knockout_hook(masks[:, layer] == 0, q_pos, k_pos)) for layer in layers]
+        else:
+            hooks = [h for layer in layers for h in _baseline_kv_hooks(
+                model, layer, masks[:, layer] == 0, q_pos, k_pos, baseline)]
         return Hooks(hooks, start=q_pos.first_reaching(k_pos))
     if mode == "mean":
         if mean is None or tuple(mean.shape) != (cfg.n_layers, cfg.n_heads, cfg.d_head):
@@ -133,6 +141,20 @@ def _output_hook(
         weight = (1 - keep)[:, None, :] * sel[:, :, None]  # [batch, pos, head]
         target = torch.zeros_like(z) if ref is None else ref.expand_as(z)
         return z + weight[..., None] * (target - z)
+
+    return hook
+
+
+def _knockout_hook(
+    ablate: Tensor, queries: Positions, keys: Positions
+) -> Callable[[Tensor, Any], Tensor]:
+    """−inf on the ablated heads' ``queries`` → ``keys`` edges of the additive mask."""
+
+    def hook(mask: Tensor, hook: object) -> Tensor:
+        check_batch(queries, mask.shape[0], "head masks")
+        per_head = mask.expand(-1, ablate.shape[1], -1, -1)  # the mask is shared by every head
+        edges = edge_mask(per_head, queries, keys) & ablate.to(mask.device)[:, :, None, None]
+        return mask_additive(per_head, edges)
 
     return hook
 
