@@ -274,32 +274,79 @@ def evaluate_head_masks(
     *,
     batch_size: int = 8,
     reuse_prefix: bool = True,
+    prefix: PrefixCache | None = None,
     **ablation: Any,
 ) -> Tensor:
     """``metric`` of the last-position logits of one example under each of N head masks.
 
     ``inputs`` hold one example; masks run ``batch_size`` at a time as a repeated batch, on
-    the clean prefix's reused keys/values when the ablation leaves a prefix untouched.
+    the clean prefix's reused keys/values when the ablation leaves a prefix untouched (pass
+    ``prefix``, e.g. from :func:`ablation_prefix`, to reuse one across calls).
     ``metric`` maps logits ``[batch, vocab]`` to ``[batch, ...]``; ``ablation`` goes to
-    :func:`head_ablation` (``queries``, ``keys``, ``mean``, ``baseline``).
+    :func:`head_ablation` (``queries``, ``keys``, ``mean``, ``baseline``). A bool ``queries``
+    or ``keys`` selector of shape ``[n_masks, pos]`` gives each mask its own positions.
 
     Example:
         >>> y = evaluate_head_masks(model, inputs, masks, lambda lg: lg[:, answer_id],
         ...                         baseline=baseline)          # [n_masks]
     """
+    layout = _one_example_layout(model, inputs)
+    n_masks = masks.shape[0]
+    per_mask = _per_mask_selectors(ablation, n_masks)
+    last = layout.select("last")[0]
+    if reuse_prefix and prefix is None:
+        prefix = ablation_prefix(model, inputs, masks, mode, **ablation)
+    outputs = []
+    for start in range(0, n_masks, batch_size):
+        chunk = masks[start : start + batch_size]
+        n = chunk.shape[0]
+        rows = {name: sel[start : start + n] for name, sel in per_mask.items()}
+        hooks = head_ablation(model, repeat_layout(layout, n), chunk, mode, **{**ablation, **rows})
+        outputs.append(metric(last_logits(model, inputs, hooks, last, n,
+                                          prefix if reuse_prefix else None)))
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def ablation_prefix(
+    model: HookedVLM,
+    inputs: Mapping[str, Any],
+    masks: Float[Tensor, "n_masks n_layers n_heads"],
+    mode: str = "baseline_kv",
+    **ablation: Any,
+) -> PrefixCache | None:
+    """The clean prefix of one example that these head ablations leave untouched (None when
+    they may change position 0 or nothing before the last position is untouched).
+
+    Only the masks' shape and the selectors matter (every head is taken as ablated).
+
+    Example:
+        >>> prefix = ablation_prefix(model, inputs, masks[:1], baseline=baseline)
+        >>> evaluate_head_masks(model, inputs, masks, metric, prefix=prefix, baseline=baseline)
+    """
+    layout = _one_example_layout(model, inputs)
+    n = masks.shape[0] if _per_mask_selectors(ablation, masks.shape[0]) else 1
+    probe = head_ablation(
+        model, repeat_layout(layout, n), torch.zeros_like(masks[:n]), mode, **ablation
+    )
+    last = int(layout.select("last")[0][0])
+    return PrefixCache.build(model, inputs, probe.start) if 0 < probe.start <= last else None
+
+
+def _per_mask_selectors(ablation: Mapping[str, Any], n_masks: int) -> dict[str, Tensor]:
+    """The ``queries`` / ``keys`` selectors given as one bool row per mask."""
+    return {
+        name: sel for name, sel in ablation.items()
+        if name in ("queries", "keys") and isinstance(sel, Tensor) and sel.dtype == torch.bool
+        and sel.ndim == 2 and sel.shape[0] == n_masks
+    }
+
+
+def _one_example_layout(model: HookedVLM, inputs: Mapping[str, Any]) -> TokenLayout:
     layout = model.layout(**inputs)
     if layout.batch_size != 1:
         raise InterventionError(
             f"evaluate_head_masks takes one example (the masks make the batch); got "
             f"{layout.batch_size}."
         )
-    last = layout.select("last")[0]
-    probe = head_ablation(model, layout, torch.zeros_like(masks[:1]), mode, **ablation)
-    reuse = reuse_prefix and 0 < probe.start <= int(last[0])
-    prefix = PrefixCache.build(model, inputs, probe.start) if reuse else None
-    outputs = []
-    for chunk in masks.split(batch_size):
-        n = chunk.shape[0]
-        hooks = head_ablation(model, repeat_layout(layout, n), chunk, mode, **ablation)
-        outputs.append(metric(last_logits(model, inputs, hooks, last, n, prefix)))
-    return torch.cat(outputs)
+    return layout
