@@ -4,42 +4,51 @@ Examples:
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm demo --out results/demo
+
+Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
+use them, so ``hooked-vlm --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import torch
-import transformers
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from hooked_vlm import loading
-from hooked_vlm.model import HookedVLM
-from hooked_vlm.studies.demo import DEMO_MODELS, run_demo
-from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
+from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-console = Console()
 
 
-def _model_for_info(name: str) -> tuple[HookedVLM, dict | None]:
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _model_for_info(name: str) -> tuple[Any, dict | None]:
     """A tiny model (``tiny:NAME``), or a real one built on the meta device from its config."""
+    import torch
+    import transformers
+
+    from hooked_vlm import loading
+    from hooked_vlm.model import HookedVLM
+    from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
+
     if name.startswith("tiny:"):
         tiny = build_tiny(name.removeprefix("tiny:"))
         return HookedVLM.from_hf(tiny.model), tiny.inputs
-    source = loading.resolve_source(name)
     try:
+        source = loading.resolve_source(name)
         config = transformers.AutoConfig.from_pretrained(
             source.location, local_files_only=source.local
         )
-    except (OSError, ValueError) as err:
-        console.print(
-            f"[red]could not read the config of {source.location!r}[/]: {err}\n`info` reads "
+    except (OSError, ValueError, KeyError) as err:
+        _console().print(
+            f"[red]could not read the config of {name!r}[/]: {err}\n`info` reads "
             "only config.json, from the HF hub (network) or a local save_pretrained directory. "
             f"Offline, try a built-in tiny model: tiny:{', tiny:'.join(TINY_BUILDERS)}."
         )
@@ -63,12 +72,15 @@ def info(
     model: Annotated[str, typer.Argument(help="tiny:NAME, a model-config name, dir or HF id")],
 ):
     """Show a model's sizes, special tokens, token layout and hook names."""
+    from rich.table import Table
+
+    console = _console()
     vlm, inputs = _model_for_info(model)
     c = vlm.cfg
     table = Table(title=f"{model}: {c.architecture}", show_header=False)
     for key, value in vars(c).items():
         table.add_row(key, str(value))
-    tokens = vlm.architecture.special_tokens(vlm.hf_model.config)
+    tokens = vlm.architecture.tokens(vlm.hf_model.config)
     table.add_row("special tokens", ", ".join(f"{k}={v}" for k, v in vars(tokens).items()))
     table.add_row("layout", vlm.architecture.notes)
     console.print(table)
@@ -98,21 +110,38 @@ def _ranges(positions: list[int]) -> str:
     return ", ".join(out) or "-"
 
 
+def _model_list(value: str) -> tuple[str, ...]:
+    """Parse and check ``--models`` before anything is written."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in DEMO_CHOICES]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown demo model(s) {unknown or value!r}; choose from {', '.join(DEMO_CHOICES)}"
+        )
+    return names
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="results directory (resumable)")] = Path(
         "results/demo"
     ),
     models: Annotated[
-        str, typer.Option(help=f"comma-separated tiny models: {', '.join(TINY_BUILDERS)}")
-    ] = ",".join(DEMO_MODELS),
+        str, typer.Option(help=f"comma-separated tiny models: {', '.join(DEMO_CHOICES)}")
+    ] = ",".join(DEMO_DEFAULT),
 ):
     """Run the demo study on built-in tiny models (no download)."""
+    from rich.table import Table
+
+    from hooked_vlm.studies.demo import run_demo
+
+    names = _model_list(models)
+    console = _console()
     console.print(
         "[bold yellow]The built-in tiny models have RANDOM weights:[/] the numbers show the "
         "pipeline running end to end, not how real models behave."
     )
-    rows = run_demo(out, tuple(models.split(",")), log=console.print)
+    rows = run_demo(out, names, log=console.print)
     table = Table(title="share of text→image attention (mean over layers)")
     for col in ("model", "native", "image tokens", "EOI", "last image"):
         table.add_column(col)

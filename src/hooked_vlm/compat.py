@@ -107,3 +107,36 @@ def new_cache(hf_model: Any) -> DynamicCache:
     config = hf_model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return DynamicCache(config=text)
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Truncate every layer of ``cache`` to its first ``length`` positions, each layer from its
+    own length: a forward that failed partway leaves layers of different lengths, and the
+    cache-level ``crop`` reads layer 0's length for all of them.
+
+    Example:
+        >>> crop_cache(past, prefix_length)
+    """
+    for layer in cache.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
+
+
+def recorded_hidden_states() -> list[Any] | None:
+    """The ``hidden_states`` list that transformers is recording in the forward in flight
+    (``output_hidden_states``), or ``None``.
+
+    transformers records a layer's hidden state with a forward hook on the HF layer module,
+    which fires *before* TransformerLens' ``hook_resid_post`` of the bridge around it, so an
+    edit there would not reach a model that reads a recorded state (LLaVA's projector reads
+    ``hidden_states[vision_feature_layer]`` of its vision tower).
+    :func:`hooked_vlm.adapters.vision.follow_edits_in_recorded_states` uses this to record the
+    edited state instead. Internal transformers API (``utils.output_capturing``, 5.x).
+    """
+    from transformers.utils.output_capturing import _active_collector
+
+    collected = _active_collector.get()
+    if not collected or "hidden_states" not in collected:
+        return None
+    return collected["hidden_states"]

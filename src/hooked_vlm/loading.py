@@ -7,6 +7,7 @@ directories and model-config names that resolve to a local directory load with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from transformer_lens.model_bridge.sources import build_bridge_from_module
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
 
 from hooked_vlm import adapters  # noqa: F401  (registers hooked-vlm's TL adapters)
+from hooked_vlm._guards import disable_runtime_installs
 from hooked_vlm.adapters.vision import guard_native_attention
 from hooked_vlm.architectures import (
     TOKEN_ROLES,
@@ -26,6 +28,10 @@ from hooked_vlm.architectures import (
     get_architecture,
 )
 from hooked_vlm.model_configs import ModelConfig, list_model_configs, load_model_config
+
+# Every bridge hooked-vlm builds comes through this module: TL's pip-calling torchvision
+# installer is disarmed before any can be built.
+disable_runtime_installs()
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -169,3 +175,22 @@ def attach_token_ids(
         ids = [tokenizer.convert_tokens_to_ids(t) for t in inner]
         config.image_inner_token_ids = [i for i in ids if isinstance(i, int) and i != unknown]
     return attached
+
+
+def set_token_ids(config: Any, ids: Mapping[str, int]) -> None:
+    """Store user-named special-token ids (``{"eoi": 6}``) as ``<role>_token_id`` on ``config``.
+
+    Example:
+        >>> set_token_ids(model.config, {"boi": 5, "eoi": 6})
+    """
+    for role, token_id in ids.items():
+        if role not in TOKEN_ROLES:
+            raise ValueError(
+                f"unknown special-token role {role!r}; roles: {', '.join(TOKEN_ROLES)} "
+                "(row_break is the end-of-row token, e.g. Pixtral's [IMG_BREAK])."
+            )
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            raise ValueError(
+                f"special token {role!r} must be a token id (int >= 0), got {token_id!r}"
+            )
+        setattr(config, f"{role}_token_id", token_id)

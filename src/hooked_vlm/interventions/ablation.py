@@ -53,6 +53,7 @@ from hooked_vlm.interventions.selectors import (
     resolve,
 )
 from hooked_vlm.layout import TokenLayout
+from hooked_vlm.validation import check_finite as finite_or_raise
 
 if TYPE_CHECKING:
     from hooked_vlm.model import HookedVLM
@@ -91,6 +92,11 @@ def head_ablation(
     check_mode(mode, ABLATION_MODES, "head ablation")
     cfg = model.cfg
     masks = torch.as_tensor(masks, dtype=model.dtype, device=model.device)
+    if not bool(((masks >= 0) & (masks <= 1)).all()):  # NaN fails both comparisons
+        raise InterventionError(
+            "head masks must hold keep-weights in [0, 1] (1 keeps a head, 0 ablates it); "
+            "found values outside, or NaN/inf."
+        )
     if masks.ndim != 3 or tuple(masks.shape[1:]) != (cfg.n_layers, cfg.n_heads):
         raise InterventionError(
             f"head masks must be [batch, n_layers, n_heads] = [batch, {cfg.n_layers}, "
@@ -121,7 +127,7 @@ def head_ablation(
                 f"{(cfg.n_layers, cfg.n_heads, cfg.d_head)} (see mean_head_outputs), got "
                 f"{None if mean is None else tuple(mean.shape)}."
             )
-        mean = mean.to(masks)
+        mean = finite_or_raise(mean.to(masks), "mean head output")
     hooks = [
         (f"blocks.{layer}.attn.hook_z",
          _output_hook(model, masks[:, layer], q_pos, None if mean is None else mean[layer]))

@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_vlm.compat import crop_cache
 from hooked_vlm.inputs import split_inputs
 from hooked_vlm.interventions._common import HookFn, Hooks, InterventionError
 
@@ -71,10 +72,11 @@ class PrefixCache:
         def keep_embeds(resid: Tensor, hook: object) -> None:
             store["embeds"] = resid[:, start:].detach().clone()
 
-        with model.hooks([(EMBED_HOOK, keep_embeds)]), model._running(kw):
-            full = {**kw, "attention_mask": mask}
-            logits, past = model._bridge_call(ids, full, return_cache=True)
-        past.crop(start - past.get_seq_length())
+        full = {**kw, "attention_mask": mask}
+        logits, past = model.run_with_kv_cache(
+            {"input_ids": ids, **full}, fwd_hooks=[(EMBED_HOOK, keep_embeds)]
+        )
+        crop_cache(past, start)
         positions = model.architecture.prompt_positions
         suffix_positions = (
             None if positions is None
@@ -114,11 +116,11 @@ class PrefixCache:
                 inputs["position_ids"] = self.suffix_positions
             return self.model.run_with_hooks(
                 inputs,
-                past_key_values=self.past,
+                cache=self.past,
                 fwd_hooks=[(EMBED_HOOK, feed_embeds), *hooks],
             )
-        finally:
-            self.past.crop(self.start - self.past.get_seq_length())
+        finally:  # each layer back to the prefix, also after a failure partway through
+            crop_cache(self.past, self.start)
 
     def repeat_interleave(self, n: int) -> PrefixCache:
         """A copy with every example repeated ``n`` times in a row (B masks in one forward)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,13 @@ class ResultsDir:
                     "choose another output directory or delete it to start over."
                 )
         else:
-            _write_atomic(config_path, json.dumps(config, indent=2))
+            write_atomic(config_path, json.dumps(config, indent=2))
 
     def done(self, key: str) -> bool:
         return (self.root / "records" / f"{key}.json").exists()
 
     def save(self, key: str, record: dict[str, Any]) -> None:
-        _write_atomic(self.root / "records" / f"{key}.json", json.dumps(record, indent=2))
+        write_atomic(self.root / "records" / f"{key}.json", json.dumps(record, indent=2))
 
     def load(self, key: str) -> dict[str, Any]:
         return json.loads((self.root / "records" / f"{key}.json").read_text())
@@ -47,7 +48,19 @@ class ResultsDir:
         return self.root / name
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a uniquely named temporary file in the same
+    directory, then ``os.replace``. Concurrent writers never share a temporary file, and a
+    reader sees the old or the new content, never a mix.
+
+    Example:
+        >>> write_atomic(Path("results/summary.json"), json.dumps(summary))
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
