@@ -7,6 +7,7 @@ import torch
 
 from hooked_vlm.interventions import (
     InterventionError,
+    KVBaseline,
     evaluate_head_masks,
     head_ablation,
     knockout,
@@ -135,3 +136,7 @@ def test_clear_errors(setup):
         head_ablation(model, layout, masks + 0.5, "baseline_kv", baseline=baseline)
     with pytest.raises(InterventionError, match="accepted"):
         head_ablation(model, layout, masks, "shuffle")
+    full = kv_baseline(model, inputs)
+    short = KVBaseline([k[:, :3] for k in full.keys], [v[:, :3] for v in full.values])
+    with pytest.raises(InterventionError, match="cover positions 0..2"):
+        head_ablation(model, layout, masks, "baseline_kv", baseline=short)

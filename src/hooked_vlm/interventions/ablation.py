@@ -175,51 +175,54 @@ def _baseline_kv_hooks(
 ) -> list[tuple[str, Callable[[Tensor, Any], Any]]]:
     """Scores of ablated (row, image key) edges use baseline keys; their weight goes to
     baseline values: q·k_b in ``hook_attn_scores``, weights moved off the real values in
-    ``hook_pattern``, Σ p·v_b added in ``hook_z``."""
+    ``hook_pattern``, Σ p·v_b added in ``hook_z``. Only the span of key columns between the
+    first and the last selected key is touched, in place (on a copy when autograd records)."""
     attn = model.bridge.blocks[layer].attn.original_component
     if any(getattr(attn, a, None) is not None for a in ("attn_logit_softcapping", "sinks")):
         raise InterventionError(
             "head ablation mode 'baseline_kv' recomputes scores and does not model logit "
             "softcapping or attention sinks; use mode 'zero' or 'mean' on this architecture."
         )
+    cols = keys.mask.any(0).nonzero().flatten()
+    lo, hi = int(cols[0]), int(cols[-1]) + 1
+    if hi > baseline.keys[layer].shape[1]:
+        raise InterventionError(
+            f"the baseline keys/values cover positions 0..{baseline.keys[layer].shape[1] - 1}, "
+            f"but the ablated keys reach position {hi - 1}: build the baseline from inputs "
+            "laid out like these (kv_baseline of the same prompt with another image)."
+        )
     scaling = getattr(attn, "scaling", model.cfg.d_head**-0.5)
     group = model.cfg.n_heads // model.cfg.n_kv_heads
-    base_k = einops.repeat(baseline.keys[layer], "b k g d -> b k (g r) d", r=group)
-    base_v = einops.repeat(baseline.values[layer], "b k g d -> b k (g r) d", r=group)
+    base_k = einops.repeat(baseline.keys[layer][:, lo:hi], "b k g d -> b k (g r) d", r=group)
+    base_v = einops.repeat(baseline.values[layer][:, lo:hi], "b k g d -> b k (g r) d", r=group)
     state: dict[str, Tensor] = {}
     prefix = f"blocks.{layer}.attn."
-
-    def edges_of(scores: Tensor) -> Tensor:
-        check_batch(queries, scores.shape[0], "head masks")
-        n_k = min(scores.shape[-1], base_k.shape[1])
-        edges = edge_mask(scores, queries, keys) & ablate.to(scores.device)[:, :, None, None]
-        edges[..., n_k:] = False
-        return edges
 
     def keep_q(q: Tensor, hook: object) -> None:
         state["q"] = q
 
     def scores_hook(scores: Tensor, hook: object) -> Tensor:
-        edges = edges_of(scores)
-        n_k = min(scores.shape[-1], base_k.shape[1])
-        k = base_k[:, :n_k].to(scores)
-        alt = einops.einsum(state.pop("q"), k, "b q h d, b k h d -> b h q k") * scaling
+        check_batch(queries, scores.shape[0], "head masks")
+        edges = edge_mask(scores, queries, keys)[..., lo:hi]
+        edges = edges & ablate.to(scores.device)[:, :, None, None]
+        alt = einops.einsum(state.pop("q"), base_k.to(scores), "b q h d, b k h d -> b h q k")
+        scores = _writable(scores)
+        span = scores[..., lo:hi]
+        span.copy_(torch.where(edges, alt * scaling, span))
         state["edges"] = edges
-        out = scores.clone()
-        out[..., :n_k] = torch.where(edges[..., :n_k], alt, scores[..., :n_k])
-        return out
+        return scores
 
     def pattern_hook(pattern: Tensor, hook: object) -> Tensor:
-        edges = state["edges"]
-        state["moved"] = pattern * edges
-        return pattern.masked_fill(edges, 0.0)
+        edges = state.pop("edges")
+        pattern = _writable(pattern)
+        span = pattern[..., lo:hi]
+        state["moved"] = span * edges
+        span.masked_fill_(edges, 0.0)
+        return pattern
 
     def z_hook(z: Tensor, hook: object) -> Tensor:
         moved = state.pop("moved")
-        state.pop("edges")
-        n_k = min(moved.shape[-1], base_v.shape[1])
-        v = base_v[:, :n_k].to(z)
-        return z + einops.einsum(moved[..., :n_k], v, "b h q k, b k h d -> b q h d")
+        return z + einops.einsum(moved, base_v.to(z), "b h q k, b k h d -> b q h d")
 
     return [
         (prefix + "hook_rot_q", keep_q),
@@ -227,6 +230,11 @@ def _baseline_kv_hooks(
         (prefix + "hook_pattern", pattern_hook),
         (prefix + "hook_z", z_hook),
     ]
+
+
+def _writable(t: Tensor) -> Tensor:
+    """``t`` itself for an in-place edit, or a copy when autograd may need the original."""
+    return t.clone() if torch.is_grad_enabled() and t.requires_grad else t
 
 
 @torch.no_grad()
