@@ -2,24 +2,32 @@
 
 A medium random LLaVA (benchmarks/medium.py: CLIP tower -> 576 image tokens; Llama decoder
 d=512, 8 heads, 6 layers by default) with ~20 text tokens; the default ablation (mode
-"baseline_kv", dataset-mean baseline, text queries after the image). Every method runs the
-attribution path itself (``Evaluator.evaluate``) on the same masks:
+"baseline_kv", dataset-mean baseline, text queries after the image), alpha 0.5. Every method
+runs the attribution path itself (``Evaluator.evaluate``) on the same masks:
 
 - naive: one full forward (vision tower included) per mask;
 - batched: ``--batch`` masks per full forward;
 - batched + prefix reuse: ``--batch`` masks per forward over the text suffix only, on the
-  example's clean image prefix (built once per example; its one-off cost is shown apart and
-  amortised over ``--masks-per-example``).
+  example's clean image prefix (built once per example: its one-off cost is shown apart, and
+  amortised over ``--masks-per-example``);
+- for comparison, benchmarks/interventions.py's setting: ``evaluate_head_masks`` on 16 masks,
+  8 per forward, building the prefix inside the call (what a caller that does not keep the
+  prefix pays).
 
-    python benchmarks/attribution.py [--threads 2] [--masks 64] [--batch 32] [--layers 6]
+Methods are timed in interleaved rounds (a shared machine's load hits each alike); the table
+gives the median over rounds, and the best.
+
+    python benchmarks/attribution.py [--threads 2] [--batch 32] [--rounds 3] [--layers 6]
                                      [--masks-per-example 4096] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,30 +36,28 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hooked_vlm import HookedVLM  # noqa: E402
 from hooked_vlm.attribution import AttributionConfig, Evaluator, Example, RandomMasks  # noqa: E402
+from hooked_vlm.interventions import evaluate_head_masks  # noqa: E402
 from medium import medium_llava  # noqa: E402
 
 
-def masks_per_second(evaluator: Evaluator, masks: np.ndarray, device: str) -> float:
-    """Best of two timed runs, after the example's state (prefix, baseline) is built."""
-    evaluator.evaluate(0, masks[:1])  # builds the example state, warms up
-    best = float("inf")
-    for _ in range(2):
+def timer(device: str) -> Callable[[Callable[[], object]], float]:
+    def run(fn: Callable[[], object]) -> float:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        evaluator.evaluate(0, masks)
+        fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return len(masks) / best
+        return time.perf_counter() - start
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--masks", type=int, default=64, help="masks timed per method")
-    parser.add_argument("--naive-masks", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--text", type=int, default=22)
     parser.add_argument("--masks-per-example", type=int, default=4096)
@@ -65,32 +71,55 @@ def main() -> None:
     layout = model.layout(**inputs)
     n_img, n_text = int(layout.mask("image").sum()), int(layout.mask("text").sum())
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    masks = RandomMasks(n_layers, n_heads, args.masks, alpha=0.5).masks(0, args.masks)
+    masks = RandomMasks(n_layers, n_heads, args.batch, alpha=0.5).masks(0, args.batch)
     print(f"medium LLaVA: {n_layers} layers x {n_heads} heads, d={model.cfg.d_model}, "
           f"{layout.seq_len} tokens ({n_img} image, {n_text} text), {args.threads} threads, "
           f"{args.device}; mode baseline_kv (mean baseline), alpha 0.5\n")
 
     def evaluator(batch: int, reuse: bool) -> Evaluator:
-        return Evaluator(model, examples, AttributionConfig(batch_size=batch, reuse_prefix=reuse))
+        ev = Evaluator(model, examples, AttributionConfig(batch_size=batch, reuse_prefix=reuse))
+        ev.evaluate(0, masks[:1])  # builds the example's state (baseline, prefix); warms up
+        return ev
 
-    naive = masks_per_second(evaluator(1, False), masks[: args.naive_masks], args.device)
-    rows = [("naive (1 mask / full forward)", naive)]
-    rows.append((f"batched ({args.batch} / full forward)",  # one forward's worth: it is slow
-                 masks_per_second(evaluator(args.batch, False), masks[: args.batch],
-                                  args.device)))
-    fast = evaluator(args.batch, True)
-    rate = masks_per_second(fast, masks, args.device)
-    rows.append((f"batched + prefix reuse ({args.batch})", rate))
-    start = time.perf_counter()
-    fast._state = None
-    fast.layout(0)  # the one-off per example: clean prefix (and baseline) built again
-    build = time.perf_counter() - start
-    n = args.masks_per_example
-    rows.append((f"  same, prefix build amortised / {n}", n / (n / rate + build)))
-    print(f"{'method':<42}{'masks/s':>10}{'ms/mask':>10}{'vs naive':>10}")
-    for name, r in rows:
-        print(f"{name:<42}{r:>10.1f}{1e3 / r:>10.2f}{r / naive:>9.1f}x")
-    print(f"\none-off per example (clean prefix + state): {build * 1e3:.0f} ms")
+    naive, batched, fast = evaluator(1, False), evaluator(args.batch, False), evaluator(
+        args.batch, True)
+    baseline = fast._ablation_inputs(inputs, layout)["baseline"]
+    sixteen = torch.as_tensor(np.resize(masks, (16, n_layers, n_heads)), dtype=model.dtype)
+
+    def interventions_setting() -> object:
+        return evaluate_head_masks(model, inputs, sixteen, lambda lg: lg[:, 5], batch_size=8,
+                                   queries="text_after_image", baseline=baseline)
+
+    methods: dict[str, tuple[Callable[[], object], int]] = {
+        "naive (1 mask / full forward)": (lambda: naive.evaluate(0, masks[:1]), 1),
+        f"batched ({args.batch} / full forward)": (lambda: batched.evaluate(0, masks),
+                                                    args.batch),
+        f"batched + prefix reuse ({args.batch})": (lambda: fast.evaluate(0, masks), args.batch),
+        "evaluate_head_masks, 16 masks, 8/forward": (interventions_setting, 16),
+    }
+    clock = timer(args.device)
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    builds = []
+    for _ in range(args.rounds):
+        for name, (fn, n) in methods.items():
+            seconds[name].append(clock(fn) / n)
+        fast._state = None  # the one-off per example: clean prefix (and state) again
+        builds.append(clock(lambda: fast.layout(0)))
+    base = statistics.median(seconds["naive (1 mask / full forward)"])
+    print(f"{'method':<44}{'ms/mask':>9}{'best':>8}{'masks/s':>9}{'vs naive':>10}")
+
+    def row(name: str, per: list[float]) -> None:
+        med = statistics.median(per)
+        print(f"{name:<44}{med * 1e3:>9.1f}{min(per) * 1e3:>8.1f}{1 / med:>9.1f}"
+              f"{base / med:>9.1f}x")
+
+    for name, per in seconds.items():
+        row(name, per)
+    n, build = args.masks_per_example, statistics.median(builds)
+    fast_name = f"batched + prefix reuse ({args.batch})"
+    row(f"  same, prefix build amortised / {n} masks",
+        [s + build / n for s in seconds[fast_name]])
+    print(f"\none-off per example (clean prefix + state): {build * 1e3:.0f} ms (median)")
 
 
 if __name__ == "__main__":

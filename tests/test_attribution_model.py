@@ -3,6 +3,9 @@ heads; exactness (all kept = clean, seeds, batching, resume); token level; error
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -232,3 +235,12 @@ def test_clear_errors(routed):
     moved = [examples[0], Example(shifted, answer=1)]
     with pytest.raises(ConfigError, match="same places"):
         Evaluator(model, moved, AttributionConfig()).evaluate(0, np.ones((1, L, H), bool))
+
+
+def test_readme_attribution_example_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Head attribution", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README-attribution", "exec"), {})
+    assert (tmp_path / "runs" / "tiny-heads" / "train.npy").exists()

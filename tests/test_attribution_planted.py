@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hooked_vlm.attribution import (
+    TARGETS,
     AttributionConfig,
+    Example,
+    Target,
     class_consistency,
     fit_attribution,
     fit_quality,
     fit_store,
+    get_target,
     head_curves,
     leave_one_out,
     open_store,
@@ -131,3 +136,19 @@ def test_class_consistency_finds_planted_classes():
     assert result.p_value < 0.01 and set(result.per_class) == {"cat", "dog"}
     mixed = class_consistency(coef, labels[::2] + labels[1::2], n_permutations=200)
     assert mixed.p_value > 0.05
+
+
+def test_targets_read_the_last_position_logits():
+    logits = torch.tensor([[1.0, 3.0, 0.5], [2.0, -1.0, 0.0]])
+    ex = Example({}, answer=1, foil=2)
+    assert TARGETS["logit"](logits, ex).tolist() == [3.0, -1.0]
+    assert TARGETS["logit_diff"](logits, ex).tolist() == [2.5, -1.0]
+    torch.testing.assert_close(TARGETS["logprob"](logits, ex), logits.log_softmax(-1)[:, 1])
+    top = Target.custom("top", lambda lg, ex: lg.max(-1).values)
+    assert get_target(top) is top and top(logits, ex).tolist() == [3.0, 2.0]
+    with pytest.raises(ValueError, match="foil"):
+        TARGETS["logit_diff"](logits, Example({}, answer=1))
+    with pytest.raises(ValueError, match="built-in target name"):
+        Target.custom("logit", lambda lg, ex: lg[:, 0])
+    with pytest.raises(ValueError, match="unknown target 'nope'"):
+        get_target("nope")
