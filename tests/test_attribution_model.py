@@ -16,6 +16,7 @@ from hooked_vlm.attribution import (
     ConfigError,
     Evaluator,
     Example,
+    StoreError,
     Target,
     fit_store,
     image_attention,
@@ -217,8 +218,11 @@ def test_per_mask_selectors_match_one_mask_at_a_time(routed):
         torch.testing.assert_close(got[row], want, atol=1e-5, rtol=0)
 
 
-def test_clear_errors(routed):
+def test_clear_errors(routed, tmp_path):
     model, examples = routed
+    open_store(tmp_path, Evaluator(model, examples[:2], AttributionConfig(n_masks=8)))
+    with pytest.raises(StoreError, match="examples: stored 'blake2b:"):
+        open_store(tmp_path, Evaluator(model, examples[2:], AttributionConfig(n_masks=8)))
     with pytest.raises(ConfigError, match="not one of"):
         AttributionConfig(mode="shuffle")
     with pytest.raises(ConfigError, match="selector names"):

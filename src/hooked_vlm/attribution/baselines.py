@@ -84,7 +84,7 @@ def image_attention(
 
         def reduce(pattern: Tensor, hook: Any, _q: Any = q_pos, _k: Any = k_pos,
                    _mass: Tensor = mass) -> None:
-            layer = int(hook.name.split(".")[1])
+            layer = hook.layer()
             n_q, n_k = pattern.shape[-2:]
             start = model.state.query_start
             rows = _q.window(start, start + n_q, pattern.device).to(pattern.dtype)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,10 @@ class Evaluator:
     """A model, its examples and a config: targets of head masks on any example.
 
     ``target``: a custom :class:`Target` whose name is ``config.target`` (built-in names need
-    nothing). Statistics the ablation needs (the dataset-mean baseline, mean head outputs) are
-    computed on first use, or shared through a store (:meth:`prepare`).
+    nothing). ``examples_id``: a name for the examples recorded in the store (e.g. dataset,
+    split and indices); by default a digest of every example's tensors and token ids (which
+    reads every example once). Statistics the ablation needs (the dataset-mean baseline, mean
+    head outputs) are computed on first use, or shared through a store (:meth:`prepare`).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Evaluator:
         examples: Sequence[Example],
         config: AttributionConfig,
         target: Target | None = None,
+        examples_id: str | None = None,
     ) -> None:
         if target is not None and target.name != config.target:
             raise ConfigError(
@@ -98,6 +102,7 @@ class Evaluator:
         self.target = target if target is not None else get_target(config.target)
         self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
         self.n_examples = len(examples)
+        self.examples_id = examples_id
         self._stats: dict[str, Tensor] | None = None
         self._state: _ExampleState | None = None
 
@@ -110,6 +115,7 @@ class Evaluator:
             "n_layers": self.n_layers,
             "n_heads": self.n_heads,
             "n_examples": self.n_examples,
+            "examples": self.examples_id or examples_digest(self.examples),
             "model": {"architecture": cfg.architecture, "n_kv_heads": cfg.n_kv_heads,
                       "d_head": cfg.d_head, "dtype": str(self.model.dtype)},
         }
@@ -198,6 +204,22 @@ class Evaluator:
         if self.config.mode == "mean":
             return {"z_mean": mean_z(self.model, self.examples, self.config.queries)}
         return mean_kv(self.model, self.examples, self.config.keys)
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """A digest of every example's input tensors, answer, foil and label."""
+    digest = hashlib.blake2b(digest_size=16)
+    for ex in examples:
+        for key in sorted(ex.inputs):
+            value = ex.inputs[key]
+            digest.update(key.encode())
+            if isinstance(value, Tensor):
+                digest.update(str((value.dtype, tuple(value.shape))).encode())
+                digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy())
+            else:
+                digest.update(repr(value).encode())
+        digest.update(repr((ex.answer, ex.foil, ex.label)).encode())
+    return "blake2b:" + digest.hexdigest()
 
 
 def _needs_stats(config: AttributionConfig) -> bool:
