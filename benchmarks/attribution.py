@@ -15,7 +15,8 @@ runs the attribution path itself (``Evaluator.evaluate``) on the same masks:
   prefix pays).
 
 Methods are timed in interleaved rounds (a shared machine's load hits each alike); the table
-gives the median over rounds, and the best.
+gives medians over rounds of the wall time and of the process's CPU time (the steadier measure
+on a shared machine: time spent waiting for a core is not counted).
 
     python benchmarks/attribution.py [--threads 2] [--batch 32] [--rounds 3] [--layers 6]
                                      [--masks-per-example 4096] [--device cuda]
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,19 +38,7 @@ from hooked_vlm import HookedVLM  # noqa: E402
 from hooked_vlm.attribution import AttributionConfig, Evaluator, Example, RandomMasks  # noqa: E402
 from hooked_vlm.interventions import evaluate_head_masks  # noqa: E402
 from medium import medium_llava  # noqa: E402
-
-
-def timer(device: str) -> Callable[[Callable[[], object]], float]:
-    def run(fn: Callable[[], object]) -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    return run
+from timing import time_and_cpu, time_once  # noqa: E402
 
 
 def main() -> None:
@@ -97,29 +85,30 @@ def main() -> None:
         f"batched + prefix reuse ({args.batch})": (lambda: fast.evaluate(0, masks), args.batch),
         "evaluate_head_masks, 16 masks, 8/forward": (interventions_setting, 16),
     }
-    clock = timer(args.device)
-    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    wall: dict[str, list[float]] = {name: [] for name in methods}
+    cpu: dict[str, list[float]] = {name: [] for name in methods}
     builds = []
     for _ in range(args.rounds):
         for name, (fn, n) in methods.items():
-            seconds[name].append(clock(fn) / n)
+            w, c = time_and_cpu(fn, args.device)
+            wall[name].append(w / n)
+            cpu[name].append(c / n)
         fast._state = None  # the one-off per example: clean prefix (and state) again
-        builds.append(clock(lambda: fast.layout(0)))
-    base = statistics.median(seconds["naive (1 mask / full forward)"])
-    print(f"{'method':<44}{'ms/mask':>9}{'best':>8}{'masks/s':>9}{'vs naive':>10}")
-
-    def row(name: str, per: list[float]) -> None:
-        med = statistics.median(per)
-        print(f"{name:<44}{med * 1e3:>9.1f}{min(per) * 1e3:>8.1f}{1 / med:>9.1f}"
-              f"{base / med:>9.1f}x")
-
-    for name, per in seconds.items():
-        row(name, per)
+        builds.append(time_once(lambda: fast.layout(0), args.device))
     n, build = args.masks_per_example, statistics.median(builds)
     fast_name = f"batched + prefix reuse ({args.batch})"
-    row(f"  same, prefix build amortised / {n} masks",
-        [s + build / n for s in seconds[fast_name]])
-    print(f"\none-off per example (clean prefix + state): {build * 1e3:.0f} ms (median)")
+    amortised = f"  same, prefix build amortised / {n} masks"
+    wall[amortised] = [s + build / n for s in wall[fast_name]]
+    cpu[amortised] = [s + build / n for s in cpu[fast_name]]  # (build: wall time)
+    naive_name = "naive (1 mask / full forward)"
+    base_wall, base_cpu = (statistics.median(d[naive_name]) for d in (wall, cpu))
+    print(f"{'method':<44}{'wall ms/mask':>13}{'vs naive':>9}{'CPU ms/mask':>13}{'vs naive':>9}")
+    for name in wall:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"{name:<44}{w * 1e3:>13.1f}{base_wall / w:>8.1f}x{c * 1e3:>13.1f}"
+              f"{base_cpu / c:>8.1f}x")
+    print(f"\nmedians of {args.rounds} interleaved rounds; CPU = this process's CPU time (all "
+          f"threads). One-off per example (clean prefix + state): {build * 1e3:.0f} ms wall.")
 
 
 if __name__ == "__main__":
