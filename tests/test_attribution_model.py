@@ -144,9 +144,11 @@ def test_all_kept_is_the_clean_run_and_batching_changes_nothing(routed, mode, ba
     batched = Evaluator(model, examples, AttributionConfig(
         mode=mode, baseline=baseline, batch_size=5))
     for i in (0, 3):
-        clean = model(examples[i].inputs)[0, -1, examples[i].answer]
+        answer = examples[i].answer
+        clean = model(examples[i].inputs, logits_to_keep=1)[0, -1, answer]
         slow, fast = one_by_one.evaluate(i, masks), batched.evaluate(i, masks)
         assert slow[0] == clean.item()  # no hooks at all: the very same forward
+        assert abs(slow[0] - model(examples[i].inputs)[0, -1, answer].item()) < 1e-5
         np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=0)
         assert abs(slow[1] - slow[0]) > 1e-4  # ablating everything does something
 

@@ -65,7 +65,7 @@ def query_position_scores(
         >>> query_position_scores(evaluator, 0, heads).scores
     """
     layout = evaluator.layout(example)
-    pos = resolve(layout, positions or evaluator.config.queries).mask[0]
+    pos = resolve(layout, evaluator.config.queries if positions is None else positions).mask[0]
     where = pos.nonzero().flatten()
     rows = torch.zeros(len(where) + 1, layout.seq_len, dtype=torch.bool)
     rows[torch.arange(len(where)), where] = True

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -93,9 +94,11 @@ class PrefixCache:
 
     @torch.no_grad()
     def run(
-        self, fwd_hooks: Iterable[tuple[str, HookFn]] = ()
+        self, fwd_hooks: Iterable[tuple[str, HookFn]] = (), *, last_only: bool = False
     ) -> Float[Tensor, "batch suffix vocab"]:
-        """Logits of the suffix positions ``start..end`` with ``fwd_hooks`` active.
+        """Logits of the suffix positions ``start..end`` with ``fwd_hooks`` active; with
+        ``last_only``, of the final position only (``[batch, 1, vocab]``: the unembedding of the
+        other positions is skipped).
 
         Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``.
         """
@@ -119,6 +122,7 @@ class PrefixCache:
                 inputs,
                 cache=self.past,
                 fwd_hooks=[(EMBED_HOOK, feed_embeds), *hooks],
+                **_last_only(self.model, last_only),
             )
         finally:  # each layer back to the prefix, also after a failure partway through
             crop_cache(self.past, self.start)
@@ -235,8 +239,22 @@ def last_logits(
     """
     last = last.to(model.device).repeat_interleave(n)
     rows = torch.arange(last.shape[0], device=last.device)
+    final = bool((last == inputs["input_ids"].shape[1] - 1).all())
     if prefix is not None:
+        if final:
+            return prefix.repeated(n).run(hooks, last_only=True)[:, -1]
         return prefix.repeated(n).run(hooks)[rows, last - prefix.start]
     batch = {k: v.repeat_interleave(n, 0) if isinstance(v, Tensor) else v
              for k, v in inputs.items()}
+    if final:
+        return model.run_with_hooks(batch, fwd_hooks=hooks, **_last_only(model, True))[:, -1]
     return model.run_with_hooks(batch, fwd_hooks=hooks)[rows, last]
+
+
+def _last_only(model: HookedVLM, last_only: bool) -> dict[str, Any]:
+    """The forward keyword that computes the final position's logits only, where the HF model
+    takes it (transformers' ``logits_to_keep``); nothing otherwise (all logits, then sliced)."""
+    if not last_only:
+        return {}
+    params = inspect.signature(type(model.hf_model).forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
