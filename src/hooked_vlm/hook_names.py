@@ -53,7 +53,7 @@ def check_fwd_hooks(fwd_hooks: Iterable[tuple[Any, Callable]], known: Collection
                 )
         else:
             raise TypeError(f"hook name must be a str or a callable filter, got {type(name)}")
-        checked.append((name, checked_hook(item[1])))
+        checked.append((name, checked_hook(item[1], name if isinstance(name, str) else None)))
     return checked
 
 

@@ -151,13 +151,14 @@ _WHERE = (
 )
 
 
-def checked_hook(fn: Callable[..., Any]) -> Callable[..., Any]:
+def checked_hook(fn: Callable[..., Any], label: str | None = None) -> Callable[..., Any]:
     """``fn`` wrapped so that a wrong return value raises :class:`HookOutputError` naming the
     hook point and the expected shape and dtype (instead of failing deep in torch, or being
     cast silently).
 
     A hook may return ``None`` (observe, or edit in place) or a tensor of the activation's exact
-    shape, dtype and device.
+    shape, dtype and device. ``label`` is the hook name as the user gave it (an alias such as
+    ``hook_resid_post`` fires as TL's canonical ``hook_out``).
 
     Example:
         >>> model.run_with_hooks(inputs, fwd_hooks=[("blocks.0.hook_resid_post", checked_hook(f))])
@@ -180,7 +181,8 @@ def checked_hook(fn: Callable[..., Any]) -> Callable[..., Any]:
                 else f"a {type(out).__name__}"
             )
             raise HookOutputError(
-                f"hook function {getattr(fn, '__name__', fn)!r} on {hook.name} returned {got}; "
+                f"hook function {getattr(fn, '__name__', fn)!r} on {label or hook.name} "
+                f"returned {got}; "
                 f"it must return None (observe, or edit in place) or a {tensor.dtype} tensor "
                 f"of shape {tuple(tensor.shape)} on {tensor.device}, like the activation it "
                 "was given."

@@ -32,7 +32,6 @@ from hooked_vlm.analysis.density_peaks import (
     nearest_neighbours,
     twonn_id,
 )
-from hooked_vlm.analysis.image_map import scatter_to_grid, to_picture, view_box
 from hooked_vlm.analysis.homogeneity import (
     PRESETS,
     ClusteringPreset,
@@ -42,6 +41,7 @@ from hooked_vlm.analysis.homogeneity import (
     get_preset,
     modality_homogeneity,
 )
+from hooked_vlm.analysis.image_map import scatter_to_grid, to_picture, view_box
 from hooked_vlm.analysis.modality_gap import (
     ModalityGap,
     ModalitySample,
