@@ -2,7 +2,8 @@
 
 A medium random LLaVA (benchmarks/medium.py: CLIP tower -> 576 image tokens; Llama decoder
 d=512, 8 heads, 6 layers by default) with ~20 text tokens; the default ablation (mode
-"baseline_kv", dataset-mean baseline, text queries after the image), alpha 0.5. Every method
+"baseline_kv", dataset-mean baseline, text queries after the image; ``--mode`` for another),
+alpha 0.5. Every method
 runs the attribution path itself (``Evaluator.evaluate``) on the same masks:
 
 - naive: one full forward (vision tower included) per mask;
@@ -19,7 +20,7 @@ gives medians over rounds of the wall time and of the process's CPU time (the st
 on a shared machine: time spent waiting for a core is not counted).
 
     python benchmarks/attribution.py [--threads 2] [--batch 32] [--rounds 3] [--layers 6]
-                                     [--masks-per-example 4096] [--device cuda]
+                                     [--masks-per-example 4096] [--mode knockout] [--device cuda]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hooked_vlm import HookedVLM  # noqa: E402
 from hooked_vlm.attribution import AttributionConfig, Evaluator, Example, RandomMasks  # noqa: E402
 from hooked_vlm.interventions import evaluate_head_masks  # noqa: E402
+from hooked_vlm.interventions.ablation import ABLATION_MODES  # noqa: E402
 from medium import medium_llava  # noqa: E402
 from timing import time_and_cpu, time_once  # noqa: E402
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--text", type=int, default=22)
     parser.add_argument("--masks-per-example", type=int, default=4096)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mode", default="baseline_kv", choices=ABLATION_MODES)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     hf, inputs = medium_llava(text_tokens=args.text, n_layers=args.layers)
@@ -62,21 +65,22 @@ def main() -> None:
     masks = RandomMasks(n_layers, n_heads, args.batch, alpha=0.5).masks(0, args.batch)
     print(f"medium LLaVA: {n_layers} layers x {n_heads} heads, d={model.cfg.d_model}, "
           f"{layout.seq_len} tokens ({n_img} image, {n_text} text), {args.threads} threads, "
-          f"{args.device}; mode baseline_kv (mean baseline), alpha 0.5\n")
+          f"{args.device}; mode {args.mode} (mean baseline / mean output), alpha 0.5\n")
 
     def evaluator(batch: int, reuse: bool) -> Evaluator:
-        ev = Evaluator(model, examples, AttributionConfig(batch_size=batch, reuse_prefix=reuse))
+        config = AttributionConfig(batch_size=batch, reuse_prefix=reuse, mode=args.mode)
+        ev = Evaluator(model, examples, config)
         ev.evaluate(0, masks[:1])  # builds the example's state (baseline, prefix); warms up
         return ev
 
     naive, batched, fast = evaluator(1, False), evaluator(args.batch, False), evaluator(
         args.batch, True)
-    baseline = fast._ablation_inputs(inputs, layout)["baseline"]
+    ablation = fast._ablation_inputs(inputs, layout)
     sixteen = torch.as_tensor(np.resize(masks, (16, n_layers, n_heads)), dtype=model.dtype)
 
     def interventions_setting() -> object:
-        return evaluate_head_masks(model, inputs, sixteen, lambda lg: lg[:, 5], batch_size=8,
-                                   queries="text_after_image", baseline=baseline)
+        return evaluate_head_masks(model, inputs, sixteen, lambda lg: lg[:, 5], args.mode,
+                                   batch_size=8, queries="text_after_image", **ablation)
 
     methods: dict[str, tuple[Callable[[], object], int]] = {
         "naive (1 mask / full forward)": (lambda: naive.evaluate(0, masks[:1]), 1),
