@@ -72,6 +72,10 @@ def test_store_writes_by_index_and_refuses_another_run(tmp_path):
         store.write(Unit("train", 0, 2), np.zeros(4))
     reopened = MaskStore.open(tmp_path, {"a": 1}, {"train": (2, 10)}, chunk_size=4)
     assert reopened.targets("train", allow_missing=True)[1, 9] == 6.0
+    readonly = MaskStore.load(tmp_path)
+    assert readonly.missing() == reopened.missing()
+    with pytest.raises(StoreError, match="read-only"):
+        readonly.write(Unit("train", 0, 0), np.zeros(4))
     with pytest.raises(StoreError, match="run.a: stored 1, now 2"):
         MaskStore.open(tmp_path, {"a": 2}, {"train": (2, 10)}, chunk_size=4)
     assert json.loads((tmp_path / "meta.json").read_text())["run"] == {"a": 1}

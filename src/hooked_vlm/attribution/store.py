@@ -60,15 +60,17 @@ class Unit:
 class MaskStore:
     """Memory-mapped target arrays with per-unit done markers (see the module docstring)."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], writable: bool = True) -> None:
         self.path = path
         self.meta = meta
+        self.writable = writable
         self.chunk_size: int = meta["chunk_size"]
         self.shapes: dict[str, tuple[int, int]] = {
             name: tuple(shape) for name, shape in meta["splits"].items()
         }
-        self._values = {s: open_memmap(self._file(s), mode="r+") for s in self.shapes}
-        self._done = {s: open_memmap(self._file(s, "done"), mode="r+") for s in self.shapes}
+        mode = "r+" if writable else "r"
+        self._values = {s: open_memmap(self._file(s), mode=mode) for s in self.shapes}
+        self._done = {s: open_memmap(self._file(s, "done"), mode=mode) for s in self.shapes}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -105,12 +107,12 @@ class MaskStore:
         return cls(path, full)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> MaskStore:
-        """An existing store, as its ``meta.json`` describes it."""
+    def load(cls, path: str | os.PathLike, writable: bool = False) -> MaskStore:
+        """An existing store, as its ``meta.json`` describes it (read-only by default)."""
         path = Path(path)
         if not (path / "meta.json").exists():
             raise StoreError(f"no store at {path} (no meta.json).")
-        return cls(path, json.loads((path / "meta.json").read_text()))
+        return cls(path, json.loads((path / "meta.json").read_text()), writable)
 
     # ------------------------------------------------------------------ units
     def n_chunks(self, split: str) -> int:
@@ -130,6 +132,9 @@ class MaskStore:
 
     def write(self, unit: Unit, values: np.ndarray) -> None:
         """Store ``values`` (the unit's targets, one per mask), flush, then mark it done."""
+        if not self.writable:
+            raise StoreError(f"the store at {self.path} was opened read-only "
+                             "(MaskStore.load(path, writable=True) to write).")
         start, stop = self.chunk_range(unit.split, unit.chunk)
         values = np.asarray(values, dtype=np.float32)
         if values.shape != (stop - start,):
@@ -168,6 +173,8 @@ class MaskStore:
         """``<name>.safetensors``: computed once by whoever gets there first, then read back
         by everyone (so every process uses the same numbers)."""
         file = self.path / f"{name}.safetensors"
+        if not file.exists() and not self.writable:
+            raise StoreError(f"{file} is missing and the store was opened read-only.")
         if not file.exists():
             values = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
             _create_exclusive(file, lambda tmp: save_file(values, str(tmp)))
