@@ -4,7 +4,7 @@
 then matches the CPU wheel here and a CUDA build of the same release on a GPU machine).
 
 Example:
-    python scripts/freeze_lock.py .venv-upgrade constraints.txt "newest releases the pyproject admits"
+    python scripts/freeze_lock.py .venv-upgrade constraints.txt "the newest admitted releases"
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hooked_vlm.analysis import label_overlap, mean_token_vector, token_vectors
+from hooked_vlm.analysis import chance_overlap, label_overlap, mean_token_vector, token_vectors
 
 
 def test_perfectly_clustered_labels_give_one():
@@ -65,3 +65,15 @@ def test_token_pickers():
         token_vectors(acts, eoi.long())
     with pytest.raises(ValueError, match=r"\[batch, pos, d\]"):
         token_vectors(acts[0], eoi)
+
+
+def test_chance_overlap_is_what_label_blind_neighbours_score():
+    assert chance_overlap(["a", "a", "b", "b"]) == pytest.approx(1 / 3)  # 1 of 3 others
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=3000, p=[0.6, 0.3, 0.1])
+    points = rng.normal(size=(3000, 4))  # features that ignore the labels
+    for balanced in (False, True):
+        expected = chance_overlap(labels, balanced)
+        measured = label_overlap(points, labels, k=30, class_balanced=balanced)
+        assert measured == pytest.approx(expected, abs=0.02)
+    assert chance_overlap(labels) > chance_overlap(labels, class_balanced=True)

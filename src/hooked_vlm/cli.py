@@ -4,6 +4,7 @@ Examples:
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm demo --out results/demo
+    hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
@@ -20,8 +21,12 @@ import typer
 from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-
-
+run_app = typer.Typer(
+    help="Run a study into a results directory. Resumable: run the same command again after an "
+    "interruption and finished work is kept.",
+    no_args_is_help=True,
+)
+app.add_typer(run_app, name="run")
 
 def _console() -> Any:
     from rich.console import Console
@@ -163,6 +168,117 @@ def demo(
     console.print(knock)
     console.print(f"results in {out}/ (summary.tsv, knockout.tsv, patching.tsv, records/, one "
                   "HTML figure per model)")
+
+
+@run_app.command("narrow-gate")
+def narrow_gate(
+    out: Annotated[Path, typer.Option(help="results directory (resumable; one config per dir)")],
+    model: Annotated[
+        str | None, typer.Option(help="model-config name, local save_pretrained dir or HF id")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help='data of every task: hub id, local dir/file or "synthetic" (per-task '
+                     "sources: in --config)"),
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="examples per task (default: 64)")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="study YAML (fields of NarrowGateConfig); options win")
+    ] = None,
+    model_config: Annotated[
+        str | None, typer.Option(help="model-config name or YAML for a local model directory")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cpu)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bf16, fp16 (default: the model's)")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per forward (default: 8)")]
+    = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated stages or numbers 1-7: gap, flow, overlap, knockout, "
+                     "progressive, patching, steering (default: all the data allows)"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
+    = None,
+):
+    """The Narrow Gate study (Serra et al.), seven stages and an HTML report.
+
+    Modality gap, attention flow, label overlap, knockouts, patching and steering at the
+    image's gate token (EOI, or the last image token). Resumes where a run stopped."""
+    from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
+
+    given = {"model": model, "data": data, "n": n, "model_config": model_config,
+             "device": device, "dtype": dtype, "batch_size": batch_size, "stages": stages,
+             "seed": seed}
+    console = _console()
+    try:
+        if config is not None:
+            study = NarrowGateConfig.from_yaml(config, **given)
+        else:
+            study = NarrowGateConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    except (ConfigError, OSError, TypeError) as err:
+        console.print(f"[red]invalid study configuration[/]: {err}")
+        raise typer.Exit(code=2) from None
+    _run_narrow_gate(study, out, console)
+
+
+def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
+    from rich.table import Table
+
+    from hooked_vlm.studies.narrow_gate import ConfigError, run_narrow_gate
+
+    with _RichProgress(console) as progress:
+        try:
+            summary = run_narrow_gate(study, out, progress)
+        # a bad config, model path or data source: a clear message instead of a traceback
+        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            progress.stop()
+            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            raise typer.Exit(code=1) from None
+    table = Table(title=f"Narrow Gate: {study.model}")
+    for column in ("stage", "result", "value", "compute s"):
+        table.add_column(column)
+    for stage, rows in summary.headline.items():
+        timing = summary.timings[stage]
+        seconds = f"{timing.unit_seconds + timing.reduce_seconds:.1f}"
+        for i, (label, value) in enumerate(rows):
+            table.add_row(stage if i == 0 else "", label, value, seconds if i == 0 else "")
+    console.print(table)
+    console.print(f"gate: {summary.notes[0]}")
+    for note in summary.notes[1:]:
+        console.print(f"[yellow]note[/]: {note}")
+    console.print(f"report: [bold]{summary.report}[/]")
+
+
+class _RichProgress:
+    """The study's progress callbacks as one rich progress bar per stage."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.console = console
+        self.bars = Progress("[progress.description]{task.description}", BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def stop(self) -> None:
+        self.bars.stop()
+
+    def stage(self, name: str, title: str, total: int) -> None:
+        self.tasks[name] = self.bars.add_task(title, total=total)
+
+    def advance(self, name: str, unit: Any, computed: bool) -> None:
+        self.bars.advance(self.tasks[name])
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]note[/]: {text}")
 
 
 if __name__ == "__main__":

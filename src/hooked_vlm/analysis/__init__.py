@@ -49,7 +49,12 @@ from hooked_vlm.analysis.modality_gap import (
     random_positions,
     sample_modality_vectors,
 )
-from hooked_vlm.analysis.overlap import label_overlap, mean_token_vector, token_vectors
+from hooked_vlm.analysis.overlap import (
+    chance_overlap,
+    label_overlap,
+    mean_token_vector,
+    token_vectors,
+)
 from hooked_vlm.analysis.vqa import mean_vqa_accuracy, normalize_answer, vqa_accuracy
 
 __all__ = [
@@ -66,6 +71,7 @@ __all__ = [
     "ModalitySample",
     "Neighbours",
     "adp_clustering",
+    "chance_overlap",
     "cider_d",
     "cluster_vectors",
     "cross_modal_attention",

@@ -48,6 +48,26 @@ def label_overlap(
     return float(np.average(per_point, weights=1.0 / counts[inverse]))
 
 
+def chance_overlap(labels: Int[np.ndarray, " n"] | list, class_balanced: bool = False) -> float:
+    """The label overlap expected when neighbours ignore the labels (chosen at random).
+
+    A point of class ``c`` then finds ``(n_c - 1) / (n - 1)`` of its neighbours in its class;
+    averaged over points (``class_balanced``: over classes), as :func:`label_overlap` averages.
+    The baseline to draw under an overlap curve (``1 / C`` for ``C`` balanced classes, large n).
+
+    Example:
+        >>> chance_overlap(["a", "a", "b", "b"])   # each point: 1 of its 3 others shares it
+        0.3333333333333333
+    """
+    y = np.asarray(labels).reshape(-1)
+    if len(y) < 2:
+        raise ValueError(f"need at least 2 labels, got {len(y)}")
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    per_point = (counts[inverse] - 1) / (len(y) - 1)
+    weights = 1.0 / counts[inverse] if class_balanced else None
+    return float(np.average(per_point, weights=weights))
+
+
 def token_vectors(
     activations: Float[Tensor, "batch pos d"], selector: Bool[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch d"]:

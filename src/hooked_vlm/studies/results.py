@@ -28,9 +28,16 @@ class ResultsDir:
         if config_path.exists():
             previous = json.loads(config_path.read_text())
             if previous != config:
+                differ = sorted(k for k in previous.keys() | config.keys()
+                                if previous.get(k) != config.get(k))
+                changes = "; ".join(
+                    f"{k}: {previous.get(k, '<unset>')!r} there, {config.get(k, '<unset>')!r} now"
+                    for k in differ
+                )
                 raise ValueError(
-                    f"{self.root} holds results of a different configuration ({previous}); "
-                    "choose another output directory or delete it to start over."
+                    f"{self.root} holds results of a different configuration ({changes}). "
+                    "Results of two configurations are never mixed: choose another output "
+                    "directory, or delete this one to start over."
                 )
         else:
             write_atomic(config_path, json.dumps(config, indent=2))
