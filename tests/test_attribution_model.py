@@ -70,16 +70,6 @@ def _routed_llava() -> tuple[HookedVLM, list[Example]]:
     return model, examples
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: a second intra-op thread only adds synchronisation (6x slower here on a
-    busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def routed():
     return _routed_llava()
