@@ -55,14 +55,7 @@ from hooked_vlm.attribution.masks import (
     ReferenceMasks,
 )
 from hooked_vlm.attribution.store import MaskStore, StoreError, Unit
-from hooked_vlm.attribution.targets import (
-    TARGETS,
-    Example,
-    Target,
-    answer_token,
-    first_token,
-    get_target,
-)
+from hooked_vlm.attribution.targets import TARGETS, Example, Target, first_token, get_target
 from hooked_vlm.attribution.token_level import (
     PositionScores,
     image_token_scores,
@@ -90,7 +83,6 @@ __all__ = [
     "StoreError",
     "Target",
     "Unit",
-    "answer_token",
     "blank_image",
     "class_consistency",
     "fit_attribution",

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from hooked_vlm.attribution import Evaluator, Example, MaskStore, answer_token, open_store
+from hooked_vlm.attribution import Evaluator, Example, MaskStore, open_store
+from hooked_vlm.attribution.targets import answer_token
 from hooked_vlm.studies.common import ConfigError, load_study_model
 from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
 from hooked_vlm.studies.stages import load_results

@@ -18,10 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hooked_vlm.studies.narrow_gate.config import (
@@ -33,18 +37,48 @@ from hooked_vlm.studies.narrow_gate.config import (
 )
 from hooked_vlm.studies.narrow_gate.report import write_report
 from hooked_vlm.studies.narrow_gate.session import Session
+from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage
 from hooked_vlm.studies.narrow_gate.stage_flow import FLOW
 from hooked_vlm.studies.narrow_gate.stage_knockout import KNOCKOUT, PROGRESSIVE
 from hooked_vlm.studies.narrow_gate.stage_patching import PATCHING, STEERING
 from hooked_vlm.studies.narrow_gate.stage_representations import GAP, OVERLAP
 from hooked_vlm.studies.results import ResultsDir, write_atomic
-from hooked_vlm.studies.stages import Progress, Stage, Summary, run_stage
-from hooked_vlm.studies.units import UnitStore
+from hooked_vlm.studies.units import Unit, UnitStore, run_units
 
 STAGE_OBJECTS: dict[str, Stage] = {
     s.name: s for s in (GAP, FLOW, OVERLAP, KNOCKOUT, PROGRESSIVE, PATCHING, STEERING)
 }
 assert tuple(STAGE_OBJECTS) == STAGES
+
+
+@dataclass
+class StageTiming:
+    """Compute seconds of a stage's units (every session) and this session's wall time."""
+
+    units: int
+    computed: int
+    unit_seconds: float
+    reduce_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class Summary:
+    """What a run produced: per-stage headline rows, timings, notes and the report's path."""
+
+    out_dir: Path
+    headline: dict[str, list[tuple[str, str]]]
+    timings: dict[str, StageTiming]
+    notes: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+class Progress:
+    """Callbacks the runner reports to (a rich progress bar in the CLI); all optional."""
+
+    def stage(self, name: str, title: str, total: int) -> None: ...
+    def advance(self, name: str, unit: Unit, computed: bool) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 def run_narrow_gate(
@@ -70,12 +104,29 @@ def run_narrow_gate(
     headline, timings = {}, {}
     with torch.no_grad():
         for name in stages:
-            headline[name], timings[name] = run_stage(
+            headline[name], timings[name] = _run_stage(
                 STAGE_OBJECTS[name], session, results, store, progress
             )
     summary = Summary(results.root, headline, timings, notes)
     summary.report = write_report(results.root)
     return summary
+
+
+def _run_stage(
+    stage: Stage, session: Session, results: ResultsDir, store: UnitStore, progress: Progress
+) -> tuple[list[tuple[str, str]], StageTiming]:
+    """The stage's missing units, then its reduction: ``(headline, timing)``."""
+    wall = time.perf_counter()
+    units = stage.units(session, store)
+    progress.stage(stage.name, stage.title, len(units))
+    computed, _ = run_units(store, units, lambda u, c: progress.advance(stage.name, u, c))
+    reduced, reduce_seconds = _reduced(results, stage, session, store)
+    timing = StageTiming(
+        len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,
+        time.perf_counter() - wall,
+    )
+    _write_timings(results, stage.name, timing)
+    return reduced.headline, timing
 
 
 def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[str]]:
@@ -101,6 +152,34 @@ def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[s
         notes.append(message + ": skipped")
     runnable = [name for name in STAGES if name in runnable]
     return runnable, notes
+
+
+def _reduced(
+    results: ResultsDir, stage: Stage, session: Session, store: UnitStore
+) -> tuple[Reduced, float]:
+    """The stage's reduction: computed once, then read back (``results/<stage>.json``)."""
+    path = results.path(f"results/{stage.name}.json")
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return Reduced(saved["values"], [tuple(h) for h in saved["headline"]]), saved["seconds"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    reduced = stage.reduce(session, store)
+    seconds = time.perf_counter() - start
+    if reduced.arrays:
+        buffer = io.BytesIO()
+        np.savez(buffer, **reduced.arrays)
+        write_atomic(results.path(f"results/{stage.name}.npz"), buffer.getvalue())
+    record = {"stage": stage.name, "title": stage.title, "values": reduced.values,
+              "headline": reduced.headline, "seconds": seconds}
+    write_atomic(path, json.dumps(record, indent=1))  # last: it marks the reduction done
+    return reduced, seconds
+
+
+def _write_timings(results: ResultsDir, name: str, timing: StageTiming) -> None:
+    path = results.path("timings.json")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    write_atomic(path, json.dumps({**previous, name: vars(timing)}, indent=1))
 
 
 def session_info(session: Session) -> dict[str, Any]:

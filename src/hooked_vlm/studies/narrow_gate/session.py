@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from hooked_vlm.studies.common import ConfigError, chunked, load_study_model
-from hooked_vlm.studies.narrow_gate.config import NarrowGateConfig
+from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
 
 
 def unit_seed(*parts: object) -> int:
@@ -43,11 +42,22 @@ class Session:
     """The model and data of one run, loaded once."""
 
     def __init__(self, config: NarrowGateConfig) -> None:
+        from hooked_vlm.model import HookedVLM
+
         self.config = config
-        self.model = load_study_model(
+        self.model = HookedVLM.from_pretrained(
             config.model, device=config.device, dtype=config.dtype,
             model_config=config.model_config,
         )
+        if self.model.model_config is None or not self.model.model_config.prompts:
+            raise ConfigError(
+                f"{config.model!r} has no model config with prompt templates, which the study "
+                "needs (caption / vqa / classify prompts). Name one with model_config "
+                "(--model-config): a shipped name (e.g. chameleon-7b) or a YAML file path."
+            )
+        if self.model.processor is None:
+            raise ConfigError(f"{config.model!r} ships no processor: the study needs one to "
+                              "turn images and prompts into inputs")
         # batched generation needs the prompts' ends aligned: pad on the left
         self.model.tokenizer.padding_side = "left"
         tokens = self.model.architecture.tokens(self.model.hf_model.config)
@@ -177,6 +187,11 @@ class Session:
             raise ConfigError("steering needs at least two classes in the classify data")
         rng = np.random.default_rng(unit_seed(self.config.seed, "steer-target", row))
         return classes[int(rng.integers(len(classes)))]
+
+
+def chunked(n: int, size: int) -> list[range]:
+    """``range(n)`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def _layers(layers: Sequence[int] | None, n_layers: int, what: str) -> list[int]:
