@@ -68,7 +68,7 @@ def resolve_source(
         return Source(name, True, model_config)
     if name in list_model_configs():
         cfg = load_model_config(name)
-        return Source(cfg.hf_id, Path(cfg.hf_id).is_dir(), cfg)
+        return Source(cfg.location, cfg.embedded or Path(cfg.location).is_dir(), cfg)
     if model_config is None:
         known = (load_model_config(n) for n in list_model_configs())
         model_config = next((c for c in known if c.hf_id == name), None)
