@@ -28,11 +28,13 @@ DECODER = dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8,
 
 
 def medium_llava(
-    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0, n_layers: int = 8
+    batch: int = 1, text_tokens: int = 26, attn: str = "eager", seed: int = 0, n_layers: int = 8,
+    image_size: int = 336,
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """LLaVA with 576 image tokens and ``text_tokens`` text tokens around them."""
+    """LLaVA with (image_size / 14)^2 image tokens (576 by default) and ``text_tokens`` text
+    tokens around them."""
     vision = CLIPVisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                              num_attention_heads=4, image_size=336, patch_size=14)
+                              num_attention_heads=4, image_size=image_size, patch_size=14)
     text = LlamaConfig(vocab_size=4096, num_hidden_layers=n_layers, **DECODER)
     return _llava(vision, text, batch, text_tokens, attn, seed)
 
@@ -62,12 +64,12 @@ def _llava(
                          vision_feature_layer=-2)
     config._attn_implementation = attn
     model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
-    n_img, before = 576, 4
+    n_img, before = (vision.image_size // vision.patch_size) ** 2, 4
     ids = torch.randint(8, 4096, (batch, text_tokens + n_img), device="cpu")
     ids[:, 0] = 1
     ids[:, before : before + n_img] = 3
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                   "pixel_values": torch.randn(batch, 3, 336, 336)}
+                   "pixel_values": torch.randn(batch, 3, vision.image_size, vision.image_size)}
 
 
 def medium_chameleon(

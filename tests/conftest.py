@@ -12,7 +12,10 @@ import torch
 from hooked_vlm import HookedVLM
 from hooked_vlm.testing.tiny import TinyModel, build_tiny
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny models gain nothing from more, and OpenMP threads spinning on a busy
+# 2-core machine made each forward ~30x slower.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the subprocesses tests start
 
 CORE_ARCHS = ["llava", "chameleon", "chameleon-swin", "emu3"]
 # Encoder-based families of issue 4: every one runs the parity, hook-edit and generation tests.

@@ -107,7 +107,7 @@ def test_qwen2_vl_suffix_on_reused_prefix_matches_full_run():
               for k, v in w.inputs.items() if k != "input_ids"}
     with torch.no_grad():
         full = w.model(w.inputs)
-        _, past = w.model._bridge_call(ids[:, :stop], prefix, return_cache=True)
+        _, past = w.model.run_with_kv_cache({"input_ids": ids[:, :stop], **prefix})
         suffix = w.model(input_ids=ids[:, stop:], attention_mask=mask, past_key_values=past)
     assert (suffix - full[:, stop:]).abs().max().item() <= 1e-4
 

@@ -78,8 +78,10 @@ def test_no_hook_stays_attached_after_a_hook_raises(llava: Wrapped):
 
 
 def test_from_pretrained_unknown_local_name_does_not_touch_the_network(tmp_path, monkeypatch):
+    from hooked_vlm.loading import ModelSourceError
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError):
+    with pytest.raises(ModelSourceError, match="no such directory"):
         HookedVLM.from_pretrained(str(tmp_path / "missing-model-dir"))
 
 

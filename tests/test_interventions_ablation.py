@@ -7,8 +7,10 @@ import torch
 
 from hooked_vlm.interventions import (
     InterventionError,
+    KVBaseline,
     evaluate_head_masks,
     head_ablation,
+    knockout,
     kv_baseline,
     mean_head_outputs,
     repeat_layout,
@@ -39,7 +41,7 @@ def _extra(model, inputs, layout, mode):
     return {}
 
 
-@pytest.mark.parametrize("mode", ["zero", "mean", "baseline_kv"])
+@pytest.mark.parametrize("mode", ["zero", "mean", "baseline_kv", "knockout"])
 def test_batched_masks_equal_masks_one_by_one(setup, mode):
     model, inputs, layout = setup
     one = _first(inputs)
@@ -56,7 +58,7 @@ def test_batched_masks_equal_masks_one_by_one(setup, mode):
         torch.testing.assert_close(batched[i : i + 1], single, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mode", ["zero", "mean", "baseline_kv"])
+@pytest.mark.parametrize("mode", ["zero", "mean", "baseline_kv", "knockout"])
 def test_keep_everything_is_a_no_op_and_ablation_changes_text(setup, mode):
     model, inputs, layout = setup
     extra = _extra(model, inputs, layout, mode)
@@ -87,7 +89,7 @@ def test_baseline_kv_of_another_image_makes_text_see_that_image(setup):
                                atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mode", ["zero", "baseline_kv"])
+@pytest.mark.parametrize("mode", ["zero", "baseline_kv", "knockout"])
 def test_evaluate_head_masks_prefix_reuse_equals_full_recompute(setup, mode):
     model, inputs, layout = setup
     one = _first(inputs)
@@ -102,6 +104,19 @@ def test_evaluate_head_masks_prefix_reuse_equals_full_recompute(setup, mode):
     slow = evaluate_head_masks(model, one, masks, metric, mode, reuse_prefix=False, **kw)
     assert fast.shape == (5,)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
+def test_knockout_mode_is_the_per_head_mask_knockout(setup):
+    """Row b ablating head (l, h) equals knockout(text -> image, layers=l, heads=h)."""
+    model, inputs, layout = setup
+    masks = torch.ones(2, model.cfg.n_layers, model.cfg.n_heads)
+    masks[0, 0, 1] = 0
+    masks[1, -1, 0] = 0
+    got = model.run_with_hooks(inputs, fwd_hooks=head_ablation(model, layout, masks, "knockout"))
+    for b, (layer, head) in enumerate([(0, 1), (model.cfg.n_layers - 1, 0)]):
+        hooks = knockout(model, layout, "text", "image", layers=layer, heads=head, mode="mask")
+        want = model.run_with_hooks(inputs, fwd_hooks=hooks)[b]
+        torch.testing.assert_close(got[b], want, atol=1e-5, rtol=0)
 
 
 def test_clear_errors(setup):
@@ -121,3 +136,7 @@ def test_clear_errors(setup):
         head_ablation(model, layout, masks + 0.5, "baseline_kv", baseline=baseline)
     with pytest.raises(InterventionError, match="accepted"):
         head_ablation(model, layout, masks, "shuffle")
+    full = kv_baseline(model, inputs)
+    short = KVBaseline([k[:, :3] for k in full.keys], [v[:, :3] for v in full.values])
+    with pytest.raises(InterventionError, match="cover positions 0..2"):
+        head_ablation(model, layout, masks, "baseline_kv", baseline=short)

@@ -7,6 +7,7 @@ import torch
 
 from hooked_vlm import HookedVLM
 from hooked_vlm.interventions import (
+    Hooks,
     InterventionError,
     PrefixCache,
     head_ablation,
@@ -57,3 +58,22 @@ def test_prefix_is_reusable_repeatable_and_guarded(setup):
         prefix.run(early)
     with pytest.raises(InterventionError, match="prefix start"):
         PrefixCache.build(model, inputs, 0)
+
+
+def test_a_repeated_prefix_takes_the_suffix_in_place_and_survives_a_failed_run(setup):
+    model, inputs, layout = setup
+    hooks = knockout(model, layout, "text", "image_and_eoi")
+    big = PrefixCache.build(model, inputs, hooks.start).repeated(3)
+    many = knockout(model, repeat_layout(layout, 3), "text", "image_and_eoi")
+    pointers = [layer.keys.data_ptr() for layer in big.past.layers]
+    first = big.run(many)
+    assert [layer.keys.data_ptr() for layer in big.past.layers] == pointers  # no prefix copy
+    assert {layer.get_seq_length() for layer in big.past.layers} == {big.start}
+
+    def fail(resid, hook):
+        raise RuntimeError("failed partway")
+
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_pre"
+    with pytest.raises(RuntimeError, match="partway"):
+        big.run(Hooks([*many, (last, fail)], start=many.start))
+    torch.testing.assert_close(big.run(many), first, atol=0, rtol=0)

@@ -7,7 +7,7 @@ import sys
 
 from transformer_lens.model_bridge.sources.transformers import helpers
 
-import hooked_vlm  # noqa: F401  (importing it disarms the installer)
+import hooked_vlm.model  # noqa: F401  (importing the model (its loader) disarms the installer)
 
 
 def test_tl_torchvision_installer_never_calls_pip(monkeypatch):
@@ -38,3 +38,13 @@ def test_tl_processor_loader_cannot_install(monkeypatch):
                         type("P", (), {"from_pretrained": staticmethod(refuse)}))
     helpers.load_modality_processor(Bridge(), Cfg(), "some/model", False, None)
     assert calls == []
+
+
+def test_package_and_cli_import_without_torch():
+    """`import hooked_vlm` and the CLI's --help stay light: torch/TL load on first use only."""
+    code = (
+        "import sys, hooked_vlm, hooked_vlm.cli; "
+        "heavy = [m for m in ('torch', 'transformers', 'transformer_lens') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -86,12 +86,17 @@ def test_bf16_load_runs_in_bf16(name, tmp_path):
     with torch.no_grad():
         logits, cache = model.run_with_cache(tiny.inputs, names_filter="blocks.0.hook_resid_post")
     assert cache["blocks.0.hook_resid_post"].dtype == torch.bfloat16
-    reference = tiny.model.float()
+    # HF's own model loaded the same way is the reference: in bf16 a near-tie in Chameleon's VQ
+    # quantiser can pick another code than fp32 does (transformers 5.24), so fp32 is not.
+    reference = type(tiny.model).from_pretrained(
+        tmp_path, dtype=torch.bfloat16, attn_implementation="eager"
+    ).eval()
+    bf16_inputs = {k: v.bfloat16() if v.is_floating_point() else v for k, v in tiny.inputs.items()}
     with torch.no_grad():
-        fp32 = reference(**tiny.inputs).logits
-    finite = torch.isfinite(fp32) & (fp32 > -1e30)
-    # bf16 keeps ~3 significant digits: same numbers to bf16 precision
-    assert (logits.float() - fp32)[finite].abs().max().item() < 0.1
+        expected = reference(**bf16_inputs).logits.float()
+    finite = torch.isfinite(expected) & (expected > -1e30)
+    # the bridge reorders a few bf16 operations: equal to bf16 rounding
+    assert (logits.float() - expected)[finite].abs().max().item() < 0.05
 
 
 def test_cache_options_and_moving_the_model(wrapped: Wrapped):

@@ -13,43 +13,30 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from hooked_vlm.layout import ImageGrid
+from hooked_vlm.compat import get_cache, without_cache
+from hooked_vlm.layout import ImageGrid, LayoutError, SpecialTokens
+from hooked_vlm.layout.patch_grid import (
+    AnyresPatches,
+    MergedPatches,
+    PatchRule,
+    RowPatches,
+    SquarePatches,
+    TiledPatches,
+)
 
 # Where the HF config lacks a role's id, hooked-vlm stores it as ``<role>_token_id`` on the
 # config (tiny test models set them; loading fills them from the tokenizer and the model
 # config's special-token strings, see hooked_vlm.loading.attach_token_ids).
 TOKEN_ROLES = ("bos", "boi", "eoi", "row_break", "eof")
-
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    """Token ids that delimit an image in the input sequence (``None``: the model has none).
-
-    ``image`` is the placeholder the model fills with image features. ``row_break`` is an explicit
-    id between rows (Pixtral's ``[IMG_BREAK]``). ``eof`` ends the image content (Emu3's
-    ``<|extra_201|>``). ``boi``/``eoi`` open and close the image span. ``image_inner`` are
-    structural ids inside the span (Idefics3's ``<fake_token_around_image>``, ``<row_r_col_c>``,
-    ``<global-img>``); a ``row_break`` counts as image only between two image runs, so a text
-    id (Idefics3's ``\\n``) can serve.
-    """
-
-    image: int
-    bos: int | None = None
-    boi: int | None = None
-    eoi: int | None = None
-    row_break: int | None = None
-    eof: int | None = None
-    pad: int | None = None
-    image_inner: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +46,8 @@ class Architecture:
     hf_class: str
     native: bool
     special_tokens: Callable[[Any], SpecialTokens]
+    # How each image's patch tokens form a grid over the picture (hooked_vlm.layout.patch_grid).
+    patch_rule: Callable[[Any], PatchRule]
     # Extra HF config attributes the TL adapter needs (TL's config translation drops them).
     config_passthrough: tuple[str, ...] = ()
     # Layouts whose end-of-line tokens are image placeholders (Emu3, LLaVA-NeXT's
@@ -81,6 +70,19 @@ class Architecture:
     # M-RoPE gives image tokens grid positions): (hf_model, input_ids, kwargs) -> [.., batch,
     # pos]. A run that reuses a cached prefix slices them instead of guessing.
     prompt_positions: Callable[[Any, torch.Tensor, dict[str, Any]], torch.Tensor] | None = None
+    # Image placeholders each image of the forward's inputs must have, in batch order:
+    # (config, forward kwargs) -> [count per image]; None where the inputs do not tell
+    # (InternVL's tiles per image, Idefics3), which keeps HF's batch-total check only.
+    placeholders_per_image: Callable[[Any, dict[str, Any]], list[int]] | None = None
+    # Token roles the family has (beyond the image placeholder): a role whose id is missing
+    # is reported as unknown, not absent. (config) -> roles.
+    roles: Callable[[Any], tuple[str, ...]] = lambda _config: ()
+
+    def tokens(self, config: Any) -> SpecialTokens:
+        """The special tokens of a model with ``config``, naming roles whose id is unknown."""
+        found = self.special_tokens(config)
+        unknown = tuple(r for r in self.roles(config) if getattr(found, r) is None)
+        return dataclasses.replace(found, unknown=unknown) if unknown else found
 
     def adapter_name(self, config: Any) -> str:
         """The TL adapter key that wraps a model of this class with ``config``."""
@@ -182,8 +184,6 @@ def _emu3_tokens(config: Any) -> SpecialTokens:
 
 
 def _needs(extras: dict[str, Any], key: str, family: str, why: str) -> Any:
-    from hooked_vlm.layout import LayoutError
-
     value = extras.get(key)
     if value is None:
         raise LayoutError(
@@ -194,8 +194,6 @@ def _needs(extras: dict[str, Any], key: str, family: str, why: str) -> Any:
 
 
 def _emu3_grid(config: Any, extras: dict[str, Any]) -> list[ImageGrid]:
-    from hooked_vlm.layout import ImageGrid
-
     why = "one (height, width) per image, to find the end-of-line token closing each row"
     sizes = _needs(extras, "image_sizes", "Emu3", why)
     factor = 2 ** (len(config.vq_config.channel_multiplier) - 1)
@@ -214,8 +212,6 @@ def _anyres_grid(config: Any, extras: dict[str, Any]) -> list[ImageGrid]:
         get_anyres_image_grid_shape,
         unpad_image,
     )
-
-    from hooked_vlm.layout import ImageGrid
 
     why = "one (height, width) per image, to find the image_newline closing each row"
     sizes = _needs(extras, "image_sizes", config.model_type, why).tolist()
@@ -239,10 +235,52 @@ def _anyres_grid(config: Any, extras: dict[str, Any]) -> list[ImageGrid]:
     return grids
 
 
+def _llava_patches(config: Any) -> PatchRule:
+    """Pixtral tower: rows split by [IMG_BREAK]; CLIP/SigLIP: a square after any CLS."""
+    if _is_pixtral(config):
+        return RowPatches()
+    vision = config.vision_config
+    side = vision.image_size // vision.patch_size
+    return SquarePatches(side, leading=_llava_tokens_per_image(config) - side**2)
+
+
+def _anyres_patches(config: Any) -> PatchRule:
+    return AnyresPatches(config.vision_config.image_size // config.vision_config.patch_size)
+
+
+def _square_side(n_tokens: int, what: str) -> int:
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens:
+        raise LayoutError(f"{what} is {n_tokens} tokens, not a square grid")
+    return side
+
+
+def _chameleon_patches(config: Any) -> PatchRule:
+    """VQ codes of the ``resolution`` px crop, downsampled once per level but the last."""
+    vq = config.vq_config
+    return SquarePatches(vq.resolution // 2 ** (len(vq.channel_multiplier) - 1))
+
+
+def _janus_patches(config: Any) -> PatchRule:
+    side = _square_side(config.vision_config.num_image_tokens, "Janus's num_image_tokens")
+    return SquarePatches(side)
+
+
+def _internvl_patches(config: Any) -> PatchRule:
+    side = _square_side(config.image_seq_length, "InternVL's image_seq_length (per tile)")
+    return TiledPatches(side, overview="thumbnail", rows_from_eol=False)
+
+
+def _idefics3_patches(config: Any) -> PatchRule:
+    vision = config.vision_config
+    side = vision.image_size // vision.patch_size // config.scale_factor
+    return TiledPatches(side, overview="global", rows_from_eol=True)
+
+
 def _qwen2_vl_positions(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
     """Qwen2-VL's 3-D M-RoPE positions ``[3, batch, pos]`` of a whole prompt, as HF computes
     them on the first forward (image tokens at their grid positions)."""
-    kw = _qwen2_vl_forward(hf_model, ids, {k: v for k, v in kw.items() if k != "past_key_values"})
+    kw = _qwen2_vl_forward(hf_model, ids, without_cache(kw))
     positions, _ = hf_model.model.get_rope_index(
         ids, mm_token_type_ids=kw.get("mm_token_type_ids"), image_grid_thw=kw.get("image_grid_thw"),
         video_grid_thw=kw.get("video_grid_thw"), attention_mask=kw.get("attention_mask"),
@@ -259,7 +297,7 @@ def _qwen2_vl_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> d
         video = getattr(config, "video_token_id", None)
         kw = {**kw, "mm_token_type_ids": (ids == config.image_token_id).long()
               + 2 * (ids == video).long()}
-    past = kw.get("past_key_values")
+    past = get_cache(kw)
     deltas = hf_model.model.rope_deltas
     if past is None or "position_ids" in kw or deltas is None or past.get_seq_length() == 0:
         return kw
@@ -272,6 +310,52 @@ def _qwen2_vl_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> d
     return {**kw, "position_ids": (text + deltas.to(ids.device)).expand(3, -1, -1)}
 
 
+def _n_images(extras: dict[str, Any]) -> int:
+    return int(extras["pixel_values"].shape[0])
+
+
+def _llava_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    """LLaVA-1.5: a fixed count per image. Pixtral towers (LLaVA-Pixtral, Mistral3): one
+    ``[IMG]`` per (merged) patch of each image's real size, rows separated by other ids."""
+    if not _is_pixtral(config):
+        return [_llava_tokens_per_image(config)] * _n_images(extras)
+    why = "one (height, width) per image, to count each image's [IMG] tokens"
+    sizes = _needs(extras, "image_sizes", config.model_type, why).tolist()
+    side = config.vision_config.patch_size * getattr(config, "spatial_merge_size", 1)
+    return [(int(h) // side) * (int(w) // side) for h, w in sizes]
+
+
+def _chameleon_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    vq = config.vq_config
+    side = vq.resolution // 2 ** (len(vq.channel_multiplier) - 1)
+    return [side * side] * _n_images(extras)
+
+
+def _janus_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    vision = config.vision_config
+    return [(vision.image_size // vision.patch_size) ** 2] * _n_images(extras)
+
+
+def _qwen2_vl_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
+    grid = _needs(extras, "image_grid_thw", "Qwen2-VL", "one (t, h, w) patch grid per image")
+    merge = config.vision_config.spatial_merge_size
+    return [int(n) // merge**2 for n in grid.prod(-1).tolist()]
+
+
+def _grid_placeholders(
+    grids: Callable[[Any, dict[str, Any]], list[ImageGrid]],
+) -> Callable[[Any, dict[str, Any]], list[int]]:
+    return lambda config, extras: [g.n_tokens for g in grids(config, extras)]
+
+
+def _roles(*names: str) -> Callable[[Any], tuple[str, ...]]:
+    return lambda _config: names
+
+
+def _llava_roles(config: Any) -> tuple[str, ...]:
+    return ("row_break", "eoi") if _is_pixtral(config) else ()
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.hf_class: a
     for a in [
@@ -280,48 +364,61 @@ ARCHITECTURES: dict[str, Architecture] = {
             native=False,
             family="LLaVA",
             special_tokens=_llava_tokens,
+            patch_rule=_llava_patches,
             tokens_per_image=_llava_tokens_per_image,
             tl_adapter=_llava_adapter,
             notes="LLaVA-1.5 has no BOI/EOI of its own: the image is a run of <image> features. "
             "With a Pixtral tower (pixtral-12b): rows of [IMG] separated by [IMG_BREAK] (eol), "
             "[IMG_END] as EOI; needs image_sizes.",
+            placeholders_per_image=_llava_placeholders,
+            roles=_llava_roles,
         ),
         Architecture(
             "Mistral3ForConditionalGeneration",
             native=False,
             family="Mistral3",
             special_tokens=_llava_tokens,
+            patch_rule=lambda _config: RowPatches(),
             tl_adapter=_fixed("hooked_vlm.Pixtral"),
             notes="Pixtral layout after a 2x2 patch merger: rows of [IMG], [IMG_BREAK] between "
             "rows (eol), [IMG_END] (EOI); no BOI.",
+            placeholders_per_image=_llava_placeholders,
+            roles=_roles("row_break", "eoi"),
         ),
         Architecture(
             "LlavaNextForConditionalGeneration",
             native=False,
             family="LLaVA-NeXT",
             special_tokens=_llava_tokens,
+            patch_rule=_anyres_patches,
             grid_from_inputs=_anyres_grid,
             tl_adapter=_fixed("hooked_vlm.LlavaNext"),
             notes="No BOI/EOI: <image> features of the base image, then the unpadded high-res "
             "grid row by row, each row closed by the learned image_newline (eol).",
+            placeholders_per_image=_grid_placeholders(_anyres_grid),
         ),
         Architecture(
             "LlavaOnevisionForConditionalGeneration",
             native=False,
             family="LLaVA-OneVision",
             special_tokens=_llava_tokens,
+            patch_rule=_anyres_patches,
             grid_from_inputs=_anyres_grid,
             tl_adapter=_fixed("hooked_vlm.LlavaOnevision"),
             notes="As LLaVA-NeXT (base image + rows closed by image_newline, eol), with "
             "anyres_max down-scaling; no BOI/EOI.",
+            placeholders_per_image=_grid_placeholders(_anyres_grid),
         ),
         Architecture(
             "JanusForConditionalGeneration",
             native=False,
             family="Janus",
             special_tokens=_boi_eoi_tokens,
+            patch_rule=_janus_patches,
             notes="<begin_of_image> (BOI) + 576 <image_placeholder> features + <end_of_image> "
             "(EOI); understanding path (SigLIP + aligner) only.",
+            placeholders_per_image=_janus_placeholders,
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "Qwen2VLForConditionalGeneration",
@@ -329,48 +426,61 @@ ARCHITECTURES: dict[str, Architecture] = {
             family="Qwen2-VL",
             vision_hooks="vision_encoder.blocks.{l}",
             special_tokens=_boi_eoi_tokens,
+            patch_rule=lambda config: MergedPatches(config.vision_config.spatial_merge_size),
             prepare_forward=_qwen2_vl_forward,
             prompt_positions=_qwen2_vl_positions,
             notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
             "M-RoPE positions.",
+            placeholders_per_image=_qwen2_vl_placeholders,
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "InternVLForConditionalGeneration",
             native=False,
             family="InternVL",
             special_tokens=_boi_eoi_tokens,
+            patch_rule=_internvl_patches,
             notes="<img> (BOI) + <IMG_CONTEXT> x 256 per tile (thumbnail last) + </img> (EOI).",
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "Idefics3ForConditionalGeneration",
             native=False,
             family="Idefics3",
             special_tokens=_idefics3_tokens,
+            patch_rule=_idefics3_patches,
             tl_adapter=_fixed("hooked_vlm.Idefics3"),
             notes="No BOI/EOI: per tile <fake_token_around_image> <row_r_col_c> <image> x k "
             "(tags: image_meta), tile rows end in \\n (eol), then the global image "
             "<fake_token_around_image> <global-img> <image> x k <fake_token_around_image>; the "
             "span runs from the first to the last <fake_token_around_image>. Adjacent images "
             "with no text between them form one span.",
+            roles=_roles("row_break"),
         ),
         Architecture(
             "ChameleonForConditionalGeneration",
             native=True,
             family="Chameleon",
             special_tokens=_chameleon_tokens,
+            patch_rule=_chameleon_patches,
             vision_hooks="",
             config_passthrough=("swin_norm",),
             notes="<racm3:break> (BOI) + VQ codes + <eoss> (EOI).",
+            placeholders_per_image=_chameleon_placeholders,
+            roles=_roles("boi", "eoi"),
         ),
         Architecture(
             "Emu3ForConditionalGeneration",
             native=True,
             family="Emu3",
             special_tokens=_emu3_tokens,
+            patch_rule=lambda _config: RowPatches(),
             vision_hooks="",
             grid_from_inputs=_emu3_grid,
             notes="<|image start|>{h}*{w}<|image token|> + rows of codes ending in "
             "<|extra_200|> (EOL) + <|extra_201|> (EOF) + <|image end|> (EOI).",
+            placeholders_per_image=_grid_placeholders(_emu3_grid),
+            roles=_roles("boi", "eoi", "eof"),
         ),
     ]
 }

@@ -4,42 +4,56 @@ Examples:
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm demo --out results/demo
+    hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
+
+Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
+use them, so ``hooked-vlm --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import torch
-import transformers
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from hooked_vlm import loading
-from hooked_vlm.model import HookedVLM
-from hooked_vlm.studies.demo import DEMO_MODELS, run_demo
-from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
+from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-console = Console()
+run_app = typer.Typer(
+    help="Run a study into a results directory. Resumable: run the same command again after an "
+    "interruption and finished work is kept.",
+    no_args_is_help=True,
+)
+app.add_typer(run_app, name="run")
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
 
 
-def _model_for_info(name: str) -> tuple[HookedVLM, dict | None]:
+def _model_for_info(name: str) -> tuple[Any, dict | None]:
     """A tiny model (``tiny:NAME``), or a real one built on the meta device from its config."""
+    import torch
+    import transformers
+
+    from hooked_vlm import loading
+    from hooked_vlm.model import HookedVLM
+    from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
+
     if name.startswith("tiny:"):
         tiny = build_tiny(name.removeprefix("tiny:"))
         return HookedVLM.from_hf(tiny.model), tiny.inputs
-    source = loading.resolve_source(name)
     try:
+        source = loading.resolve_source(name)
         config = transformers.AutoConfig.from_pretrained(
             source.location, local_files_only=source.local
         )
-    except (OSError, ValueError) as err:
-        console.print(
-            f"[red]could not read the config of {source.location!r}[/]: {err}\n`info` reads "
+    except (OSError, ValueError, KeyError) as err:
+        _console().print(
+            f"[red]could not read the config of {name!r}[/]: {err}\n`info` reads "
             "only config.json, from the HF hub (network) or a local save_pretrained directory. "
             f"Offline, try a built-in tiny model: tiny:{', tiny:'.join(TINY_BUILDERS)}."
         )
@@ -63,12 +77,15 @@ def info(
     model: Annotated[str, typer.Argument(help="tiny:NAME, a model-config name, dir or HF id")],
 ):
     """Show a model's sizes, special tokens, token layout and hook names."""
+    from rich.table import Table
+
+    console = _console()
     vlm, inputs = _model_for_info(model)
     c = vlm.cfg
     table = Table(title=f"{model}: {c.architecture}", show_header=False)
     for key, value in vars(c).items():
         table.add_row(key, str(value))
-    tokens = vlm.architecture.special_tokens(vlm.hf_model.config)
+    tokens = vlm.architecture.tokens(vlm.hf_model.config)
     table.add_row("special tokens", ", ".join(f"{k}={v}" for k, v in vars(tokens).items()))
     table.add_row("layout", vlm.architecture.notes)
     console.print(table)
@@ -98,21 +115,38 @@ def _ranges(positions: list[int]) -> str:
     return ", ".join(out) or "-"
 
 
+def _model_list(value: str) -> tuple[str, ...]:
+    """Parse and check ``--models`` before anything is written."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in DEMO_CHOICES]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown demo model(s) {unknown or value!r}; choose from {', '.join(DEMO_CHOICES)}"
+        )
+    return names
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="results directory (resumable)")] = Path(
         "results/demo"
     ),
     models: Annotated[
-        str, typer.Option(help=f"comma-separated tiny models: {', '.join(TINY_BUILDERS)}")
-    ] = ",".join(DEMO_MODELS),
+        str, typer.Option(help=f"comma-separated tiny models: {', '.join(DEMO_CHOICES)}")
+    ] = ",".join(DEMO_DEFAULT),
 ):
     """Run the demo study on built-in tiny models (no download)."""
+    from rich.table import Table
+
+    from hooked_vlm.studies.demo import run_demo
+
+    names = _model_list(models)
+    console = _console()
     console.print(
         "[bold yellow]The built-in tiny models have RANDOM weights:[/] the numbers show the "
         "pipeline running end to end, not how real models behave."
     )
-    rows = run_demo(out, tuple(models.split(",")), log=console.print)
+    rows = run_demo(out, names, log=console.print)
     table = Table(title="share of text→image attention (mean over layers)")
     for col in ("model", "native", "image tokens", "EOI", "last image"):
         table.add_column(col)
@@ -134,6 +168,117 @@ def demo(
     console.print(knock)
     console.print(f"results in {out}/ (summary.tsv, knockout.tsv, patching.tsv, records/, one "
                   "HTML figure per model)")
+
+
+@run_app.command("narrow-gate")
+def narrow_gate(
+    out: Annotated[Path, typer.Option(help="results directory (resumable; one config per dir)")],
+    model: Annotated[
+        str | None, typer.Option(help="model-config name, local save_pretrained dir or HF id")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help='data of every task: hub id, local dir/file or "synthetic" (per-task '
+                     "sources: in --config)"),
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="examples per task (default: 64)")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="study YAML (fields of NarrowGateConfig); options win")
+    ] = None,
+    model_config: Annotated[
+        str | None, typer.Option(help="model-config name or YAML for a local model directory")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cpu)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bf16, fp16 (default: the model's)")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per forward (default: 8)")]
+    = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated stages or numbers 1-7: gap, flow, overlap, knockout, "
+                     "progressive, patching, steering (default: all the data allows)"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
+    = None,
+):
+    """The Narrow Gate study (Serra et al.), seven stages and an HTML report.
+
+    Modality gap, attention flow, label overlap, knockouts, patching and steering at the
+    image's gate token (EOI, or the last image token). Resumes where a run stopped."""
+    from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
+
+    given = {"model": model, "data": data, "n": n, "model_config": model_config,
+             "device": device, "dtype": dtype, "batch_size": batch_size, "stages": stages,
+             "seed": seed}
+    console = _console()
+    try:
+        if config is not None:
+            study = NarrowGateConfig.from_yaml(config, **given)
+        else:
+            study = NarrowGateConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    except (ConfigError, OSError, TypeError) as err:
+        console.print(f"[red]invalid study configuration[/]: {err}")
+        raise typer.Exit(code=2) from None
+    _run_narrow_gate(study, out, console)
+
+
+def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
+    from rich.table import Table
+
+    from hooked_vlm.studies.narrow_gate import ConfigError, run_narrow_gate
+
+    with _RichProgress(console) as progress:
+        try:
+            summary = run_narrow_gate(study, out, progress)
+        # a bad config, model path or data source: a clear message instead of a traceback
+        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            progress.stop()
+            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            raise typer.Exit(code=1) from None
+    table = Table(title=f"Narrow Gate: {study.model}")
+    for column in ("stage", "result", "value", "compute s"):
+        table.add_column(column)
+    for stage, rows in summary.headline.items():
+        timing = summary.timings[stage]
+        seconds = f"{timing.unit_seconds + timing.reduce_seconds:.1f}"
+        for i, (label, value) in enumerate(rows):
+            table.add_row(stage if i == 0 else "", label, value, seconds if i == 0 else "")
+    console.print(table)
+    console.print(f"gate: {summary.notes[0]}")
+    for note in summary.notes[1:]:
+        console.print(f"[yellow]note[/]: {note}")
+    console.print(f"report: [bold]{summary.report}[/]")
+
+
+class _RichProgress:
+    """The study's progress callbacks as one rich progress bar per stage."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.console = console
+        self.bars = Progress("[progress.description]{task.description}", BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def stop(self) -> None:
+        self.bars.stop()
+
+    def stage(self, name: str, title: str, total: int) -> None:
+        self.tasks[name] = self.bars.add_task(title, total=total)
+
+    def advance(self, name: str, unit: Any, computed: bool) -> None:
+        self.bars.advance(self.tasks[name])
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]note[/]: {text}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from transformer_lens.model_bridge.generalized_components import (
     PositionEmbeddingsAttentionBridge,
 )
 
+from hooked_vlm.compat import get_cache, tl_attention_kwargs
+
 # Hook points that TL's Python recomputation fires and the HF module does not: a hook on any
 # of them keeps the layer on the eager path. hook_in/hook_out/cos/sin fire on both paths.
 _BOTH_PATHS = frozenset({"hook_in", "hook_out", "hook_cos", "hook_sin", "hook_attn_mask"})
@@ -86,6 +88,10 @@ class FastPathAttention(PositionEmbeddingsAttentionBridge):
             return super().forward(*args, **kwargs)
         return self._native_forward(*args, **kwargs)
 
+    def _update_kv_cache(self, k: Tensor, v: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        # TL reads the cache only as `past_key_values`; transformers >= 5.24 passes `cache=`.
+        return super()._update_kv_cache(k, v, **tl_attention_kwargs(kwargs))
+
     def _native_forward(self, *args: Any, **kwargs: Any) -> Any:
         if "hidden_states" in kwargs:
             hidden = kwargs.pop("hidden_states")
@@ -110,7 +116,7 @@ def _additive_mask(
             return torch.where(mask, zero, torch.finfo(hidden.dtype).min)
         return mask
     batch, n_q = hidden.shape[:2]
-    cache = kwargs.get("past_key_values")
+    cache = get_cache(kwargs)
     n_past = cache.get_seq_length() if cache is not None else 0
     causal = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=hidden.device)
     causal = causal.tril(diagonal=n_past)

@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from hooked_vlm.validation import checked_hook
+
 NamesFilter = str | Iterable[str] | Callable[[str], bool] | None
 
 
@@ -29,7 +31,11 @@ def check_hook_name(name: str, known: Collection[str]) -> None:
 
 
 def check_fwd_hooks(fwd_hooks: Iterable[tuple[Any, Callable]], known: Collection[str]) -> list:
-    """Validate ``[(name_or_filter, fn), ...]``; string names must exist, filters must match."""
+    """Validate ``[(name_or_filter, fn), ...]``; string names must exist, filters must match.
+
+    Returns the pairs with each ``fn`` wrapped by :func:`hooked_vlm.validation.checked_hook`, so
+    a wrong return value names its hook point.
+    """
     checked = []
     for item in fwd_hooks:
         if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
@@ -47,7 +53,7 @@ def check_fwd_hooks(fwd_hooks: Iterable[tuple[Any, Callable]], known: Collection
                 )
         else:
             raise TypeError(f"hook name must be a str or a callable filter, got {type(name)}")
-        checked.append(item)
+        checked.append((name, checked_hook(item[1], name if isinstance(name, str) else None)))
     return checked
 
 

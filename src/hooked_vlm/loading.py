@@ -7,6 +7,9 @@ directories and model-config names that resolve to a local directory load with
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from transformer_lens.model_bridge.sources import build_bridge_from_module
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
 
 from hooked_vlm import adapters  # noqa: F401  (registers hooked-vlm's TL adapters)
+from hooked_vlm._guards import disable_runtime_installs
 from hooked_vlm.adapters.vision import guard_native_attention
 from hooked_vlm.architectures import (
     TOKEN_ROLES,
@@ -26,6 +30,10 @@ from hooked_vlm.architectures import (
     get_architecture,
 )
 from hooked_vlm.model_configs import ModelConfig, list_model_configs, load_model_config
+
+# Every bridge hooked-vlm builds comes through this module: TL's pip-calling torchvision
+# installer is disarmed before any can be built.
+disable_runtime_installs()
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -53,24 +61,59 @@ class Source:
     model_config: ModelConfig | None
 
 
+class ModelSourceError(ValueError):
+    """A model name or path that is neither a model config, a local directory nor a hub id."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def resolve_source(
     name_or_path: str | Path, model_config: str | ModelConfig | None = None
 ) -> Source:
-    """A model-config name, a local directory, or (otherwise) a hub id.
+    """A model-config name, a local directory, or (otherwise) a hub id ``owner/name``.
 
     ``model_config`` names the config to use with a local directory (a local copy of a known
     checkpoint); a hub id that is some config's ``hf_id`` gets that config automatically.
+    Anything else raises :class:`ModelSourceError` before the network is touched: a path that
+    does not exist, a file instead of a checkpoint directory, or a name that is no model
+    config (with the closest config names).
+
+    Example:
+        >>> resolve_source("chameleon-7").location
+        Traceback (most recent call last):
+        ModelSourceError: 'chameleon-7' is not a model-config name ... Did you mean 'chameleon-7b'?
     """
     name = str(name_or_path)
     if isinstance(model_config, str):
         model_config = load_model_config(model_config)
-    if Path(name).is_dir():
-        return Source(name, True, model_config)
-    if name in list_model_configs():
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return Source(str(path), True, model_config)
+    configs = list_model_configs()
+    if name in configs:
         cfg = load_model_config(name)
         return Source(cfg.location, cfg.embedded or Path(cfg.location).is_dir(), cfg)
+    if path.is_file():
+        raise ModelSourceError(
+            f"{name!r} is a file; give the directory that holds the checkpoint (its "
+            f"config.json and weights, as save_pretrained writes them): {str(path.parent)!r}?"
+        )
+    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    if looks_like_path:
+        raise ModelSourceError(
+            f"no such directory: {name!r} (resolved to {str(path.resolve())!r}). Give a "
+            "save_pretrained checkpoint directory, a model-config name or a hub id (owner/name)."
+        )
+    if not _HUB_ID.match(name):
+        close = difflib.get_close_matches(name, configs, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ModelSourceError(
+            f"{name!r} is not a model-config name, an existing directory or a hub id "
+            f"(owner/name).{hint} Model configs: {', '.join(configs)}."
+        )
     if model_config is None:
-        known = (load_model_config(n) for n in list_model_configs())
+        known = (load_model_config(n) for n in configs)
         model_config = next((c for c in known if c.hf_id == name), None)
     return Source(name, False, model_config)
 
@@ -169,3 +212,22 @@ def attach_token_ids(
         ids = [tokenizer.convert_tokens_to_ids(t) for t in inner]
         config.image_inner_token_ids = [i for i in ids if isinstance(i, int) and i != unknown]
     return attached
+
+
+def set_token_ids(config: Any, ids: Mapping[str, int]) -> None:
+    """Store user-named special-token ids (``{"eoi": 6}``) as ``<role>_token_id`` on ``config``.
+
+    Example:
+        >>> set_token_ids(model.config, {"boi": 5, "eoi": 6})
+    """
+    for role, token_id in ids.items():
+        if role not in TOKEN_ROLES:
+            raise ValueError(
+                f"unknown special-token role {role!r}; roles: {', '.join(TOKEN_ROLES)} "
+                "(row_break is the end-of-row token, e.g. Pixtral's [IMG_BREAK])."
+            )
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            raise ValueError(
+                f"special token {role!r} must be a token id (int >= 0), got {token_id!r}"
+            )
+        setattr(config, f"{role}_token_id", token_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,24 @@ from torch import Tensor
 from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
+from hooked_vlm.adapters.vision import follow_edits_in_recorded_states
 from hooked_vlm.architectures import Architecture
+from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache_kwargs
 from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.fast_layers import install_layer_bypass
+from hooked_vlm.generation import Sampler, check_generation_options
 from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
 from hooked_vlm.inputs import VLMInputs, split_inputs
 from hooked_vlm.layout import TokenLayout, build_layout
 from hooked_vlm.model_configs import ModelConfig
+from hooked_vlm.validation import (
+    ImageTokenMismatchError,
+    check_image_inputs,
+    check_input_names,
+    forward_input_names,
+)
 
 FwdHooks = Iterable[tuple[str | Callable[[str], bool], Callable[..., Any]]]
-
-
-class ImageTokenMismatchError(ValueError):
-    """The prompt's image placeholders do not match the number of image features."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class HookedVLM:
             n for n in bridge.hook_dict if bridge._gated_hook_reason(n) is None
         )
         self.cfg = _vlm_config(bridge.cfg, architecture)
+        self._input_names = forward_input_names(self.hf_model)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -105,13 +112,28 @@ class HookedVLM:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         model_config: ModelConfig | None = None,
+        special_tokens: Mapping[str, int] | None = None,
+        copy: bool = False,
     ) -> HookedVLM:
-        """Wrap an in-memory transformers model (modified in place: its modules get hooks).
+        """Wrap an in-memory transformers model.
+
+        **The model is modified in place** unless ``copy=True``: TransformerLens replaces its
+        submodules by bridges, unwatched layers then run as plain HF twins with SDPA (so
+        ``output_attentions=True`` on it returns no weights any more), and ``dtype``/``device``
+        move it. Use ``model.hf_model`` afterwards, or ``copy=True`` to wrap a deep copy and
+        leave yours as it was (twice the memory while both live).
+
+        ``special_tokens`` names ids the HF config lacks and no processor gives, by role
+        (``boi``, ``eoi``, ``row_break``, ``eof``, ``bos``), e.g. ``{"eoi": 6}`` for a bare
+        Janus without its tokenizer.
 
         Example:
             >>> model = HookedVLM.from_hf(LlavaForConditionalGeneration(config), processor)
+            >>> janus = HookedVLM.from_hf(bare_janus, special_tokens={"boi": 5, "eoi": 6})
         """
         arch = loading.architecture_of(hf_model)
+        if copy:
+            hf_model = copy_module(hf_model)
         torch_dtype = loading.parse_dtype(dtype)
         if torch_dtype is not None:
             hf_model.to(torch_dtype)
@@ -119,9 +141,11 @@ class HookedVLM:
             hf_model.to(device)
         name = model_config.name if model_config else type(hf_model).__name__
         loading.attach_token_ids(hf_model.config, processor, model_config)
+        loading.set_token_ids(hf_model.config, special_tokens or {})
         bridge = loading.build_bridge(hf_model.eval(), arch, name)
         install_fast_attention(bridge)
         install_layer_bypass(bridge)  # after fast attention: twins share its SDPA configs
+        follow_edits_in_recorded_states(bridge)
         return cls(bridge, arch, processor, model_config)
 
     @classmethod
@@ -213,14 +237,16 @@ class HookedVLM:
     ) -> TokenLayout:
         """The :class:`TokenLayout` of ``input_ids`` (padding read from ``attention_mask``).
 
-        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders).
+        Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders). The
+        layout carries the architecture's patch rule, so ``patch_grid(layout, ...)``
+        (:mod:`hooked_vlm.layout.patch_grid`) maps each image's tokens onto the picture.
         """
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
         per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
         return build_layout(
-            input_ids, arch.special_tokens(config), attention_mask, grids, per_image,
-            architecture=arch.hf_class, notes=arch.notes,
+            input_ids, arch.tokens(config), attention_mask, grids, per_image,
+            architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
         )
 
     # ------------------------------------------------------------------ running
@@ -232,10 +258,13 @@ class HookedVLM:
     ) -> Float[Tensor, "batch pos vocab"]:
         """Logits ``[batch, pos, vocab]`` for HF-style inputs (a dict and/or keywords).
 
+        Inputs are checked first: a key the model does not take, placeholders without pixels
+        or per-image placeholder counts that differ from the images raise before anything runs.
+
         Example:
             >>> logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)
         """
-        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        ids, kw = self._inputs(inputs, kwargs)
         with self._running(kw):
             return self._bridge_call(ids, kw)
 
@@ -259,7 +288,7 @@ class HookedVLM:
             >>> logits, cache = model.run_with_cache(inputs, names_filter=lambda n: "resid" in n)
             >>> cache["blocks.3.hook_resid_post"].shape
         """
-        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        ids, kw = self._inputs(inputs, kwargs)
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
         with self._running(kw):
@@ -274,6 +303,9 @@ class HookedVLM:
     ) -> Float[Tensor, "batch pos vocab"]:
         """Logits with ``fwd_hooks`` (``[(name_or_filter, fn(tensor, hook))]``) attached.
 
+        A hook returns ``None`` (observe, or edit in place) or a tensor of the activation's
+        exact shape and dtype; anything else raises :class:`HookOutputError` naming the hook.
+
         Example:
             >>> def zero_eoi(pattern, hook):
             ...     pattern[:, :, :, eoi] = 0
@@ -282,6 +314,28 @@ class HookedVLM:
         """
         with self.hooks(fwd_hooks):
             return self.forward(inputs, **kwargs)
+
+    @torch.no_grad()
+    def run_with_kv_cache(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        fwd_hooks: FwdHooks = (),
+        **kwargs: Any,
+    ) -> tuple[Float[Tensor, "batch pos vocab"], Any]:
+        """Logits and the HF KV cache after this forward (``cache=`` continues one in place).
+
+        The cache holds every position of ``inputs`` (appended to the given cache, if any):
+        feed it back with the next ids to continue, as :meth:`generate` and
+        :class:`~hooked_vlm.interventions.PrefixCache` do.
+
+        Example:
+            >>> logits, cache = model.run_with_kv_cache(inputs)
+            >>> more = model(input_ids=next_ids, attention_mask=longer_mask, cache=cache)
+        """
+        ids, kw = self._inputs(inputs, kwargs)
+        with self.hooks(fwd_hooks), self._running(kw):
+            return self._bridge_call(ids, kw, return_cache=True)
 
     @contextmanager
     def hooks(self, fwd_hooks: FwdHooks = ()) -> Iterator[HookedVLM]:
@@ -327,22 +381,35 @@ class HookedVLM:
         max_new_tokens: int = 20,
         fwd_hooks: FwdHooks = (),
         eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        do_sample: bool = False,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> Int[Tensor, "batch pos_plus_new"]:
-        """Greedy decoding with a KV cache; ``fwd_hooks`` are active at every step.
+        """Greedy or sampled decoding with a KV cache; ``fwd_hooks`` are active at every step.
 
-        Returns prompt + generated ids, as HF ``generate`` does. During step ``t`` hooks see
-        only the new query row; ``model.state.query_start`` gives its absolute position.
-        Finished rows (EOS) are padded with EOS.
+        Returns prompt + generated ids, as HF ``generate`` does; rows that finished (EOS) are
+        padded with ``pad_token_id`` (the generation config's, else the model's, else EOS, as
+        HF). ``do_sample=True`` samples with ``temperature``, ``top_k`` and ``top_p`` (HF's own
+        logits warpers), from ``torch.Generator().manual_seed(seed)`` when ``seed`` is given.
+        During step ``t`` hooks see only the new query row; ``model.state.query_start`` gives
+        its absolute position. Other HF generation options (beams, penalties, ...) raise.
 
         Example:
             >>> out = model.generate(inputs, max_new_tokens=20)
+            >>> sampled = model.generate(inputs, do_sample=True, top_p=0.9, seed=0)
             >>> model.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])
         """
-        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        sampler = Sampler.build(do_sample, temperature, top_k, top_p, seed, self.device)
+        check_generation_options(kwargs)
+        ids, kw = self._inputs(inputs, kwargs)
         mask = kw.pop("attention_mask", None)
         mask = torch.ones_like(ids) if mask is None else mask
         eos = self._eos_ids(eos_token_id)
+        pad = self._pad_id(pad_token_id, eos)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         out, step_ids, past = ids, ids, None
         with self.hooks(fwd_hooks), self._running(kw):
@@ -352,9 +419,9 @@ class HookedVLM:
                     step_ids, {**kw, "attention_mask": mask}, past=past, return_cache=True
                 )
                 kw = {}  # image inputs are consumed by the first step
-                nxt = logits[:, -1].argmax(-1)
+                nxt = sampler(out, logits[:, -1])
                 if eos:
-                    nxt = torch.where(done, torch.tensor(eos[0], device=nxt.device), nxt)
+                    nxt = torch.where(done, torch.tensor(pad, device=nxt.device), nxt)
                     done |= torch.isin(nxt, torch.tensor(eos, device=nxt.device))
                 step_ids = nxt[:, None]
                 out = torch.cat([out, step_ids], dim=1)
@@ -405,10 +472,20 @@ class HookedVLM:
         return inputs
 
     # ------------------------------------------------------------------ internals
+    def _inputs(
+        self, inputs: Mapping[str, Any] | None, kwargs: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Merged, moved and checked inputs: ``(input_ids, the rest)``."""
+        ids, kw = split_inputs(inputs, kwargs, self.device, self.dtype)
+        check_input_names(kw, self._input_names, self.cfg.architecture)
+        kw = normalise_cache_kwargs(kw)
+        check_image_inputs(self, ids, kw)
+        return ids, kw
+
     @contextmanager
     def _running(self, kw: Mapping[str, Any]) -> Iterator[None]:
         """Publish the query offset of the forward in flight (``self.state``) to hook functions."""
-        past = kw.get("past_key_values")
+        past = get_cache(kw)
         previous = self.state
         self.state = RunState(query_start=past.get_seq_length() if past is not None else 0)
         try:
@@ -425,36 +502,33 @@ class HookedVLM:
         return_cache: bool = False,
         cache_options: Mapping[str, Any] | None = None,
     ) -> Any:
-        call_kw = dict(kw)
+        """One bridge forward. With ``return_cache``: ``(logits, kv_cache)``, the cache being
+        ``past`` (or a new one) extended in place; hooked-vlm owns it (see :mod:`.compat`)."""
+        call_kw = normalise_cache_kwargs(kw)
         if past is not None:
-            call_kw["past_key_values"] = past
+            call_kw[CACHE_KWARG] = past
+        elif return_cache and get_cache(call_kw) is None:
+            call_kw[CACHE_KWARG] = new_cache(self.hf_model)
+        cache = get_cache(call_kw)
+        call_kw["use_cache"] = cache is not None  # no throw-away cache on a plain forward
         if self.architecture.prepare_forward is not None:  # e.g. Qwen2-VL's M-RoPE positions
             call_kw = self.architecture.prepare_forward(self.hf_model, ids, call_kw)
-        if return_cache:
-            call_kw.update(return_type="logits_and_cache", use_cache=True)
         try:
             if cache_filter is not None:
-                return self.bridge.run_with_cache(
+                out = self.bridge.run_with_cache(
                     ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
                 )
-            return self.bridge(ids, **call_kw)
-        except ValueError as err:
+            else:
+                out = self.bridge(ids, **call_kw)
+        except ValueError as err:  # HF's batch-total check (families without a per-image one)
             if "do not match" in str(err) or "features and image tokens" in str(err):
-                raise ImageTokenMismatchError(self._mismatch_message(ids, kw, err)) from err
+                raise ImageTokenMismatchError(
+                    f"the image placeholder tokens of the prompts do not match the image features "
+                    f"({err}). Build inputs with model.prepare(images, prompts) (the processor "
+                    "expands each image to its placeholders), or see README 'Token layouts'."
+                ) from err
             raise
-
-    def _mismatch_message(self, ids: Tensor, kw: Mapping[str, Any], err: Exception) -> str:
-        image_id = self.architecture.special_tokens(self.hf_model.config).image
-        counts = (ids == image_id).sum(dim=1).tolist()
-        pixels = kw.get("pixel_values")
-        n_images = pixels.shape[0] if isinstance(pixels, Tensor) else "?"
-        return (
-            f"the prompts hold {counts} image placeholder tokens (id {image_id}) per example, "
-            f"which does not match the features of the {n_images} image(s) given ({err}). "
-            "Each image must be expanded to exactly as many placeholders as the vision side "
-            "produces features: build inputs with model.prepare(images, prompts) (the "
-            "processor expands <image>), or see README 'Token layouts' for each model's count."
-        )
+        return (out, cache) if return_cache else out
 
     def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> list[int]:
         if eos_token_id is None:
@@ -463,6 +537,20 @@ class HookedVLM:
         if eos_token_id is None:
             return []
         return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+
+    def _pad_id(self, pad_token_id: int | None, eos: list[int]) -> int:
+        """HF's padding of finished rows: the given id, the generation config's, the model
+        config's, else the first EOS id."""
+        if pad_token_id is not None:
+            return int(pad_token_id)
+        gen = getattr(self.hf_model, "generation_config", None)
+        config = self.hf_model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for source in (gen, text, config):
+            value = getattr(source, "pad_token_id", None)
+            if value is not None:
+                return int(value)
+        return eos[0] if eos else 0
 
     def __repr__(self) -> str:
         c = self.cfg

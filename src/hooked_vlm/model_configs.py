@@ -70,12 +70,24 @@ def list_model_configs() -> list[str]:
     return sorted(p.stem for p in config_dir().glob("*.yaml"))
 
 
-def load_model_config(name: str) -> ModelConfig:
-    """Load ``model_configs/<name>.yaml``; an unknown name lists the known ones."""
-    path = config_dir() / f"{name}.yaml"
+def load_model_config(name: str | Path) -> ModelConfig:
+    """Load ``model_configs/<name>.yaml``, or a YAML file of that form given by its path (a
+    model of your own, or a local checkpoint the shipped configs do not cover); an unknown name
+    lists the known ones.
+
+    Example:
+        >>> load_model_config("chameleon-7b").native
+        True
+        >>> load_model_config("my_configs/my-vlm.yaml").prompts["caption"]
+    """
+    given = Path(name)
+    is_file = given.suffix in (".yaml", ".yml")
+    path = given if is_file else config_dir() / f"{name}.yaml"
+    if is_file and not path.is_file():
+        raise FileNotFoundError(f"no model config file {str(path)!r}")
     if not path.is_file():
         known = list_model_configs()
-        close = difflib.get_close_matches(name, known, n=1)
+        close = difflib.get_close_matches(str(name), known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"no model config {name!r}.{hint} Known: {', '.join(known)}")
     raw = yaml.safe_load(path.read_text())

@@ -30,6 +30,7 @@ from transformer_lens.model_bridge.generalized_components.vision_encoder import 
     vision_attention_config,
 )
 
+from hooked_vlm.compat import recorded_hidden_states
 from hooked_vlm.fast_attention import internals_watched
 
 Rotary = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple]
@@ -224,3 +225,38 @@ def _raising_post_hoc(name: str) -> Callable[..., torch.Tensor]:
         return result
 
     return fire
+
+
+def follow_edits_in_recorded_states(bridge: Any) -> int:
+    """Make edits of a vision layer's output reach a model that reads recorded hidden states.
+
+    LLaVA-family projectors read ``hidden_states[vision_feature_layer]`` of the vision tower,
+    which transformers records with a forward hook on the HF layer module: before
+    TransformerLens' ``hook_resid_post`` (or ``hook_out``) of the bridge around it runs, so an
+    edit there was recorded unedited and silently dropped. Here each vision layer bridge gets a
+    forward hook that swaps the recorded entry for the bridge's (possibly edited) output, but
+    only when the entry is exactly what the HF layer returned in this call. Returns the number
+    of layers hooked.
+
+    Example:
+        >>> follow_edits_in_recorded_states(model.bridge)   # HookedVLM does this for you
+    """
+    vision = getattr(bridge, "vision_encoder", None)
+    layers = getattr(vision, "encoder_layers", None) or getattr(vision, "blocks", None) or []
+    for layer in layers:
+        hf_layer = layer.original_component
+        produced: dict[str, torch.Tensor] = {}
+
+        def remember(_module: Any, _args: Any, output: Any, _produced: dict = produced) -> None:
+            _produced["output"] = output[0] if isinstance(output, tuple) else output
+
+        def swap(_module: Any, _args: Any, output: Any, _produced: dict = produced) -> None:
+            raw = _produced.pop("output", None)
+            states = recorded_hidden_states()
+            if raw is None or not states or states[-1] is not raw:
+                return
+            states[-1] = output[0] if isinstance(output, tuple) else output
+
+        hf_layer.register_forward_hook(remember)
+        layer.register_forward_hook(swap)
+    return len(layers)

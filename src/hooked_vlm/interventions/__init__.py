@@ -13,6 +13,7 @@ Example:
 from hooked_vlm.interventions._common import Hooks, InterventionError
 from hooked_vlm.interventions.ablation import (
     KVBaseline,
+    ablation_prefix,
     evaluate_head_masks,
     head_ablation,
     kv_baseline,
@@ -39,6 +40,7 @@ __all__ = [
     "PrefixCache",
     "Selector",
     "SelectorError",
+    "ablation_prefix",
     "class_mean_difference",
     "distribution_overlap",
     "edge_mask",

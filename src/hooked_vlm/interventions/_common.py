@@ -12,9 +12,11 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from transformer_lens.model_bridge.generalized_components import (
     PositionEmbeddingsAttentionBridge,
 )
@@ -44,13 +46,27 @@ class Hooks(list):
         return Hooks([*self, *other], min(self.start, other_start))
 
 
+def _indices(value: object, what: str, bound: str) -> list[int]:
+    """``value`` as a list of ints: an int, a list/tuple/range of ints or an integer tensor.
+    Bools, floats and strings raise instead of being cast to an index."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    items = list(value) if isinstance(value, (list, tuple, range)) else [value]
+    if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in items):
+        raise InterventionError(
+            f"{what} must be an int or a list of ints ({bound}), got {value!r}: a float or a "
+            "string is refused rather than read as an index."
+        )
+    return [int(i) for i in items]
+
+
 def check_layers(model: HookedVLM, layers: int | Sequence[int] | None) -> list[int]:
     """Layer indices as a sorted list; ``None`` means every layer. Negative indices count back."""
     n = model.cfg.n_layers
     if layers is None:
         return list(range(n))
-    layers = [layers] if isinstance(layers, int) else list(layers)
-    bad = [layer for layer in layers if not -n <= int(layer) < n]
+    layers = _indices(layers, "layers", f"0..{n - 1}, or negative from the end")
+    bad = [layer for layer in layers if not -n <= layer < n]
     if bad:
         raise InterventionError(
             f"layer indices {bad} are out of range: this model has {n} layers (0..{n - 1}, "
@@ -58,7 +74,7 @@ def check_layers(model: HookedVLM, layers: int | Sequence[int] | None) -> list[i
         )
     if not layers:
         raise InterventionError("layers is empty: pass None for every layer, or some indices.")
-    return sorted({int(layer) % n for layer in layers})
+    return sorted({layer % n for layer in layers})
 
 
 def check_heads(model: HookedVLM, heads: int | Sequence[int] | None) -> list[int] | None:
@@ -66,14 +82,14 @@ def check_heads(model: HookedVLM, heads: int | Sequence[int] | None) -> list[int
     if heads is None:
         return None
     n = model.cfg.n_heads
-    heads = [heads] if isinstance(heads, int) else list(heads)
-    bad = [h for h in heads if not 0 <= int(h) < n]
+    heads = _indices(heads, "heads", f"0..{n - 1}")
+    bad = [h for h in heads if not 0 <= h < n]
     if bad or not heads:
         raise InterventionError(
             f"head indices {bad or '[]'} are invalid: this model has {n} query heads per "
             f"layer (0..{n - 1})."
         )
-    return sorted({int(h) for h in heads})
+    return sorted(set(heads))
 
 
 def check_mode(mode: str, modes: Sequence[str], what: str) -> None:

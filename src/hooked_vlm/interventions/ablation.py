@@ -14,6 +14,10 @@ applies to example ``b`` of the forward, so B masks over one input run as a batc
     baseline (:func:`kv_baseline`), as seen by the ``queries`` rows only (text by default):
     image positions themselves still see the real image. Exact per query head, also with
     grouped-query attention. Masks must be 0/1.
+``"knockout"``
+    the head's ``queries`` → ``keys`` edges get −inf before the softmax (per batch row and
+    head, through ``hook_attn_mask``): each row renormalises over the keys it keeps, and the
+    layer keeps its fused SDPA kernel. Masks must be 0/1.
 
 Example:
     >>> masks = torch.ones(8, model.cfg.n_layers, model.cfg.n_heads); masks[:, 3, 5] = 0
@@ -39,7 +43,7 @@ from hooked_vlm.interventions._common import (
     check_mode,
     editable_attention,
 )
-from hooked_vlm.interventions.knockout import edge_mask
+from hooked_vlm.interventions.knockout import edge_mask, mask_additive
 from hooked_vlm.interventions.prefix import PrefixCache, last_logits
 from hooked_vlm.interventions.selectors import (
     Positions,
@@ -49,11 +53,12 @@ from hooked_vlm.interventions.selectors import (
     resolve,
 )
 from hooked_vlm.layout import TokenLayout
+from hooked_vlm.validation import check_finite as finite_or_raise
 
 if TYPE_CHECKING:
     from hooked_vlm.model import HookedVLM
 
-ABLATION_MODES = ("zero", "mean", "baseline_kv")
+ABLATION_MODES = ("zero", "mean", "baseline_kv", "knockout")
 
 
 @dataclass
@@ -87,6 +92,11 @@ def head_ablation(
     check_mode(mode, ABLATION_MODES, "head ablation")
     cfg = model.cfg
     masks = torch.as_tensor(masks, dtype=model.dtype, device=model.device)
+    if not bool(((masks >= 0) & (masks <= 1)).all()):  # NaN fails both comparisons
+        raise InterventionError(
+            "head masks must hold keep-weights in [0, 1] (1 keeps a head, 0 ablates it); "
+            "found values outside, or NaN/inf."
+        )
     if masks.ndim != 3 or tuple(masks.shape[1:]) != (cfg.n_layers, cfg.n_heads):
         raise InterventionError(
             f"head masks must be [batch, n_layers, n_heads] = [batch, {cfg.n_layers}, "
@@ -95,16 +105,20 @@ def head_ablation(
     q_pos = resolve(layout, queries)
     check_batch(q_pos, masks.shape[0], "head masks")
     layers = [layer for layer in range(cfg.n_layers) if bool((masks[:, layer] != 1).any())]
-    if mode == "baseline_kv":
-        if baseline is None:
+    if mode in ("baseline_kv", "knockout"):
+        if mode == "baseline_kv" and baseline is None:
             raise InterventionError("mode 'baseline_kv' needs baseline=kv_baseline(...).")
         if not bool(((masks == 0) | (masks == 1)).all()):
-            raise InterventionError("mode 'baseline_kv' takes 0/1 masks only.")
+            raise InterventionError(f"mode {mode!r} takes 0/1 masks only.")
         k_pos = resolve(layout, keys)
         if layers:
-            editable_attention(model, layers, "head ablation mode 'baseline_kv'")
-        hooks = [h for layer in layers for h in _baseline_kv_hooks(
-            model, layer, masks[:, layer] == 0, q_pos, k_pos, baseline)]
+            editable_attention(model, layers, f"head ablation mode {mode!r}")
+        if mode == "knockout":
+            hooks = [(f"blocks.{layer}.attn.hook_attn_mask",
+                      _knockout_hook(masks[:, layer] == 0, q_pos, k_pos)) for layer in layers]
+        else:
+            hooks = [h for layer in layers for h in _baseline_kv_hooks(
+                model, layer, masks[:, layer] == 0, q_pos, k_pos, baseline)]
         return Hooks(hooks, start=q_pos.first_reaching(k_pos))
     if mode == "mean":
         if mean is None or tuple(mean.shape) != (cfg.n_layers, cfg.n_heads, cfg.d_head):
@@ -113,7 +127,7 @@ def head_ablation(
                 f"{(cfg.n_layers, cfg.n_heads, cfg.d_head)} (see mean_head_outputs), got "
                 f"{None if mean is None else tuple(mean.shape)}."
             )
-        mean = mean.to(masks)
+        mean = finite_or_raise(mean.to(masks), "mean head output")
     hooks = [
         (f"blocks.{layer}.attn.hook_z",
          _output_hook(model, masks[:, layer], q_pos, None if mean is None else mean[layer]))
@@ -137,6 +151,20 @@ def _output_hook(
     return hook
 
 
+def _knockout_hook(
+    ablate: Tensor, queries: Positions, keys: Positions
+) -> Callable[[Tensor, Any], Tensor]:
+    """−inf on the ablated heads' ``queries`` → ``keys`` edges of the additive mask."""
+
+    def hook(mask: Tensor, hook: object) -> Tensor:
+        check_batch(queries, mask.shape[0], "head masks")
+        per_head = mask.expand(-1, ablate.shape[1], -1, -1)  # the mask is shared by every head
+        edges = edge_mask(per_head, queries, keys) & ablate.to(mask.device)[:, :, None, None]
+        return mask_additive(per_head, edges)
+
+    return hook
+
+
 def _baseline_kv_hooks(
     model: HookedVLM,
     layer: int,
@@ -147,51 +175,54 @@ def _baseline_kv_hooks(
 ) -> list[tuple[str, Callable[[Tensor, Any], Any]]]:
     """Scores of ablated (row, image key) edges use baseline keys; their weight goes to
     baseline values: q·k_b in ``hook_attn_scores``, weights moved off the real values in
-    ``hook_pattern``, Σ p·v_b added in ``hook_z``."""
+    ``hook_pattern``, Σ p·v_b added in ``hook_z``. Only the span of key columns between the
+    first and the last selected key is touched, in place (on a copy when autograd records)."""
     attn = model.bridge.blocks[layer].attn.original_component
     if any(getattr(attn, a, None) is not None for a in ("attn_logit_softcapping", "sinks")):
         raise InterventionError(
             "head ablation mode 'baseline_kv' recomputes scores and does not model logit "
             "softcapping or attention sinks; use mode 'zero' or 'mean' on this architecture."
         )
+    cols = keys.mask.any(0).nonzero().flatten()
+    lo, hi = int(cols[0]), int(cols[-1]) + 1
+    if hi > baseline.keys[layer].shape[1]:
+        raise InterventionError(
+            f"the baseline keys/values cover positions 0..{baseline.keys[layer].shape[1] - 1}, "
+            f"but the ablated keys reach position {hi - 1}: build the baseline from inputs "
+            "laid out like these (kv_baseline of the same prompt with another image)."
+        )
     scaling = getattr(attn, "scaling", model.cfg.d_head**-0.5)
     group = model.cfg.n_heads // model.cfg.n_kv_heads
-    base_k = einops.repeat(baseline.keys[layer], "b k g d -> b k (g r) d", r=group)
-    base_v = einops.repeat(baseline.values[layer], "b k g d -> b k (g r) d", r=group)
+    base_k = einops.repeat(baseline.keys[layer][:, lo:hi], "b k g d -> b k (g r) d", r=group)
+    base_v = einops.repeat(baseline.values[layer][:, lo:hi], "b k g d -> b k (g r) d", r=group)
     state: dict[str, Tensor] = {}
     prefix = f"blocks.{layer}.attn."
-
-    def edges_of(scores: Tensor) -> Tensor:
-        check_batch(queries, scores.shape[0], "head masks")
-        n_k = min(scores.shape[-1], base_k.shape[1])
-        edges = edge_mask(scores, queries, keys) & ablate.to(scores.device)[:, :, None, None]
-        edges[..., n_k:] = False
-        return edges
 
     def keep_q(q: Tensor, hook: object) -> None:
         state["q"] = q
 
     def scores_hook(scores: Tensor, hook: object) -> Tensor:
-        edges = edges_of(scores)
-        n_k = min(scores.shape[-1], base_k.shape[1])
-        k = base_k[:, :n_k].to(scores)
-        alt = einops.einsum(state.pop("q"), k, "b q h d, b k h d -> b h q k") * scaling
+        check_batch(queries, scores.shape[0], "head masks")
+        edges = edge_mask(scores, queries, keys)[..., lo:hi]
+        edges = edges & ablate.to(scores.device)[:, :, None, None]
+        alt = einops.einsum(state.pop("q"), base_k.to(scores), "b q h d, b k h d -> b h q k")
+        scores = _writable(scores)
+        span = scores[..., lo:hi]
+        span.copy_(torch.where(edges, alt * scaling, span))
         state["edges"] = edges
-        out = scores.clone()
-        out[..., :n_k] = torch.where(edges[..., :n_k], alt, scores[..., :n_k])
-        return out
+        return scores
 
     def pattern_hook(pattern: Tensor, hook: object) -> Tensor:
-        edges = state["edges"]
-        state["moved"] = pattern * edges
-        return pattern.masked_fill(edges, 0.0)
+        edges = state.pop("edges")
+        pattern = _writable(pattern)
+        span = pattern[..., lo:hi]
+        state["moved"] = span * edges
+        span.masked_fill_(edges, 0.0)
+        return pattern
 
     def z_hook(z: Tensor, hook: object) -> Tensor:
         moved = state.pop("moved")
-        state.pop("edges")
-        n_k = min(moved.shape[-1], base_v.shape[1])
-        v = base_v[:, :n_k].to(z)
-        return z + einops.einsum(moved[..., :n_k], v, "b h q k, b k h d -> b q h d")
+        return z + einops.einsum(moved, base_v.to(z), "b h q k, b k h d -> b q h d")
 
     return [
         (prefix + "hook_rot_q", keep_q),
@@ -199,6 +230,11 @@ def _baseline_kv_hooks(
         (prefix + "hook_pattern", pattern_hook),
         (prefix + "hook_z", z_hook),
     ]
+
+
+def _writable(t: Tensor) -> Tensor:
+    """``t`` itself for an in-place edit, or a copy when autograd may need the original."""
+    return t.clone() if torch.is_grad_enabled() and t.requires_grad else t
 
 
 @torch.no_grad()
@@ -252,32 +288,79 @@ def evaluate_head_masks(
     *,
     batch_size: int = 8,
     reuse_prefix: bool = True,
+    prefix: PrefixCache | None = None,
     **ablation: Any,
 ) -> Tensor:
     """``metric`` of the last-position logits of one example under each of N head masks.
 
     ``inputs`` hold one example; masks run ``batch_size`` at a time as a repeated batch, on
-    the clean prefix's reused keys/values when the ablation leaves a prefix untouched.
+    the clean prefix's reused keys/values when the ablation leaves a prefix untouched (pass
+    ``prefix``, e.g. from :func:`ablation_prefix`, to reuse one across calls).
     ``metric`` maps logits ``[batch, vocab]`` to ``[batch, ...]``; ``ablation`` goes to
-    :func:`head_ablation` (``queries``, ``keys``, ``mean``, ``baseline``).
+    :func:`head_ablation` (``queries``, ``keys``, ``mean``, ``baseline``). A bool ``queries``
+    or ``keys`` selector of shape ``[n_masks, pos]`` gives each mask its own positions.
 
     Example:
         >>> y = evaluate_head_masks(model, inputs, masks, lambda lg: lg[:, answer_id],
         ...                         baseline=baseline)          # [n_masks]
     """
+    layout = _one_example_layout(model, inputs)
+    n_masks = masks.shape[0]
+    per_mask = _per_mask_selectors(ablation, n_masks)
+    last = layout.select("last")[0]
+    if reuse_prefix and prefix is None:
+        prefix = ablation_prefix(model, inputs, masks, mode, **ablation)
+    outputs = []
+    for start in range(0, n_masks, batch_size):
+        chunk = masks[start : start + batch_size]
+        n = chunk.shape[0]
+        rows = {name: sel[start : start + n] for name, sel in per_mask.items()}
+        hooks = head_ablation(model, repeat_layout(layout, n), chunk, mode, **{**ablation, **rows})
+        outputs.append(metric(last_logits(model, inputs, hooks, last, n,
+                                          prefix if reuse_prefix else None)))
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def ablation_prefix(
+    model: HookedVLM,
+    inputs: Mapping[str, Any],
+    masks: Float[Tensor, "n_masks n_layers n_heads"],
+    mode: str = "baseline_kv",
+    **ablation: Any,
+) -> PrefixCache | None:
+    """The clean prefix of one example that these head ablations leave untouched (None when
+    they may change position 0 or nothing before the last position is untouched).
+
+    Only the masks' shape and the selectors matter (every head is taken as ablated).
+
+    Example:
+        >>> prefix = ablation_prefix(model, inputs, masks[:1], baseline=baseline)
+        >>> evaluate_head_masks(model, inputs, masks, metric, prefix=prefix, baseline=baseline)
+    """
+    layout = _one_example_layout(model, inputs)
+    n = masks.shape[0] if _per_mask_selectors(ablation, masks.shape[0]) else 1
+    probe = head_ablation(
+        model, repeat_layout(layout, n), torch.zeros_like(masks[:n]), mode, **ablation
+    )
+    last = int(layout.select("last")[0][0])
+    return PrefixCache.build(model, inputs, probe.start) if 0 < probe.start <= last else None
+
+
+def _per_mask_selectors(ablation: Mapping[str, Any], n_masks: int) -> dict[str, Tensor]:
+    """The ``queries`` / ``keys`` selectors given as one bool row per mask."""
+    return {
+        name: sel for name, sel in ablation.items()
+        if name in ("queries", "keys") and isinstance(sel, Tensor) and sel.dtype == torch.bool
+        and sel.ndim == 2 and sel.shape[0] == n_masks
+    }
+
+
+def _one_example_layout(model: HookedVLM, inputs: Mapping[str, Any]) -> TokenLayout:
     layout = model.layout(**inputs)
     if layout.batch_size != 1:
         raise InterventionError(
             f"evaluate_head_masks takes one example (the masks make the batch); got "
             f"{layout.batch_size}."
         )
-    last = layout.select("last")[0]
-    probe = head_ablation(model, layout, torch.zeros_like(masks[:1]), mode, **ablation)
-    reuse = reuse_prefix and 0 < probe.start <= int(last[0])
-    prefix = PrefixCache.build(model, inputs, probe.start) if reuse else None
-    outputs = []
-    for chunk in masks.split(batch_size):
-        n = chunk.shape[0]
-        hooks = head_ablation(model, repeat_layout(layout, n), chunk, mode, **ablation)
-        outputs.append(metric(last_logits(model, inputs, hooks, last, n, prefix)))
-    return torch.cat(outputs)
+    return layout

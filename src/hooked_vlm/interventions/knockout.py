@@ -82,7 +82,7 @@ def knockout(
         if mode == "zero":
             return _zero_pattern(tensor, edge_mask(tensor, q_pos, k_pos, head_list))
         per_head = tensor.expand(-1, n_heads, -1, -1)  # the mask is shared by every head
-        return _mask_additive(per_head, edge_mask(per_head, q_pos, k_pos, head_list))
+        return mask_additive(per_head, edge_mask(per_head, q_pos, k_pos, head_list))
 
     return Hooks(
         [(f"blocks.{layer}.attn.{point}", hook) for layer in layer_list],
@@ -114,7 +114,7 @@ def edge_mask(
     return edges & head_mask[None, :, None, None]
 
 
-def _mask_additive(mask: Tensor, edges: Tensor) -> Tensor:
+def mask_additive(mask: Tensor, edges: Tensor) -> Tensor:
     """−inf on ``edges`` of an additive mask; refuse rows left with no key at all."""
     masked = mask.masked_fill(edges, float("-inf"))
     blocked = torch.finfo(mask.dtype).min

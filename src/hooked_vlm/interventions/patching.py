@@ -27,6 +27,7 @@ from hooked_vlm.interventions._common import Hooks, InterventionError, check_lay
 from hooked_vlm.interventions.prefix import PrefixCache, last_logits
 from hooked_vlm.interventions.selectors import Positions, Selector, check_batch, resolve
 from hooked_vlm.layout import TokenLayout
+from hooked_vlm.validation import check_finite as finite_or_raise
 
 if TYPE_CHECKING:
     from hooked_vlm.model import HookedVLM
@@ -40,16 +41,21 @@ def patch(
     source: Mapping[str, Tensor],
     names: str | Sequence[str],
     positions: Selector = "eoi",
+    check_finite: bool = True,
 ) -> Hooks:
     """Hooks writing ``source[name]`` (e.g. an ``ActivationCache``) into the run at ``positions``.
 
-    ``source[name]`` is ``[batch or 1, pos, ...]`` over the same positions as the target.
+    ``source[name]`` is ``[batch or 1, pos, ...]`` over the same positions as the target; a
+    source holding NaN/inf raises unless ``check_finite=False``.
 
     Example:
         >>> hooks = patch(model, layout, cache, [f"blocks.{l}.attn.hook_in" for l in range(4, 8)])
     """
     names = [_checked(name) for name in ([names] if isinstance(names, str) else names)]
     pos = resolve(layout, positions)
+    if check_finite:
+        for name in names:
+            finite_or_raise(source[name], f"patch source {name}")
     return Hooks(
         [(name, _patch_hook(model, source[name], pos, None)) for name in names],
         start=pos.first(),
@@ -116,10 +122,18 @@ def patch_sweep(
     Example:
         >>> sims = patch_sweep(model, target, source, metric=lambda lg: overlap(lg, src_last))
     """
+    if "{layer}" not in hook:
+        raise InterventionError(
+            f"patch_sweep needs a hook template with '{{layer}}' (e.g. "
+            f"'blocks.{{layer}}.hook_resid_pre'), got {hook!r}: without it every row would "
+            "patch the same hook point. Use patch() for one hook."
+        )
     sweep = check_layers(model, layers)
     needed = range(min(sweep), model.cfg.n_layers) if cumulative else sweep
     names = {layer: _checked(hook.format(layer=layer)) for layer in needed}
     _, cache = model.run_with_cache(source, names_filter=list(names.values()))
+    for name in names.values():
+        finite_or_raise(cache[name], f"source activation {name}")
     layout = model.layout(**target)
     pos = resolve(layout, positions)
     last = torch.stack([p[-1] for p in layout.select("last")])

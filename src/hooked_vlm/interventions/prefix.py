@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformers.cache_utils import DynamicLayer
 
+from hooked_vlm.compat import crop_cache
 from hooked_vlm.inputs import split_inputs
 from hooked_vlm.interventions._common import HookFn, Hooks, InterventionError
 
@@ -71,10 +74,11 @@ class PrefixCache:
         def keep_embeds(resid: Tensor, hook: object) -> None:
             store["embeds"] = resid[:, start:].detach().clone()
 
-        with model.hooks([(EMBED_HOOK, keep_embeds)]), model._running(kw):
-            full = {**kw, "attention_mask": mask}
-            logits, past = model._bridge_call(ids, full, return_cache=True)
-        past.crop(start - past.get_seq_length())
+        full = {**kw, "attention_mask": mask}
+        logits, past = model.run_with_kv_cache(
+            {"input_ids": ids, **full}, fwd_hooks=[(EMBED_HOOK, keep_embeds)]
+        )
+        crop_cache(past, start)
         positions = model.architecture.prompt_positions
         suffix_positions = (
             None if positions is None
@@ -90,9 +94,11 @@ class PrefixCache:
 
     @torch.no_grad()
     def run(
-        self, fwd_hooks: Iterable[tuple[str, HookFn]] = ()
+        self, fwd_hooks: Iterable[tuple[str, HookFn]] = (), *, last_only: bool = False
     ) -> Float[Tensor, "batch suffix vocab"]:
-        """Logits of the suffix positions ``start..end`` with ``fwd_hooks`` active.
+        """Logits of the suffix positions ``start..end`` with ``fwd_hooks`` active; with
+        ``last_only``, of the final position only (``[batch, 1, vocab]``: the unembedding of the
+        other positions is skipped).
 
         Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``.
         """
@@ -114,17 +120,18 @@ class PrefixCache:
                 inputs["position_ids"] = self.suffix_positions
             return self.model.run_with_hooks(
                 inputs,
-                past_key_values=self.past,
+                cache=self.past,
                 fwd_hooks=[(EMBED_HOOK, feed_embeds), *hooks],
+                **_last_only(self.model, last_only),
             )
-        finally:
-            self.past.crop(self.start - self.past.get_seq_length())
+        finally:  # each layer back to the prefix, also after a failure partway through
+            crop_cache(self.past, self.start)
 
     def repeat_interleave(self, n: int) -> PrefixCache:
         """A copy with every example repeated ``n`` times in a row (B masks in one forward)."""
         past = copy.copy(self.past)
-        past.layers = [copy.copy(layer) for layer in self.past.layers]
-        past.batch_repeat_interleave(n)
+        capacity = self.start + self.suffix_ids.shape[1]
+        past.layers = [_repeated(layer, n, capacity) for layer in self.past.layers]
         return PrefixCache(
             self.model,
             self.start,
@@ -148,6 +155,58 @@ class PrefixCache:
     def full_logits(self, suffix_logits: Tensor) -> Float[Tensor, "batch pos vocab"]:
         """Suffix logits glued after the clean prefix logits: the full run's logits."""
         return torch.cat([self.clean_logits[:, : self.start], suffix_logits], dim=1)
+
+
+class _PrefixLayer(DynamicLayer):
+    """A ``DynamicLayer`` holding a repeated prefix in a buffer with room for the suffix.
+
+    A suffix run appends its keys/values by writing into the buffer (views are returned, as
+    ``DynamicLayer`` returns its tensors), where ``DynamicLayer.update`` concatenates a new copy
+    of the whole prefix in every layer of every run (a quarter of the time of a batch of head
+    masks on a 576-token image prefix). ``crop`` slices the views back. Whenever the keys are
+    not the buffer's (another update path, more positions than the buffer holds), it falls
+    back to concatenation.
+    """
+
+    def __init__(self, keys: Tensor, values: Tensor, n: int, capacity: int) -> None:
+        super().__init__()
+        batch, heads, length, _ = keys.shape
+        self._buffers = []
+        for source in (keys, values):
+            buffer = source.new_empty(batch * n, heads, capacity, source.shape[-1])
+            buffer.view(batch, n, heads, capacity, -1)[:, :, :, :length] = source[:, None]
+            self._buffers.append(buffer)
+        self.keys = self._buffers[0][:, :, :length]
+        self.values = self._buffers[1][:, :, :length]
+        self.device = keys.device
+        self.is_initialized = True
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
+        keys, values = self._buffers
+        length = self.keys.shape[-2]
+        end = length + key_states.shape[-2]
+        in_place = (
+            self.keys.data_ptr() == keys.data_ptr() and end <= keys.shape[-2]
+            and key_states.shape[0] == keys.shape[0]
+        )
+        if not in_place:
+            return super().update(key_states, value_states, *args, **kwargs)
+        keys[:, :, length:end] = key_states
+        values[:, :, length:end] = value_states
+        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+        return self.keys, self.values
+
+
+def _repeated(layer: Any, n: int, capacity: int) -> Any:
+    """``layer`` with each example repeated ``n`` times (a :class:`_PrefixLayer` when it is a
+    plain ``DynamicLayer``)."""
+    if isinstance(layer, DynamicLayer) and type(layer) in (DynamicLayer, _PrefixLayer):
+        return _PrefixLayer(layer.keys, layer.values, n, capacity)
+    layer = copy.copy(layer)
+    layer.batch_repeat_interleave(n)
+    return layer
 
 
 def run_with_prefix(
@@ -180,8 +239,22 @@ def last_logits(
     """
     last = last.to(model.device).repeat_interleave(n)
     rows = torch.arange(last.shape[0], device=last.device)
+    final = bool((last == inputs["input_ids"].shape[1] - 1).all())
     if prefix is not None:
+        if final:
+            return prefix.repeated(n).run(hooks, last_only=True)[:, -1]
         return prefix.repeated(n).run(hooks)[rows, last - prefix.start]
     batch = {k: v.repeat_interleave(n, 0) if isinstance(v, Tensor) else v
              for k, v in inputs.items()}
+    if final:
+        return model.run_with_hooks(batch, fwd_hooks=hooks, **_last_only(model, True))[:, -1]
     return model.run_with_hooks(batch, fwd_hooks=hooks)[rows, last]
+
+
+def _last_only(model: HookedVLM, last_only: bool) -> dict[str, Any]:
+    """The forward keyword that computes the final position's logits only, where the HF model
+    takes it (transformers' ``logits_to_keep``); nothing otherwise (all logits, then sliced)."""
+    if not last_only:
+        return {}
+    params = inspect.signature(type(model.hf_model).forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}

@@ -22,6 +22,7 @@ from torch import Tensor
 from hooked_vlm.interventions._common import Hooks, InterventionError, check_layers, check_mode
 from hooked_vlm.interventions.selectors import Selector, check_batch, resolve
 from hooked_vlm.layout import TokenLayout
+from hooked_vlm.validation import check_finite as finite_or_raise
 
 if TYPE_CHECKING:
     from hooked_vlm.model import HookedVLM
@@ -39,10 +40,12 @@ def steer(
     *,
     scale: float = 1.0,
     point: str = "hook_resid_pre",
+    check_finite: bool = True,
 ) -> Hooks:
     """Hooks on ``blocks.{layer}.{point}`` that add ``scale * vector`` or replace by it.
 
     ``vector`` is one ``[d_model]`` for all examples or one per example ``[batch, d_model]``.
+    A vector holding NaN/inf raises unless ``check_finite=False``.
 
     Example:
         >>> hooks = steer(model, layout, eoi_of_source, mode="replace", layers=range(4, 8))
@@ -57,6 +60,8 @@ def steer(
             f"{model.cfg.d_model}, got {tuple(vector.shape)}."
         )
     vector = (scale * vector.to(model.device, model.dtype)).reshape(-1, 1, model.cfg.d_model)
+    if check_finite:
+        finite_or_raise(vector, "steering vector (times scale)")
 
     def fn(resid: Tensor, hook: Any) -> Tensor:
         check_batch(pos, resid.shape[0], "steer")

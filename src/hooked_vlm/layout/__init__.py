@@ -1,5 +1,7 @@
-"""Token layout of multimodal sequences (see :mod:`hooked_vlm.layout.token_layout`)."""
+"""Token layout of multimodal sequences (see :mod:`hooked_vlm.layout.token_layout`) and the
+grid of each image's patch tokens (:mod:`hooked_vlm.layout.patch_grid`)."""
 
+from hooked_vlm.layout.patch_grid import PatchGrid, patch_grid, patch_grids
 from hooked_vlm.layout.token_layout import (
     GROUPS,
     ImageGrid,
@@ -8,5 +10,17 @@ from hooked_vlm.layout.token_layout import (
     TokenLayout,
     build_layout,
 )
+from hooked_vlm.layout.tokens import SpecialTokens
 
-__all__ = ["GROUPS", "ImageGrid", "ImageSpan", "LayoutError", "TokenLayout", "build_layout"]
+__all__ = [
+    "GROUPS",
+    "ImageGrid",
+    "ImageSpan",
+    "LayoutError",
+    "PatchGrid",
+    "SpecialTokens",
+    "TokenLayout",
+    "build_layout",
+    "patch_grid",
+    "patch_grids",
+]

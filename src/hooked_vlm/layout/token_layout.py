@@ -51,12 +51,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from hooked_vlm.architectures import SpecialTokens
+from hooked_vlm.layout.tokens import SpecialTokens
+
+if TYPE_CHECKING:
+    from hooked_vlm.layout.patch_grid import PatchRule
 
 GROUPS = (
     "bos", "boi", "image_meta", "image", "image_patches", "eol", "eof", "eoi",
@@ -114,6 +118,7 @@ class TokenLayout:
     tokens: SpecialTokens
     architecture: str = ""
     notes: str = ""
+    patch_rule: PatchRule | None = None  # how the image's patch tokens form a grid (patch_grid)
     _cache: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -178,7 +183,9 @@ class TokenLayout:
     def to(self, device: torch.device | str) -> TokenLayout:
         """The same layout with its masks on ``device``."""
         masks = {k: v.to(device) for k, v in self.masks.items()}
-        return TokenLayout(masks, self.spans, self.tokens, self.architecture, self.notes)
+        return TokenLayout(
+            masks, self.spans, self.tokens, self.architecture, self.notes, self.patch_rule
+        )
 
     def _check_name(self, name: str) -> None:
         if name in self.masks:
@@ -190,6 +197,16 @@ class TokenLayout:
 
     def _empty_message(self, name: str, empty: Sequence[int]) -> str:
         which = f"example(s) {list(empty)}"
+        role = "row_break" if name == "eol" else name
+        if role in self.tokens.unknown:
+            return (
+                f"the id of {self.architecture or 'this model'}'s {name.upper()} token is "
+                f"unknown (the model has one, but its HF config lacks the id and no tokenizer "
+                f"or model config gave it), so group {name!r} is empty for {which}. Load with "
+                "HookedVLM.from_pretrained (the processor supplies it), pass the processor and "
+                "model_config to from_hf, or name the id yourself: "
+                f"HookedVLM.from_hf(model, special_tokens={{{role!r}: ID}})."
+            )
         missing = {"boi": self.tokens.boi, "eoi": self.tokens.eoi, "eof": self.tokens.eof}
         if name in missing and missing[name] is None:
             return (
@@ -216,6 +233,7 @@ def build_layout(
     tokens_per_image: int | None = None,
     architecture: str = "",
     notes: str = "",
+    patch_rule: PatchRule | None = None,
 ) -> TokenLayout:
     """Compute the :class:`TokenLayout` of a (possibly padded) batch.
 
@@ -226,6 +244,8 @@ def build_layout(
         grids: one :class:`ImageGrid` per image in batch order, for layouts whose end-of-line
             tokens are image placeholders (Emu3, LLaVA-NeXT / OneVision).
         tokens_per_image: placeholders per image, to split adjacent images of equal size.
+        patch_rule: how each image's patch tokens form a grid
+            (:mod:`hooked_vlm.layout.patch_grid`), for ``patch_grid``.
 
     Example:
         >>> build_layout(ids, SpecialTokens(image=3, boi=4, eoi=5)).select("eoi")
@@ -248,7 +268,7 @@ def build_layout(
             "image_sizes (and image_grid_thw) match the images in the prompts."
         )
     masks = _masks_from_spans(ids, real, spans, tokens)
-    return TokenLayout(masks, spans, tokens, architecture, notes)
+    return TokenLayout(masks, spans, tokens, architecture, notes, patch_rule)
 
 
 def _runs(flags: Tensor) -> list[tuple[int, int]]:

@@ -27,17 +27,19 @@ from hooked_vlm.analysis import cross_modal_attention
 from hooked_vlm.interventions import distribution_overlap, knockout, patch_sweep
 from hooked_vlm.layout import TokenLayout
 from hooked_vlm.model import HookedVLM
+from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 from hooked_vlm.studies.results import ResultsDir
 from hooked_vlm.testing.tiny import build_tiny
 from hooked_vlm.viz import flow_figure
 
-DEMO_MODELS = ("chameleon", "emu3", "llava")
-
 
 def run_demo(
-    out_dir: str | Path, models: tuple[str, ...] = DEMO_MODELS, log: Callable[[str], None] = print
+    out_dir: str | Path, models: tuple[str, ...] = DEMO_DEFAULT, log: Callable[[str], None] = print
 ) -> list[dict]:
     """Run the demo on ``models`` (tiny model names), writing into ``out_dir``; returns rows."""
+    unknown = [m for m in models if m not in DEMO_CHOICES]
+    if unknown or not models:
+        raise ValueError(f"unknown demo model(s) {unknown}; choose from {', '.join(DEMO_CHOICES)}")
     config = {"study": "demo", "schema": 3, "models": list(models), "weights": "random"}
     store = ResultsDir(out_dir, config)
     for name in track(models, description="demo models"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,25 @@ class ResultsDir:
         if config_path.exists():
             previous = json.loads(config_path.read_text())
             if previous != config:
+                differ = sorted(k for k in previous.keys() | config.keys()
+                                if previous.get(k) != config.get(k))
+                changes = "; ".join(
+                    f"{k}: {previous.get(k, '<unset>')!r} there, {config.get(k, '<unset>')!r} now"
+                    for k in differ
+                )
                 raise ValueError(
-                    f"{self.root} holds results of a different configuration ({previous}); "
-                    "choose another output directory or delete it to start over."
+                    f"{self.root} holds results of a different configuration ({changes}). "
+                    "Results of two configurations are never mixed: choose another output "
+                    "directory, or delete this one to start over."
                 )
         else:
-            _write_atomic(config_path, json.dumps(config, indent=2))
+            write_atomic(config_path, json.dumps(config, indent=2))
 
     def done(self, key: str) -> bool:
         return (self.root / "records" / f"{key}.json").exists()
 
     def save(self, key: str, record: dict[str, Any]) -> None:
-        _write_atomic(self.root / "records" / f"{key}.json", json.dumps(record, indent=2))
+        write_atomic(self.root / "records" / f"{key}.json", json.dumps(record, indent=2))
 
     def load(self, key: str) -> dict[str, Any]:
         return json.loads((self.root / "records" / f"{key}.json").read_text())
@@ -47,7 +55,19 @@ class ResultsDir:
         return self.root / name
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a uniquely named temporary file in the same
+    directory, then ``os.replace``. Concurrent writers never share a temporary file, and a
+    reader sees the old or the new content, never a mix.
+
+    Example:
+        >>> write_atomic(Path("results/summary.json"), json.dumps(summary))
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

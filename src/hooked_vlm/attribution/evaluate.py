@@ -1,0 +1,360 @@
+"""Units of work -> targets in a store: every unit a pure function of (config, examples, unit).
+
+A unit is (split, example, mask chunk) (:class:`~hooked_vlm.attribution.store.Unit`).
+:class:`Evaluator` holds a loaded model, the examples and the config, and evaluates any masks on
+any example: masks run ``batch_size`` per forward as a repeated batch on the example's clean
+prefix (its image keys/values computed once per example and reused). :func:`run_unit` evaluates
+one unit and writes it; any engine drives it: a loop (:func:`run`), a Slurm array task
+(``shard(units, i, n)``), or Ray actors each holding an :class:`Evaluator`. Units are ordered by
+example, so a shard reuses each example's prefix across its chunks.
+
+Example:
+    >>> config = AttributionConfig(n_masks=2000, alpha=0.5, mode="baseline_kv", baseline="mean")
+    >>> evaluator = Evaluator(model, examples, config)
+    >>> store = open_store("runs/coco", evaluator)       # or reopen: resumes
+    >>> run(evaluator, store, shard(store.missing(), *parse_shard("0/4")))
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hooked_vlm.attribution.config import AttributionConfig, ConfigError
+from hooked_vlm.attribution.store import MaskStore, Unit, chunk_count
+from hooked_vlm.attribution.targets import Example, Target, get_target
+from hooked_vlm.interventions.ablation import (
+    KVBaseline,
+    ablation_prefix,
+    evaluate_head_masks,
+    kv_baseline,
+    mean_head_outputs,
+)
+from hooked_vlm.interventions.prefix import PrefixCache
+from hooked_vlm.interventions.selectors import Selector, resolve
+from hooked_vlm.layout import TokenLayout
+
+if TYPE_CHECKING:
+    from hooked_vlm.model import HookedVLM
+
+
+class MaskEvaluator(Protocol):
+    """What :func:`run_unit` needs: the run's config and sizes, and targets of masks."""
+
+    config: AttributionConfig
+    n_layers: int
+    n_heads: int
+    n_examples: int
+
+    def evaluate(self, example: int, masks: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able; holds at least ``config`` (as ``to_json``), ``n_layers``, ``n_heads``,
+        ``n_examples``."""
+        ...
+
+    def prepare(self, store: MaskStore) -> None: ...
+
+
+@dataclass
+class _ExampleState:
+    index: int
+    layout: TokenLayout
+    ablation: dict[str, Any]
+    prefix: PrefixCache | None
+
+
+class Evaluator:
+    """A model, its examples and a config: targets of head masks on any example.
+
+    ``target``: a custom :class:`Target` whose name is ``config.target`` (built-in names need
+    nothing). ``examples_id``: a name for the examples recorded in the store (e.g. dataset,
+    split and indices); by default a digest of every example's tensors and token ids (which
+    reads every example once). Statistics the ablation needs (the dataset-mean baseline, mean
+    head outputs) are computed on first use, or shared through a store (:meth:`prepare`).
+    """
+
+    def __init__(
+        self,
+        model: HookedVLM,
+        examples: Sequence[Example],
+        config: AttributionConfig,
+        target: Target | None = None,
+        examples_id: str | None = None,
+    ) -> None:
+        if target is not None and target.name != config.target:
+            raise ConfigError(
+                f"config.target is {config.target!r} but the target given is named "
+                f"{target.name!r}; set AttributionConfig(target={target.name!r})."
+            )
+        if not examples:
+            raise ConfigError("no examples given.")
+        self.model = model
+        self.examples = examples
+        self.config = config
+        self.target = target if target is not None else get_target(config.target)
+        self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
+        self.n_examples = len(examples)
+        self.examples_id = examples_id
+        self._stats: dict[str, Tensor] | None = None
+        self._state: _ExampleState | None = None
+
+    # ------------------------------------------------------------------ description
+    def describe(self) -> dict[str, Any]:
+        """The JSON description a store is keyed by: config, sizes, model, examples."""
+        cfg = self.model.cfg
+        return {
+            "config": self.config.to_json(),
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_examples": self.n_examples,
+            "examples": self.examples_id or examples_digest(self.examples),
+            "model": {"architecture": cfg.architecture, "n_kv_heads": cfg.n_kv_heads,
+                      "d_head": cfg.d_head, "dtype": str(self.model.dtype)},
+        }
+
+    def prepare(self, store: MaskStore) -> None:
+        """Load the ablation statistics from ``store``, computing and saving them if absent."""
+        if _needs_stats(self.config):
+            self._stats = store.tensors("stats", self._compute_stats)
+            self._state = None
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(
+        self,
+        example: int,
+        masks: np.ndarray | Tensor,
+        *,
+        queries: Selector | None = None,
+        keys: Selector | None = None,
+    ) -> np.ndarray:
+        """Targets of example ``example`` under keep-masks ``[n, n_layers, n_heads]`` -> ``[n]``.
+
+        ``queries`` / ``keys`` override the config's selectors (a bool ``[n, pos]`` gives each
+        mask its own positions, see :func:`~hooked_vlm.interventions.evaluate_head_masks`).
+        """
+        state = self._example(example)
+        ex = self.examples[example]
+        ablation = dict(state.ablation)
+        ablation.update({k: v for k, v in (("queries", queries), ("keys", keys)) if v is not None})
+        masks = torch.as_tensor(np.asarray(masks), dtype=self.model.dtype)
+        values = evaluate_head_masks(
+            self.model, ex.inputs, masks, lambda logits: self.target(logits, ex),
+            self.config.mode, batch_size=self.config.batch_size,
+            reuse_prefix=self.config.reuse_prefix, prefix=state.prefix, **ablation,
+        )
+        return values.float().cpu().numpy()
+
+    def layout(self, example: int) -> TokenLayout:
+        """The token layout of example ``example``."""
+        return self._example(example).layout
+
+    def _example(self, index: int) -> _ExampleState:
+        if self._state is not None and self._state.index == index:
+            return self._state
+        if not 0 <= index < self.n_examples:
+            raise IndexError(f"example {index} does not exist ({self.n_examples} examples).")
+        self._state = None  # free the previous example's prefix first
+        inputs = self.examples[index].inputs
+        layout = self.model.layout(**inputs)
+        ablation = {"queries": self.config.queries, "keys": self.config.keys,
+                    **self._ablation_inputs(inputs, layout)}
+        probe = torch.ones(1, self.n_layers, self.n_heads)
+        prefix = (
+            ablation_prefix(self.model, inputs, probe, self.config.mode, **ablation)
+            if self.config.reuse_prefix else None
+        )
+        self._state = _ExampleState(index, layout, ablation, prefix)
+        return self._state
+
+    # ------------------------------------------------------------------ ablation inputs
+    def _ablation_inputs(self, inputs: Mapping[str, Any], layout: TokenLayout) -> dict[str, Any]:
+        mode, kind = self.config.mode, self.config.baseline
+        if mode == "mean":
+            return {"mean": self._statistics()["z_mean"].to(self.model.device)}
+        if mode != "baseline_kv":
+            return {}
+        if kind == "mean":
+            stats = self._statistics()
+            return {"baseline": KVBaseline(
+                [stats[f"keys.{i}"].to(self.model.device) for i in range(self.n_layers)],
+                [stats[f"values.{i}"].to(self.model.device) for i in range(self.n_layers)],
+            )}
+        if kind == "blank":
+            return {"baseline": kv_baseline(self.model, blank_image(inputs))}
+        cfg = self.model.cfg
+        zeros = torch.zeros(1, layout.seq_len, cfg.n_kv_heads, cfg.d_head,
+                            dtype=self.model.dtype, device=self.model.device)
+        return {"baseline": KVBaseline([zeros] * cfg.n_layers, [zeros] * cfg.n_layers)}
+
+    def _statistics(self) -> dict[str, Tensor]:
+        if self._stats is None:
+            self._stats = self._compute_stats()
+        return self._stats
+
+    def _compute_stats(self) -> dict[str, Tensor]:
+        if self.config.mode == "mean":
+            return {"z_mean": mean_z(self.model, self.examples, self.config.queries)}
+        return mean_kv(self.model, self.examples, self.config.keys)
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """A digest of every example's input tensors, answer, foil and label."""
+    digest = hashlib.blake2b(digest_size=16)
+    for ex in examples:
+        for key in sorted(ex.inputs):
+            value = ex.inputs[key]
+            digest.update(key.encode())
+            if isinstance(value, Tensor):
+                digest.update(str((value.dtype, tuple(value.shape))).encode())
+                digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy())
+            else:
+                digest.update(repr(value).encode())
+        digest.update(repr((ex.answer, ex.foil, ex.label)).encode())
+    return "blake2b:" + digest.hexdigest()
+
+
+def _needs_stats(config: AttributionConfig) -> bool:
+    return config.mode == "mean" or (config.mode == "baseline_kv" and config.baseline == "mean")
+
+
+def blank_image(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` with ``pixel_values`` set to zeros (the normalised mean pixel: a gray image).
+
+    Example:
+        >>> kv_baseline(model, blank_image(inputs))
+    """
+    if "pixel_values" not in inputs:
+        raise ConfigError(
+            "baseline 'blank' replaces pixel_values, but these inputs have none; use "
+            "baseline 'mean' or 'zeros'."
+        )
+    return {**inputs, "pixel_values": torch.zeros_like(inputs["pixel_values"])}
+
+
+@torch.no_grad()
+def mean_kv(
+    model: HookedVLM, examples: Sequence[Example], keys: str = "image"
+) -> dict[str, Tensor]:
+    """Dataset-mean keys/values per layer and position, up to the last ``keys`` position:
+    ``{"keys.{l}": [1, pos, kv_head, d_head], "values.{l}": ...}``.
+
+    Every example must hold its ``keys`` positions at the same places (a per-position mean of
+    rotated keys means nothing otherwise).
+    """
+    masks = [resolve(model.layout(**ex.inputs), keys).mask[0] for ex in examples]
+    end = max(int(m.nonzero().max()) + 1 for m in masks)
+    if any(m.shape[0] < end or not torch.equal(m[:end], masks[0][:end]) for m in masks):
+        raise ConfigError(
+            f"baseline 'mean' averages keys/values per position, so every example needs its "
+            f"{keys!r} positions at the same places; these examples differ (pad prompts to one "
+            "template, or use baseline 'blank' or 'zeros')."
+        )
+    sums: dict[str, Tensor] = {}
+    for ex in examples:
+        base = kv_baseline(model, ex.inputs)
+        for i in range(model.cfg.n_layers):
+            for name, t in ((f"keys.{i}", base.keys[i]), (f"values.{i}", base.values[i])):
+                part = t[:, :end].float()
+                sums[name] = sums[name] + part if name in sums else part
+    return {k: (v / len(examples)).to(model.dtype) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def mean_z(model: HookedVLM, examples: Sequence[Example], positions: str) -> Tensor:
+    """Mean head output ``hook_z`` ``[n_layers, n_heads, d_head]`` over ``positions`` of every
+    example (each example weighted equally)."""
+    total = None
+    for ex in examples:
+        z = mean_head_outputs(model, ex.inputs, model.layout(**ex.inputs), positions).float()
+        total = z if total is None else total + z
+    return (total / len(examples)).to(model.dtype)
+
+
+# ---------------------------------------------------------------------- units and engines
+def units(evaluator: MaskEvaluator) -> list[Unit]:
+    """Every unit of the run, ordered by example, split, chunk.
+
+    Example:
+        >>> len(units(evaluator))   # n_examples * sum(ceil(split size / chunk_size))
+    """
+    splits = evaluator.config.splits(evaluator.n_layers, evaluator.n_heads)
+    return [
+        Unit(name, example, chunk)
+        for example in range(evaluator.n_examples)
+        for name, masks in splits.items()
+        for chunk in range(chunk_count(masks.size, evaluator.config.chunk_size))
+    ]
+
+
+def shard(work: Sequence[Unit], index: int, count: int) -> list[Unit]:
+    """Shard ``index`` of ``count``: a contiguous block of ``work`` (keeps examples together).
+
+    Example:
+        >>> shard(units(evaluator), 2, 8)       # Slurm: --shard $SLURM_ARRAY_TASK_ID/8
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= index < count.")
+    bounds = np.linspace(0, len(work), count + 1).round().astype(int)
+    return list(work[bounds[index] : bounds[index + 1]])
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"a shard is written 'i/N' (e.g. '0/4'), got {text!r}.") from None
+    shard([], index, count)  # validates
+    return index, count
+
+
+def open_store(path: str | Path, evaluator: MaskEvaluator) -> MaskStore:
+    """Create or reopen the run's store (an error if it holds another run), and let the
+    evaluator load the statistics it shares there.
+
+    Example:
+        >>> store = open_store("runs/coco", evaluator)
+    """
+    splits = evaluator.config.splits(evaluator.n_layers, evaluator.n_heads)
+    store = MaskStore.open(
+        path, evaluator.describe(),
+        {name: (evaluator.n_examples, masks.size) for name, masks in splits.items()},
+        evaluator.config.chunk_size,
+    )
+    evaluator.prepare(store)
+    return store
+
+
+def run_unit(evaluator: MaskEvaluator, unit: Unit, store: MaskStore) -> bool:
+    """Evaluate ``unit`` and write it, unless it is done already. True if it ran.
+
+    Example:
+        >>> run_unit(evaluator, Unit("train", 0, 3), store)
+    """
+    if store.is_done(unit):
+        return False
+    start, stop = store.chunk_range(unit.split, unit.chunk)
+    masks = evaluator.config.splits(evaluator.n_layers, evaluator.n_heads)[unit.split]
+    store.write(unit, evaluator.evaluate(unit.example, masks.masks(start, stop)))
+    return True
+
+
+def run(
+    evaluator: MaskEvaluator, store: MaskStore, work: Iterable[Unit] | None = None
+) -> int:
+    """Run ``work`` (default: every unit not done yet); returns how many units ran.
+
+    Example:
+        >>> run(evaluator, store)        # resumes a killed run
+    """
+    todo = store.missing() if work is None else work
+    return sum(run_unit(evaluator, unit, store) for unit in todo)
