@@ -17,9 +17,12 @@ from hooked_vlm.training import train_config, train_tiny
 from hooked_vlm.training.batches import BatchSpec, make_batch
 
 NAMES = ["tiny-native", "tiny-llava"]
-# Held-out accuracy floors on 32 test images (chance: classify 1/6, colour 1/8). The full
-# figures on 500 images are in each model's training.json; these floors sit well below them.
-FLOORS = {"classify": 0.6, "color": 0.6}
+# Held-out accuracy floors on 128 test images (chance: classify 1/6, colour 1/8). The full
+# figures on 500 images are in each model's training.json (tiny-native: classify 0.36, colour
+# 0.98; tiny-llava: 0.99, 1.0); these floors sit well below them. tiny-native's VQ codes keep
+# colour far better than shape, so its shape floor is only above chance, not high.
+FLOORS = {"tiny-native": {"classify": 0.25, "color": 0.8},
+          "tiny-llava": {"classify": 0.8, "color": 0.8}}
 SHORT = {"steps": 10, "batch_size": 4, "n_train": 16, "n_eval": 0, "log_every": 5}
 SHORT_IMAGE_SIDE = {"tiny-native": {"vq_steps": 3, "vq_images": 16},
                     "tiny-llava": {"tower_steps": 3}}
@@ -27,7 +30,7 @@ SHORT_IMAGE_SIDE = {"tiny-native": {"vq_steps": 3, "vq_images": 16},
 
 @pytest.fixture(scope="module")
 def test_rows():
-    return list(synthetic_dataset("test", n=32))
+    return list(synthetic_dataset("test", n=128))
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -62,12 +65,12 @@ def test_embedded_models_answer_held_out_images(embedded, test_rows):
     images = [r["image"] for r in test_rows]
     shapes = first_tokens(embedded, images, [cfg.prompt("classify")] * len(images))
     accuracy = sum(p == r["label"] for p, r in zip(shapes, test_rows, strict=True)) / len(test_rows)
-    assert accuracy >= FLOORS["classify"], (cfg.name, accuracy, shapes)
+    assert accuracy >= FLOORS[cfg.name]["classify"], (cfg.name, accuracy, shapes)
     question = "what color is the large shape ?"
     colors = first_tokens(embedded, images, [cfg.prompt("vqa", question=question)] * len(images))
     truth = [json.loads(r["objects"])["objects"][0]["color"] for r in test_rows]
     accuracy = sum(p == t for p, t in zip(colors, truth, strict=True)) / len(test_rows)
-    assert accuracy >= FLOORS["color"], (cfg.name, accuracy, colors)
+    assert accuracy >= FLOORS[cfg.name]["color"], (cfg.name, accuracy, colors)
 
 
 def test_training_report_is_shipped_with_each_model():
