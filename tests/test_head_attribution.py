@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
+from hooked_vlm import HookedVLM
 from hooked_vlm.attribution import MaskStore
 from hooked_vlm.cli import app
+from hooked_vlm.data import load_study_data
 from hooked_vlm.studies.head_attribution import (
     ConfigError,
     HeadAttributionConfig,
@@ -341,3 +344,27 @@ def test_settings_the_model_cannot_serve_are_refused(assets, tmp_path):
         run_head_attribution(config_for(assets, top_k=(1, 17)), tmp_path / "a")
     with pytest.raises(ConfigError, match="token_heads 20: the model has 16 heads"):
         run_head_attribution(config_for(assets, token_heads=20), tmp_path / "b")
+
+
+def test_the_embedded_tiny_llava_clean_target_is_its_answer_logit(tmp_path, monkeypatch):
+    """On the trained tiny-llava and the synthetic shapes: the all-kept reference mask of the
+    store is the model's own logit of the label's token at the last position (a plain forward
+    of the model-config prompt), and the fit's coefficients are finite."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = HeadAttributionConfig(model="tiny-llava", data="synthetic", n=2, masks=32,
+                                   heldout=8, chunk_size=32, stages=("fit",))
+    summary = run_head_attribution(config, tmp_path / "tiny")
+    assert set(summary.timings) == {"masks", "fit"}
+    session_info = json.loads((tmp_path / "tiny" / "session.json").read_text())
+    model = HookedVLM.from_pretrained("tiny-llava")
+    data = load_study_data("synthetic", n=2, seed=0, task="classify")
+    reference = MaskStore.load(tmp_path / "tiny" / "store").targets("reference")
+    for i, row in enumerate(data):
+        prompt = model.model_config.prompt("classify", question=row["question"])
+        with torch.no_grad():
+            logits = model(**model.prepare([row["image"]], [prompt]))
+        answer = session_info["examples"]["answer_id"][i]
+        assert model.tokenizer.decode([answer]).strip() == str(row["label"])
+        assert reference[i, 0] == pytest.approx(float(logits[0, -1, answer]), abs=1e-4)
+    _, fit = results(tmp_path / "tiny", "fit")
+    assert fit["coef"].shape == (2, 4, 4) and np.isfinite(fit["coef"]).all()

@@ -404,6 +404,8 @@ class _RichProgress:
         self.bars.stop()
 
     def stage(self, name: str, title: str, total: int) -> None:
+        for task in self.tasks.values():  # the previous stage is over: stop its clock
+            self.bars.stop_task(task)
         self.tasks[name] = self.bars.add_task(title, total=total)
 
     def advance(self, name: str, unit: Any, computed: bool) -> None:
