@@ -362,6 +362,7 @@ def _run_head_attribution(
 
     from hooked_vlm.studies.head_attribution import ConfigError, run_head_attribution
 
+    _quiet_libraries()
     with _RichProgress(console) as progress:
         try:
             summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only)
