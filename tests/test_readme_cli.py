@@ -40,10 +40,11 @@ def test_info_on_unknown_model_fails_clearly(tmp_path, monkeypatch):
 
 def test_demo_runs_on_the_trained_models_writes_its_page_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--models", "tiny-llava", "--n", "6"]
+    args = ["demo", "--out", str(out), "--models", "tiny-llava", "--attribution-n", "4",
+            "--masks", "64", "--n", "6"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "random" not in first.output.lower()
+    assert "random weights" not in first.output.lower()
     assert "tiny-llava" in first.output and "report:" in first.output
     (row,) = json.loads((out / "summary.json").read_text())
     ng = row["narrow_gate"]
@@ -54,9 +55,15 @@ def test_demo_runs_on_the_trained_models_writes_its_page_and_resumes(tmp_path):
     knockout = json.loads((out / "narrow-gate/tiny-llava/results/knockout.json").read_text())
     clean = next(r for r in knockout["values"]["table"] if r["condition"] == "none")
     assert ng["knockout"]["vqa_accuracy"]["clean"] == clean["vqa_accuracy"]
+    fit = json.loads((out / "head-attribution/tiny-llava/results/fit.json").read_text())
+    ha = row["head_attribution"]
+    assert ha["fit"]["pearson"] == fit["values"]["quality"]["pooled_pearson"]
+    assert ha["top_heads"] == fit["values"]["top_heads"][:3]
     page = (out / "report.html").read_text()
-    assert len(figures_in_html(page)) == 2 and "narrow-gate/tiny-llava/report.html" in page
-    assert (out / "narrow-gate/tiny-llava/report.html").exists()
+    assert len(figures_in_html(page)) == 3
+    for study in ("narrow-gate", "head-attribution"):
+        assert f"{study}/tiny-llava/report.html" in page
+        assert (out / study / "tiny-llava" / "report.html").exists()
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     timings = json.loads((out / "narrow-gate/tiny-llava/timings.json").read_text())

@@ -145,15 +145,18 @@ def demo(
         str, typer.Option(help=f"comma-separated embedded models: {', '.join(DEMO_CHOICES)}")
     ] = ",".join(DEMO_DEFAULT),
     n: Annotated[int, typer.Option(help="Narrow Gate examples per task", min=2)] = 64,
+    attribution_n: Annotated[int, typer.Option(help="head-attribution examples", min=2)] = 8,
+    masks: Annotated[int, typer.Option(help="random head masks per example", min=2)] = 256,
     seed: Annotated[int, typer.Option(help="seed of both studies")] = 0,
 ):
     """Both studies on the embedded trained tiny models (no download), one comparison page."""
     from rich.table import Table
 
     from hooked_vlm.studies.demo import DemoConfig, run_demo
-    from hooked_vlm.studies.demo.report import contrast_table
+    from hooked_vlm.studies.demo.report import attribution_table, contrast_table
 
-    config = DemoConfig(models=_model_list(models), n=n, seed=seed)
+    config = DemoConfig(models=_model_list(models), n=n, attribution_n=attribution_n,
+                        masks=masks, seed=seed)
     console = _console()
     _quiet_libraries()
     with _RichProgress(console) as progress:
@@ -163,13 +166,14 @@ def demo(
             progress.stop()
             console.print(f"[red]cannot run[/]: {err}")
             raise typer.Exit(code=1) from None
-    contrast = contrast_table(summary.rows)
-    table = Table(title="The Narrow Gate contrast on the embedded models", caption=contrast.caption)
-    for column in contrast.columns:
-        table.add_column(column)
-    for row in contrast.rows:
-        table.add_row(*map(str, row))
-    console.print(table)
+    for title, made in (("The Narrow Gate contrast", contrast_table(summary.rows)),
+                        ("Head attribution", attribution_table(summary.rows))):
+        table = Table(title=f"{title} on the embedded models", caption=made.caption)
+        for column in made.columns:
+            table.add_column(column)
+        for row in made.rows:
+            table.add_row(*map(str, row))
+        console.print(table)
     console.print(f"report: [bold]{summary.report}[/] (links to each study's full report)")
 
 

@@ -2,6 +2,7 @@
 
 Example:
     >>> gate_share_figure({"tiny-native": ([0, 1], [0.4, 0.6])}, {"tiny-native": "EOI"})
+    >>> topk_share_figure({"tiny-llava": ([1, 2, 4], [0.1, 0.3, 0.8], [0.0, 0.0, 0.1])})
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hooked_vlm.viz.narrow_gate import COLORS
+from hooked_vlm.viz.style import COLORS, LAYOUT
 
-_LAYOUT = {"template": "plotly_white", "height": 400,
-           "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-           "legend": {"orientation": "h", "y": -0.2}}
+_LAYOUT = {**LAYOUT, "height": 400, "margin": {**LAYOUT["margin"], "t": 80}}
 
 
 def gate_share_figure(
@@ -54,4 +53,24 @@ def knockout_contrast_figure(
     fig.update_layout(title="Knocking out the gate vs the image tokens (every layer)",
                       barmode="group", **_LAYOUT)
     fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def topk_share_figure(
+    curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+) -> go.Figure:
+    """Per model, the share of the all-heads ablation effect lost by ablating the top-k heads
+    (solid) and k random heads (dotted). ``curves[model] = (ks, top_k_share, random_k_share)``.
+    """
+    fig = go.Figure()
+    for i, (model, (ks, top, random)) in enumerate(curves.items()):
+        color = COLORS[i % len(COLORS)]
+        fig.add_trace(go.Scatter(x=list(ks), y=list(top), mode="lines+markers", name=f"{model}: "
+                                 "top-k by attribution", line={"color": color}))
+        fig.add_trace(go.Scatter(x=list(ks), y=list(random), mode="lines+markers",
+                                 name=f"{model}: random k", line={"color": color, "dash": "dot"}))
+    fig.add_hline(y=1.0, line={"color": "#999", "width": 1})
+    fig.update_layout(title="Ablating the top-k attributed heads vs k random heads",
+                      xaxis_title="k (heads ablated)", xaxis_type="log",
+                      yaxis_title="share of the all-heads effect", **_LAYOUT)
     return fig

@@ -13,7 +13,7 @@ Example:
 """
 
 from hooked_vlm.studies.demo.config import DemoConfig
-from hooked_vlm.studies.demo.contrast import narrow_gate_row
+from hooked_vlm.studies.demo.contrast import attribution_row, narrow_gate_row
 from hooked_vlm.studies.demo.runner import DemoSummary, run_demo
 
-__all__ = ["DemoConfig", "DemoSummary", "narrow_gate_row", "run_demo"]
+__all__ = ["DemoConfig", "DemoSummary", "attribution_row", "narrow_gate_row", "run_demo"]

@@ -67,3 +67,33 @@ def narrow_gate_row(out_dir: str | Path) -> dict[str, Any]:
         "patching": {"flip_rate": flips[best], "layer": patch["layers"][best],
                      "pairs": patch["pairs"]},
     }
+
+
+def attribution_row(out_dir: str | Path, top: int = 3) -> dict[str, Any]:
+    """One model's head-attribution headline from its results directory.
+
+    ``fit``: held-out Pearson and R² of the pooled linear fit; ``top_heads``: the ``top``
+    largest pooled coefficients; ``gap``: the mean target with every head kept and with every
+    head ablated (how much the heads' image reading moves the answer at all); ``completeness``
+    and ``random_drop`` per k: the share of that gap lost by ablating the top-k heads, and the
+    drop of k random heads; ``agreement``: Spearman of the coefficients with leave-one-out
+    drops and with attention weight on the image.
+    """
+    fit = stage_values(out_dir, "fit")
+    curves = stage_values(out_dir, "curves")
+    baselines = stage_values(out_dir, "baselines")
+    ours = curves["summary"]["attribution"]
+    quality = fit["quality"]
+    return {
+        "n": fit["n"],
+        "fit": {"pearson": quality["pooled_pearson"], "r2": quality["pooled_r2"],
+                "heldout_masks": quality["n_heldout"]},
+        "top_heads": fit["top_heads"][:top],
+        "gap": {"clean": fit["clean_mean"], "ablated": fit["ablated_mean"]},
+        "k": ours["k"],
+        "completeness": ours["completeness"],
+        "topk_drop": ours["topk_drop"],
+        "random_drop": curves["random_drop"],
+        "agreement": {name: baselines[name]["pooled_spearman"]
+                      for name in ("loo", "attention") if name in baselines},
+    }

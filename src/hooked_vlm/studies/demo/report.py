@@ -8,7 +8,7 @@ from typing import Any
 from hooked_vlm.studies.demo.config import DemoConfig
 from hooked_vlm.studies.demo.contrast import KNOCKOUT_METRICS, KNOCKOUT_MODE
 from hooked_vlm.studies.results import write_atomic
-from hooked_vlm.viz.demo import gate_share_figure, knockout_contrast_figure
+from hooked_vlm.viz.demo import gate_share_figure, knockout_contrast_figure, topk_share_figure
 from hooked_vlm.viz.report import FigureItem, Section, Table, report_html
 
 INTRO = (
@@ -43,6 +43,33 @@ def contrast_table(rows: list[dict[str, Any]]) -> Table:
                  f"{', '.join(str(r['n']) for r in ng)}.")
 
 
+def attribution_table(rows: list[dict[str, Any]]) -> Table:
+    """Head attribution's headline per model: fit quality, top heads, top-k vs random-k."""
+    ha = [r["head_attribution"] for r in rows]
+    lines: list[list[Any]] = [
+        ["held-out fit, pooled: Pearson / R²",
+         *(f"{h['fit']['pearson']:.3f} / {h['fit']['r2']:.3f}" for h in ha)],
+        ["top heads (pooled β)", *(", ".join(
+            f"L{t['layer']}H{t['head']} ({t['score']:+.2f})" for t in h["top_heads"]) for h in ha)],
+        ["target: all heads kept → all ablated",
+         *(f"{h['gap']['clean']:.2f} → {h['gap']['ablated']:.2f}" for h in ha)],
+    ]
+    for i, k in enumerate(ha[0]["k"][:-1]):  # the last k is every head: 1 by definition
+        lines.append([f"top-{k} / random-{k} heads: share of that drop", *(
+            f"{h['completeness'][i]:.2f} / {h['random_drop'][i] / _gap(h):.2f}" for h in ha)])
+    lines.append(["Spearman of β with leave-one-out / attention weight", *(
+        " / ".join(f"{h['agreement'].get(n, float('nan')):.2f}" for n in ("loo", "attention"))
+        for h in ha)])
+    return Table(["", *(r["narrow_gate"]["model"] for r in rows)], lines,
+                 "Target: the answer token's logit on classification prompts; heads ablated "
+                 "by replacing their image keys and values with the mean (baseline_kv). "
+                 f"Examples: {', '.join(str(h['n']) for h in ha)}.")
+
+
+def _gap(h: dict[str, Any]) -> float:
+    return h["gap"]["clean"] - h["gap"]["ablated"]
+
+
 def write_demo_report(out_dir: Path, config: DemoConfig, rows: list[dict[str, Any]]) -> Path:
     """Draw ``out_dir/report.html``; returns its path."""
     ng = {r["narrow_gate"]["model"]: r["narrow_gate"] for r in rows}
@@ -60,6 +87,18 @@ def write_demo_report(out_dir: Path, config: DemoConfig, rows: list[dict[str, An
                     "the right one; if it reads the image tokens, only the right one drops.")],
         [contrast_table(rows)],
     )
+    ha = {r["narrow_gate"]["model"]: r["head_attribution"] for r in rows}
+    heads = Section(
+        "Head attribution: which heads carry the image to the answer",
+        "Per model, from its head-attribution study (Kim et al.; full report linked below): a "
+        "linear fit of the answer logit over random head ablations, checked on held-out masks.",
+        [FigureItem(topk_share_figure({
+            m: (h["k"], h["completeness"], [d / _gap(h) for d in h["random_drop"]])
+            for m, h in ha.items()}),
+            "1 = the drop of ablating every head at once. A ranking that finds the heads "
+            "carrying the image reaches it with few heads; random heads stay near 0.")],
+        [attribution_table(rows)],
+    )
     links = Section("Every study's full report", links=[
         (f"{study} on {row['narrow_gate']['model']}", href)
         for row in rows for study, href in row["reports"].items()
@@ -67,7 +106,7 @@ def write_demo_report(out_dir: Path, config: DemoConfig, rows: list[dict[str, An
     header = {"models": ", ".join(config.models), "data": "synthetic shapes, held-out split",
               "seed": config.seed}
     page = report_html("hooked-vlm demo: the two studies on the embedded trained models",
-                       header, [narrow, links], intro=INTRO, details=config.identity())
+                       header, [narrow, heads, links], intro=INTRO, details=config.identity())
     path = out_dir / "report.html"
     write_atomic(path, page)
     return path
