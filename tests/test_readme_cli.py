@@ -62,11 +62,3 @@ def test_demo_writes_results_and_resumes(tmp_path):
     other = CliRunner().invoke(app, ["demo", "--out", str(out), "--models", "emu3"])
     assert other.exit_code != 0 and "different configuration" in str(other.exception)
 
-
-def test_quickstart_notebook_runs():
-    notebook = json.loads((ROOT / "notebooks" / "quickstart.ipynb").read_text())
-    scope: dict = {}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            source = "".join(cell["source"])
-            exec(compile(source, "quickstart.ipynb", "exec"), scope)
