@@ -71,11 +71,3 @@ def test_demo_runs_on_the_trained_models_writes_its_page_and_resumes(tmp_path):
     other = CliRunner().invoke(app, [*args[:-1], "8"])
     assert other.exit_code == 1 and "different configuration" in other.output
 
-
-def test_quickstart_notebook_runs():
-    notebook = json.loads((ROOT / "notebooks" / "quickstart.ipynb").read_text())
-    scope: dict = {}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            source = "".join(cell["source"])
-            exec(compile(source, "quickstart.ipynb", "exec"), scope)
