@@ -44,6 +44,7 @@ def test_committed_notebook_has_outputs_and_no_errors(path):
     assert all("execution" not in c["metadata"] for c in cells)  # no volatile timestamps
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path):
     notebook = load_script().execute(path)
