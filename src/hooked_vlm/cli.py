@@ -159,6 +159,10 @@ def demo(
                         masks=masks, seed=seed)
     console = _console()
     _quiet_libraries()
+    import torch
+
+    # d_model 128: more threads only add synchronisation (and spin on a busy machine)
+    torch.set_num_threads(1)
     with _RichProgress(console) as progress:
         try:
             summary = run_demo(config, out, progress, log=console.print)
