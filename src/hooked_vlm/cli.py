@@ -5,6 +5,8 @@ Examples:
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm demo --out results/demo
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
+    hooked-vlm run narrow-gate ... --device cuda --ray auto       # on the Ray cluster of this node
+    hooked-vlm run narrow-gate ... --shard 0/8                    # a Slurm array task
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
@@ -200,11 +202,32 @@ def narrow_gate(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
     = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="run the units on Ray workers that load the model once each: auto (the "
+                     "cluster of this node: `ray start` ran here or RAY_ADDRESS is set), local "
+                     "(a new cluster on this machine), host:port or ray://host:10001"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster; with "
+                                 "--device cpu one per CPU)")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(help="GPUs per Ray worker (default: 1 with a cuda device, "
+                                   "else 0; more for a model spread with device_map)")
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/N: compute block i of N of each stage's units and stop (a Slurm "
+                     "array task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); then "
+                     "the same command without --shard reduces and writes the report"),
+    ] = None,
 ):
     """The Narrow Gate study (Serra et al.), seven stages and an HTML report.
 
     Modality gap, attention flow, label overlap, knockouts, patching and steering at the
     image's gate token (EOI, or the last image token). Resumes where a run stopped."""
+    from hooked_vlm.engines import parse_shard
     from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
 
     given = {"model": model, "data": data, "n": n, "model_config": model_config,
@@ -216,25 +239,53 @@ def narrow_gate(
             study = NarrowGateConfig.from_yaml(config, **given)
         else:
             study = NarrowGateConfig.from_dict({k: v for k, v in given.items() if v is not None})
-    except (ConfigError, OSError, TypeError) as err:
+        engine = _engine(ray, workers, gpus_per_worker, study.device)
+        parts = None if shard is None else parse_shard(shard)
+    except (ConfigError, OSError, TypeError, ValueError) as err:
         console.print(f"[red]invalid study configuration[/]: {err}")
         raise typer.Exit(code=2) from None
-    _run_narrow_gate(study, out, console)
+    _run_narrow_gate(study, out, console, engine, parts)
 
 
-def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
+def _engine(ray: str | None, workers: int | None, gpus: float | None, device: str) -> Any:
+    """The Ray engine of ``--ray`` (None: this process)."""
+    from hooked_vlm.engines import RayEngine
+
+    if ray is None:
+        if workers is not None or gpus is not None:
+            raise ValueError("--workers and --gpus-per-worker set up Ray workers: add --ray")
+        return None
+    if gpus is None:
+        gpus = 1 if device.startswith("cuda") else 0
+    return RayEngine(address=ray, workers=workers, gpus_per_worker=gpus)
+
+
+def _run_narrow_gate(
+    study: Any, out: Path, console: Any, engine: Any, shard: tuple[int, int] | None
+) -> None:
     from rich.table import Table
 
+    from hooked_vlm.engines import EngineError
     from hooked_vlm.studies.narrow_gate import ConfigError, run_narrow_gate
 
     with _RichProgress(console) as progress:
         try:
-            summary = run_narrow_gate(study, out, progress)
-        # a bad config, model path or data source: a clear message instead of a traceback
-        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            summary = run_narrow_gate(study, out, progress, engine=engine, shard=shard)
+        # a bad config, model path or data source, Ray missing or its workers failing to start:
+        # a clear message instead of a traceback
+        except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
             progress.stop()
             console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
+    if shard is not None:
+        for note in summary.notes[1:]:
+            console.print(f"[yellow]note[/]: {note}")
+        computed = sum(t.computed for t in summary.timings.values())
+        console.print(f"shard {shard[0]}/{shard[1]}: {computed} unit(s) computed in "
+                      f"{', '.join(summary.timings) or 'no stage'}. When every shard is in, run "
+                      "the same command without --shard: it computes anything still missing, "
+                      "reduces every stage and writes the report.")
+        return
     table = Table(title=f"Narrow Gate: {study.model}")
     for column in ("stage", "result", "value", "compute s"):
         table.add_column(column)
