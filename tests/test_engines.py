@@ -224,9 +224,16 @@ def test_narrow_gate_shards_then_the_merge_equal_one_process(study, tmp_path):
     assert timings["overlap"]["computed"] == timings["knockout"]["computed"] == 0
 
 
-def test_cli_engine_options_are_checked(study):
+def test_cli_engine_options_are_checked(study, monkeypatch, tmp_path):
     config_path, _ = study
-    for args, message in ((["--workers", "2"], "add --ray"), (["--shard", "2/2"], "shard")):
+    out = tmp_path / "unused"
+    for args, message in ((["--workers", "2"], "add --ray"), (["--shard", "2/2"], "shard"),
+                          (["--shard", "1of2"], "'i/N'")):
         result = CliRunner().invoke(app, ["run", "narrow-gate", "--config", str(config_path),
-                                          "--out", "unused", *args])
+                                          "--out", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails: Ray not installed
+    result = CliRunner().invoke(app, ["run", "narrow-gate", "--config", str(config_path),
+                                      "--out", str(out), "--ray", "local"])
+    assert result.exit_code == 1 and "hooked-vlm[ray]" in result.output, result.output
+    assert not out.exists()  # refused before anything was loaded or written

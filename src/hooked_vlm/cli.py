@@ -242,19 +242,32 @@ def narrow_gate(
         engine = _engine(ray, workers, gpus_per_worker, study.device)
         parts = None if shard is None else parse_shard(shard)
     except (ConfigError, OSError, TypeError, ValueError) as err:
-        console.print(f"[red]invalid study configuration[/]: {err}")
+        _print_error(console, "invalid study configuration", err)
         raise typer.Exit(code=2) from None
+    except ImportError as err:  # --ray without Ray installed
+        _print_error(console, "cannot run", err)
+        raise typer.Exit(code=1) from None
     _run_narrow_gate(study, out, console, engine, parts)
 
 
+def _print_error(console: Any, title: str, err: object) -> None:
+    """``title: err`` in red; the message is escaped (rich would swallow ``hooked-vlm[ray]``)."""
+    from rich.markup import escape
+
+    console.print(f"[red]{title}[/]: {escape(str(err))}")
+
+
 def _engine(ray: str | None, workers: int | None, gpus: float | None, device: str) -> Any:
-    """The Ray engine of ``--ray`` (None: this process)."""
+    """The Ray engine of ``--ray`` (None: this process); Ray missing is an error here, before
+    any model loads."""
     from hooked_vlm.engines import RayEngine
+    from hooked_vlm.engines.ray_engine import import_ray
 
     if ray is None:
         if workers is not None or gpus is not None:
             raise ValueError("--workers and --gpus-per-worker set up Ray workers: add --ray")
         return None
+    import_ray()
     if gpus is None:
         gpus = 1 if device.startswith("cuda") else 0
     return RayEngine(address=ray, workers=workers, gpus_per_worker=gpus)
@@ -275,7 +288,7 @@ def _run_narrow_gate(
         # a clear message instead of a traceback
         except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
             progress.stop()
-            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            _print_error(console, "cannot run", f"{type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
     if shard is not None:
         for note in summary.notes[1:]:
