@@ -9,35 +9,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
-
-from hooked_vlm import HookedVLM
-from hooked_vlm.attribution import AttributionConfig, AttributionJob, Evaluator, Example, Unit
+from hooked_vlm.attribution import AttributionJob, Unit
 from hooked_vlm.studies.results import write_atomic
-from hooked_vlm.testing.tiny import build_tiny
-
-# 3 examples x (3 train + 1 held-out + 1 reference chunks) = 15 units; the dataset-mean
-# baseline is a tensor every worker shares through the store
-CONFIG = AttributionConfig(n_masks=48, n_heldout=16, chunk_size=16, batch_size=8,
-                           mode="baseline_kv", baseline="mean")
-
-
-def tiny_evaluator(n_examples: int = 3) -> Evaluator:
-    """A tiny random LLaVA and ``n_examples`` seeded pictures under one prompt: the same
-    model, examples and config in every process that calls it."""
-    tiny = build_tiny("llava")
-    model = HookedVLM.from_hf(tiny.model)
-    first = tiny.example(0)
-    gen = torch.Generator().manual_seed(1)
-    examples = [
-        Example({**first, "pixel_values": torch.randn(first["pixel_values"].shape, generator=gen)},
-                answer=9, label=i % 2)
-        for i in range(n_examples)
-    ]
-    return Evaluator(model, examples, CONFIG)
+from hooked_vlm.testing.attribution_fixtures import tiny_evaluator
 
 
 def tiny_job(store: str | os.PathLike) -> AttributionJob:
+    """The tiny run (3 examples, 15 units) into ``store``."""
     return AttributionJob(partial(tiny_evaluator), str(store))
 
 

@@ -35,8 +35,9 @@ from hooked_vlm.attribution import (
 from hooked_vlm.cli import app
 from hooked_vlm.engines import EngineError, LocalEngine, RayEngine, parse_shard, shard
 from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
+from hooked_vlm.testing.attribution_fixtures import tiny_evaluator
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
-from tests.engine_jobs import KilledOnce, tiny_evaluator, tiny_job
+from tests.engine_jobs import KilledOnce, tiny_job
 
 ROOT = Path(__file__).resolve().parents[1]
 # workers and subprocesses import tests.engine_jobs and this checkout's hooked_vlm
