@@ -52,8 +52,9 @@ def _row(name: str) -> str:
         vision = "none (VQ tokenizer: images enter as token ids)"
         editable = "decoder"
     kind = "native" if cfg.native else "encoder"
+    source = "embedded (trained here, ships in the package)" if cfg.embedded else f"`{cfg.hf_id}`"
     return (
-        f"| {family} ({kind}) | `{cfg.name}` | `{cfg.hf_id}` | {delimiters} | {rows} | {vision} "
+        f"| {family} ({kind}) | `{cfg.name}` | {source} | {delimiters} | {rows} | {vision} "
         f"| {editable} |"
     )
 

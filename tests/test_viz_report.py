@@ -22,7 +22,7 @@ def test_report_round_trips_figures_and_escapes_script_ends():
     assert [f["data"][0]["type"] for f in figures] == ["scatter", "bar"]
     assert figures[0]["data"][0]["name"] == "</script><b>x</b>"  # survived intact
     assert page.count("</script>") == page.count("<script")  # no block closed early
-    assert page.count("Plotly.newPlot") == 1
+    assert page.count("Plotly.newPlot(block.dataset.target") == 1  # one drawing loop
     assert "<script src" not in page and "<link" not in page  # nothing fetched: works offline
     assert page.count("plotly.js v") == 1  # the library's banner: inlined exactly once
     assert "a caption with &lt;html&gt; &amp; more" in page and "Title &lt;1&gt;" in page

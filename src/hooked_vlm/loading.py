@@ -93,7 +93,7 @@ def resolve_source(
     configs = list_model_configs()
     if name in configs:
         cfg = load_model_config(name)
-        return Source(cfg.hf_id, Path(cfg.hf_id).is_dir(), cfg)
+        return Source(cfg.location, cfg.embedded or Path(cfg.location).is_dir(), cfg)
     if path.is_file():
         raise ModelSourceError(
             f"{name!r} is a file; give the directory that holds the checkpoint (its "

@@ -32,9 +32,10 @@ class ModelConfig:
     """One ``model_configs/*.yaml`` entry."""
 
     name: str
-    hf_id: str
+    hf_id: str | None  # None for a model embedded in the package
     architecture: str
     native: bool
+    embedded: bool = False  # weights ship inside hooked-vlm (hooked_vlm/embedded/<name>/)
     dtype: str = "float32"
     image_size: int | None = None
     image_tokens: int | None = None
@@ -42,6 +43,20 @@ class ModelConfig:
     prompts: dict[str, str] = field(default_factory=dict)
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def location(self) -> str:
+        """Where the weights are: the package's embedded directory, or the hub id.
+
+        Example:
+            >>> load_model_config("tiny-native").location
+            '.../hooked_vlm/embedded/tiny-native'
+        """
+        if self.embedded:
+            return str(_PACKAGE_DIR / "embedded" / self.name)
+        if not self.hf_id:
+            raise ValueError(f"model config {self.name!r} has neither an hf_id nor embedded: true")
+        return self.hf_id
 
     def prompt(self, task: str, **fields: str) -> str:
         """The prompt template for ``task`` ("caption", "vqa", "classify") with fields filled."""

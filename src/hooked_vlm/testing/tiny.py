@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -64,18 +64,26 @@ def tiny_llava(seed: int = 0, n_layers: int = 2) -> TinyModel:
     return TinyModel("llava", model, inputs, n_img)
 
 
-def chameleon_vocabulary(n_codes: int) -> dict[str, int]:
+def chameleon_vocabulary(n_codes: int, words: Sequence[str] | None = None) -> dict[str, int]:
     """A Chameleon vocabulary map whose ``IMGIMG…Z`` names encode the VQ code index.
 
     Chameleon maps VQ code ``c`` to the token named ``IMGIMG`` + digits of ``c`` written with
     letters A-J + ``Z``; a map that does not encode the index sends every code to one token.
+    Text ``words`` follow the codes (default: ``w0`` ... ``w47``).
+
+    Example:
+        >>> vocab = chameleon_vocabulary(16, ["red", "circle"])
+        >>> vocab["IMGIMGBAZ"], vocab["red"]   # code 10, first word
+        (16, 22)
     """
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<racm3:break>": 3, "<eoss>": 4, "<image>": 5}
     for code in range(n_codes):
         letters = "".join(chr(ord("A") + int(d)) for d in str(code))
         vocab[f"IMGIMG{letters}Z"] = len(vocab)
-    for word in range(TEXT_VOCAB):
-        vocab[f"w{word}"] = len(vocab)
+    for word in [f"w{i}" for i in range(TEXT_VOCAB)] if words is None else words:
+        if word in vocab:
+            raise ValueError(f"word {word!r} clashes with a special or image-code token")
+        vocab[word] = len(vocab)
     return vocab
 
 

@@ -1,0 +1,20 @@
+"""Training of the two tiny VLMs embedded in hooked-vlm (tiny-native, tiny-llava).
+
+Random weights make every interpretability finding meaningless, and no checkpoint can be
+downloaded in tests, so hooked-vlm ships two small models trained here on the synthetic
+shapes dataset (:mod:`hooked_vlm.data.synthetic`):
+
+- ``models``: the HF architectures (Chameleon with a VQ tokenizer; LLaVA with a CLIP tower);
+- ``vocab``: word-level tokenizers and real HF processors;
+- ``vq``: fitting tiny-native's VQ tokenizer (autoencoder + k-means codebook);
+- ``batches``: tasks -> token batches; ``loop``: the optimisation loop;
+- ``evaluate``: held-out accuracies; ``train``: :func:`train_tiny`, the one entry point.
+
+Example:
+    >>> from hooked_vlm.training import train_tiny
+    >>> report = train_tiny("tiny-llava", "out/tiny-llava", seed=0)
+"""
+
+from hooked_vlm.training.train import TrainConfig, train_config, train_tiny
+
+__all__ = ["TrainConfig", "train_config", "train_tiny"]

@@ -1,0 +1,135 @@
+"""The embedded tiny trained models and the training code that makes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hooked_vlm import HookedVLM
+from hooked_vlm.data.synthetic import synthetic_dataset
+from hooked_vlm.model_configs import load_model_config
+from hooked_vlm.training import train_config, train_tiny
+from hooked_vlm.training.batches import BatchSpec, make_batch
+
+NAMES = ["tiny-native", "tiny-llava"]
+# Held-out accuracy floors on 128 test images (chance: classify 1/6, colour 1/8). The full
+# figures on 500 images are in each model's training.json (tiny-native: classify 0.36, colour
+# 0.98; tiny-llava: 0.99, 1.0); these floors sit well below them. tiny-native's VQ codes keep
+# colour far better than shape, so its shape floor is only above chance, not high.
+FLOORS = {"tiny-native": {"classify": 0.25, "color": 0.8},
+          "tiny-llava": {"classify": 0.8, "color": 0.8}}
+SHORT = {"steps": 10, "batch_size": 4, "n_train": 16, "n_eval": 0, "log_every": 5}
+SHORT_IMAGE_SIDE = {"tiny-native": {"vq_steps": 3, "vq_images": 16},
+                    "tiny-llava": {"tower_steps": 3}}
+
+
+@pytest.fixture(scope="module")
+def test_rows():
+    return list(synthetic_dataset("test", n=128))
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def embedded(request):
+    return HookedVLM.from_pretrained(request.param)
+
+
+def first_tokens(model: HookedVLM, images, prompts) -> list[str]:
+    inputs = model.prepare(images, prompts)
+    with torch.no_grad():
+        last = model(inputs)[:, -1]
+    return model.tokenizer.convert_ids_to_tokens(last.argmax(-1).tolist())
+
+
+def test_embedded_models_load_by_name_offline_with_processor(embedded, test_rows):
+    cfg = embedded.model_config
+    assert cfg.embedded and cfg.location.endswith(f"embedded/{cfg.name}")
+    assert embedded.processor is not None and embedded.dtype == torch.float32
+    inputs = embedded.prepare([r["image"] for r in test_rows[:2]], task="classify")
+    layout = inputs.layout
+    assert [int(x.numel()) for x in layout.select("image")] == [cfg.image_tokens] * 2
+    tokens = embedded.to_str_tokens(inputs["input_ids"][0])
+    assert tokens[-2:] == ["ASSISTANT", ":"]  # role token, then the final token
+    if cfg.native:
+        assert tokens[3] == "<racm3:break>" and [len(e) for e in layout.select("eoi")] == [1, 1]
+    for name in cfg.extra["class_names"]:  # every class name is one token of the vocabulary
+        assert embedded.tokenizer.tokenize(name) == [name]
+
+
+def test_embedded_models_answer_held_out_images(embedded, test_rows):
+    cfg = embedded.model_config
+    images = [r["image"] for r in test_rows]
+    shapes = first_tokens(embedded, images, [cfg.prompt("classify")] * len(images))
+    accuracy = sum(p == r["label"] for p, r in zip(shapes, test_rows, strict=True)) / len(test_rows)
+    assert accuracy >= FLOORS[cfg.name]["classify"], (cfg.name, accuracy, shapes)
+    question = "what color is the large shape ?"
+    colors = first_tokens(embedded, images, [cfg.prompt("vqa", question=question)] * len(images))
+    truth = [json.loads(r["objects"])["objects"][0]["color"] for r in test_rows]
+    accuracy = sum(p == t for p, t in zip(colors, truth, strict=True)) / len(test_rows)
+    assert accuracy >= FLOORS[cfg.name]["color"], (cfg.name, accuracy, colors)
+
+
+def test_training_report_is_shipped_with_each_model():
+    for name in NAMES:
+        report = json.loads((_location(name) / "training.json").read_text())
+        assert report["name"] == name and report["steps"] == report["config"]["steps"]
+        assert report["eval"]["n"] >= 500
+        assert report["eval"]["classify"] > 2 * report["eval"]["chance"]["classify"]
+
+
+def test_native_vq_code_tokens_are_what_the_pixel_path_embeds():
+    """Training feeds VQ code tokens in place of the placeholders; that is HF's pixel path."""
+    from transformers import AutoProcessor, ChameleonForConditionalGeneration
+
+    location = _location("tiny-native")
+    model = ChameleonForConditionalGeneration.from_pretrained(location).eval()
+    processor = AutoProcessor.from_pretrained(location)
+    rows = list(synthetic_dataset("test", n=2))
+    cfg = load_model_config("tiny-native")
+    batch = processor(images=[r["image"] for r in rows], text=[cfg.prompt("classify")] * 2,
+                      return_tensors="pt", **cfg.processor_kwargs)
+    with torch.no_grad():
+        codes = model.model.get_image_tokens(batch["pixel_values"])
+        by_pixels = model(**batch).logits
+        spec = BatchSpec(processor, cfg, codes)
+        rng = np.random.default_rng(0)
+        trained = make_batch(spec, rows, [("classify",), ("classify",)], rng, [0, 1])
+        n_prompt = batch["input_ids"].shape[1]
+        ids = trained["input_ids"][:, :n_prompt]
+        by_codes = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert len(set(codes.flatten().tolist())) > 8  # the codes differ across the image
+    torch.testing.assert_close(by_codes, by_pixels, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_short_training_is_reproducible_and_lowers_the_loss(name, tmp_path):
+    options = {**SHORT, **SHORT_IMAGE_SIDE[name]}
+    first = train_tiny(name, tmp_path / "a", seed=1, log=None, **options)
+    second = train_tiny(name, tmp_path / "b", seed=1, log=None, **options)
+    a = load_file(tmp_path / "a" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-6, msg=key)
+    assert first["loss_curve"] == second["loss_curve"]
+    curve = first["loss_curve"]["mean_loss"]  # mean loss of steps 1-5, then 6-10
+    assert curve[-1] < 0.9 * curve[0], curve
+    loaded = HookedVLM.from_pretrained(tmp_path / "a", model_config=name)
+    assert loaded.prepare([synthetic_dataset("test", n=1)[0]["image"]], task="caption")
+
+
+def test_training_options_are_checked():
+    with pytest.raises(TypeError, match="unknown training options \\['step'\\]"):
+        train_config("tiny-llava", step=3)
+    with pytest.raises(TypeError, match="do not apply to tiny-llava"):
+        train_config("tiny-llava", vq_steps=3)
+    with pytest.raises(KeyError, match="available"):
+        train_config("tiny-emu3")
+
+
+def _location(name: str) -> Path:
+    return Path(load_model_config(name).location)
