@@ -8,6 +8,12 @@ the same store (the first creates it; the dataset-mean baseline is computed once
 by everyone), so any engine's results equal one process's, bit for bit on identical hardware
 and software.
 
+One store, many writers: the store's arrays are memory-mapped, and each unit writes its own
+slice, which is safe for processes on one node, and across nodes only on a filesystem whose
+memory-mapped writes are coherent between nodes (NFS is not: a node flushing a whole page can
+overwrite another's slice). Workers on several nodes without one: a store per node (or per
+Slurm task), then :func:`~hooked_vlm.attribution.store.merge_stores`, as below.
+
 Example:
     >>> def build():
     ...     model = HookedVLM.from_pretrained("llava-1.5-7b", device="cuda", dtype="bf16")
