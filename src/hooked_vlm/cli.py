@@ -314,6 +314,138 @@ def _run_narrow_gate(
     console.print(f"report: [bold]{summary.report}[/]")
 
 
+@run_app.command("head-attribution")
+def head_attribution(
+    out: Annotated[Path, typer.Option(help="results directory (resumable; one config per dir)")],
+    model: Annotated[
+        str | None, typer.Option(help="model-config name, local save_pretrained dir or HF id")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help='hub id, local dir/file or "synthetic"')
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="examples (default: 64)")] = None,
+    masks: Annotated[
+        int | None, typer.Option(help="random head masks per example (default: 2000)")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="probability each head is ablated (default: 0.5)")
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="ablate exactly k heads per mask (not alpha)")]
+    = None,
+    heldout: Annotated[
+        int | None, typer.Option(help="fresh masks that score the fit (default: 200)")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="study YAML (fields of HeadAttributionConfig); options win"),
+    ] = None,
+    model_config: Annotated[
+        str | None, typer.Option(help="model-config name or YAML for a local model directory")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classify (default), vqa or caption: prompt and answer")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="baseline_kv (default), zero, mean or knockout")
+    ] = None,
+    baseline: Annotated[str | None, typer.Option(help="mean (default), blank or zeros")] = None,
+    target: Annotated[str | None, typer.Option(help="logit (default), logprob or logit_diff")]
+    = None,
+    regression: Annotated[str | None, typer.Option(help="ols (default), ridge or lasso")]
+    = None,
+    top_k: Annotated[
+        str | None, typer.Option(help="head counts of the curves, e.g. 1,2,4,8 (default: "
+                                 "powers of two up to every head)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of examples and masks (default: 0)")]
+    = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cpu)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bf16, fp16 (default: the model's)")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(help="masks per forward (default: 16)")]
+    = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated stages or numbers 1-6: masks, fit, baselines, "
+                     "curves, tokens, consistency (default: all)"),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/N: fill only block i of N of the mask store (a Slurm array task: "
+                     "--shard $SLURM_ARRAY_TASK_ID/N); then --fit-only"),
+    ] = None,
+    fit_only: Annotated[
+        bool, typer.Option("--fit-only", help="fit and report once every shard is in")
+    ] = False,
+):
+    """Head attribution (Kim et al. 2025): which heads carry image information to the text.
+
+    Random multi-head ablations into a resumable store, a linear fit scored on held-out masks,
+    leave-one-out and attention-weight baselines, faithfulness/completeness and top-k vs
+    random-k, text positions and image tokens inside the top heads, class consistency."""
+    from hooked_vlm.studies.common import ConfigError
+    from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
+
+    given = {"model": model, "data": data, "n": n, "masks": masks, "alpha": alpha, "k": k,
+             "heldout": heldout, "model_config": model_config, "task": task, "mode": mode,
+             "baseline": baseline, "target": target, "regression": regression,
+             "top_k": None if top_k is None else _int_list(top_k, "--top-k"), "seed": seed,
+             "device": device, "dtype": dtype, "batch_size": batch_size, "stages": stages}
+    console = _console()
+    try:
+        if config is not None:
+            study = HeadAttributionConfig.from_yaml(config, **given)
+        else:
+            study = HeadAttributionConfig.from_dict(
+                {key: v for key, v in given.items() if v is not None})
+        if shard is not None:
+            from hooked_vlm.attribution import parse_shard
+
+            parse_shard(shard)
+    except (ConfigError, ValueError, OSError, TypeError) as err:
+        console.print(f"[red]invalid study configuration[/]: {err}")
+        raise typer.Exit(code=2) from None
+    _run_head_attribution(study, out, console, shard, fit_only)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+def _run_head_attribution(
+    study: Any, out: Path, console: Any, shard: str | None, fit_only: bool
+) -> None:
+    from rich.table import Table
+
+    from hooked_vlm.studies.head_attribution import ConfigError, run_head_attribution
+
+    with _RichProgress(console) as progress:
+        try:
+            summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only)
+        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            progress.stop()
+            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            raise typer.Exit(code=1) from None
+    setting = (f"alpha {study.alpha}" if study.alpha is not None else f"k {study.k}")
+    table = Table(title=f"Head attribution: {study.model} ({setting}, N {study.masks} + "
+                  f"{study.heldout} held out, {study.regression})")
+    for column in ("stage", "result", "value", "s"):
+        table.add_column(column)
+    for stage, rows in summary.headline.items():
+        timing = summary.timings[stage]
+        seconds = f"{timing.wall_seconds:.1f}"
+        for i, (label, value) in enumerate(rows):
+            table.add_row(stage if i == 0 else "", label, value, seconds if i == 0 else "")
+    console.print(table)
+    for note in summary.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    if summary.report is not None:
+        console.print(f"report: [bold]{summary.report}[/]")
+
+
 class _RichProgress:
     """The study's progress callbacks as one rich progress bar per stage."""
 

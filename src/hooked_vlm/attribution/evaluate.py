@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -328,12 +328,21 @@ def run_unit(evaluator: MaskEvaluator, unit: Unit, store: MaskStore) -> bool:
 
 
 def run(
-    evaluator: MaskEvaluator, store: MaskStore, work: Iterable[Unit] | None = None
+    evaluator: MaskEvaluator,
+    store: MaskStore,
+    work: Iterable[Unit] | None = None,
+    on_unit: Callable[[Unit, bool], None] | None = None,
 ) -> int:
     """Run ``work`` (default: every unit not done yet); returns how many units ran.
+    ``on_unit(unit, ran)`` is called after each unit (a progress bar, say).
 
     Example:
         >>> run(evaluator, store)        # resumes a killed run
     """
-    todo = store.missing() if work is None else work
-    return sum(run_unit(evaluator, unit, store) for unit in todo)
+    ran = 0
+    for unit in store.missing() if work is None else work:
+        fresh = run_unit(evaluator, unit, store)
+        ran += fresh
+        if on_unit is not None:
+            on_unit(unit, fresh)
+    return ran
