@@ -217,11 +217,14 @@ def assert_same_study(out: Path, reference: Path) -> None:
         assert json.loads((out / "results" / path.name).read_text())["values"] == values
 
 
-def test_narrow_gate_on_ray_workers_equals_one_process(ray_cluster, study, tmp_path):
+def test_narrow_gate_on_ray_workers_equals_one_process(ray_cluster, study, tmp_path,
+                                                      monkeypatch):
+    """Also with a relative --out: the workers resolve it in the driver's directory."""
     config_path, reference = study
     out = tmp_path / "ray"
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "narrow-gate", "--config", str(config_path),
-                                      "--out", str(out), "--ray", "auto", "--workers", "2"])
+                                      "--out", "ray", "--ray", "auto", "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and (out / "report.html").exists()
     assert_same_study(out, reference)

@@ -3,7 +3,7 @@
 Examples:
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
-    hooked-vlm demo --out results/demo
+    hooked-vlm demo --out results/demo    # both studies on the embedded trained models
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
     hooked-vlm run narrow-gate ... --device cuda --ray auto       # on the Ray cluster of this node
     hooked-vlm run narrow-gate ... --shard 0/8                    # a Slurm array task
@@ -36,6 +36,16 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console()
+
+
+def _quiet_libraries() -> None:
+    """No per-file progress bars of transformers (weights) and datasets (casting): the
+    studies' own bars say what is going on."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _model_for_info(name: str) -> tuple[Any, dict | None]:
@@ -136,42 +146,35 @@ def demo(
         "results/demo"
     ),
     models: Annotated[
-        str, typer.Option(help=f"comma-separated tiny models: {', '.join(DEMO_CHOICES)}")
+        str, typer.Option(help=f"comma-separated embedded models: {', '.join(DEMO_CHOICES)}")
     ] = ",".join(DEMO_DEFAULT),
+    n: Annotated[int, typer.Option(help="Narrow Gate examples per task", min=2)] = 64,
+    seed: Annotated[int, typer.Option(help="seed of both studies")] = 0,
 ):
-    """Run the demo study on built-in tiny models (no download)."""
+    """Both studies on the embedded trained tiny models (no download), one comparison page."""
     from rich.table import Table
 
-    from hooked_vlm.studies.demo import run_demo
+    from hooked_vlm.studies.demo import DemoConfig, run_demo
+    from hooked_vlm.studies.demo.report import contrast_table
 
-    names = _model_list(models)
+    config = DemoConfig(models=_model_list(models), n=n, seed=seed)
     console = _console()
-    console.print(
-        "[bold yellow]The built-in tiny models have RANDOM weights:[/] the numbers show the "
-        "pipeline running end to end, not how real models behave."
-    )
-    rows = run_demo(out, names, log=console.print)
-    table = Table(title="share of text→image attention (mean over layers)")
-    for col in ("model", "native", "image tokens", "EOI", "last image"):
-        table.add_column(col)
-    for row in rows:
-        layers = row["per_layer"]
-        eoi = sum(r["eoi"] for r in layers) / len(layers)
-        last = sum(r["last_image"] for r in layers) / len(layers)
-        table.add_row(row["model"], str(row["native"]), str(row["image_tokens_per_example"][0]),
-                      f"{eoi:.3f}" if row["has_eoi"] else "no EOI", f"{last:.3f}")
+    _quiet_libraries()
+    with _RichProgress(console) as progress:
+        try:
+            summary = run_demo(config, out, progress, log=console.print)
+        except ValueError as err:  # another demo's directory: say so instead of a traceback
+            progress.stop()
+            console.print(f"[red]cannot run[/]: {err}")
+            raise typer.Exit(code=1) from None
+    contrast = contrast_table(summary.rows)
+    table = Table(title="The Narrow Gate contrast on the embedded models", caption=contrast.caption)
+    for column in contrast.columns:
+        table.add_column(column)
+    for row in contrast.rows:
+        table.add_row(*map(str, row))
     console.print(table)
-    knock = Table(title="knockout of text→keys in every layer: overlap with the clean "
-                  "next-token distribution (1 = no effect)")
-    knock.add_column("model")
-    knock.add_column("keys")
-    knock.add_column("overlap")
-    for row in rows:
-        for keys, overlap in row["knockout"].items():
-            knock.add_row(row["model"], keys, f"{overlap:.4f}")
-    console.print(knock)
-    console.print(f"results in {out}/ (summary.tsv, knockout.tsv, patching.tsv, records/, one "
-                  "HTML figure per model)")
+    console.print(f"report: [bold]{summary.report}[/] (links to each study's full report)")
 
 
 # the engine options every study takes (hooked_vlm.engines)
@@ -290,6 +293,7 @@ def _run_narrow_gate(
     from hooked_vlm.engines import EngineError
     from hooked_vlm.studies.narrow_gate import ConfigError, run_narrow_gate
 
+    _quiet_libraries()
     with _RichProgress(console) as progress:
         try:
             summary = run_narrow_gate(study, out, progress, engine=engine, shard=shard)

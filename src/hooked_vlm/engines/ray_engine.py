@@ -59,12 +59,18 @@ def import_ray() -> Any:
 
 
 class _RayWorker:
-    """The actor: builds the job's session once, then runs units."""
+    """The actor: builds the job's session once, then runs units.
 
-    def __init__(self, job: Job, threads: int) -> None:
+    It works in the driver's directory ``cwd`` when this node has it (a shared filesystem),
+    so a study's relative paths (``--out results/x``, ``--data data/``) mean the same files
+    as for the driver; Ray would otherwise start it elsewhere."""
+
+    def __init__(self, job: Job, threads: int, cwd: str) -> None:
         import torch
 
         torch.set_num_threads(threads)  # OpenMP threads spinning on shared cores cost ~30x
+        if os.path.isdir(cwd):
+            os.chdir(cwd)
         self.worker: Worker = job()
 
     def ready(self) -> str:
@@ -121,7 +127,7 @@ class RayEngine:
                 max_restarts=-1, max_task_retries=self.max_retries,
                 runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), **self.env_vars}},
             )
-            actors = [actor.remote(job, threads) for _ in range(count)]
+            actors = [actor.remote(job, threads, os.getcwd()) for _ in range(count)]
             try:
                 ray.get([a.ready.remote() for a in actors])
             except ray.exceptions.RayError as err:
