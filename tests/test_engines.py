@@ -262,6 +262,10 @@ def test_cli_engine_options_are_checked(study_name, monkeypatch, tmp_path):
                           (["--shard", "1of2"], "'i/N'")):
         result = CliRunner().invoke(app, [*command, "--out", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output
+    if study_name == "head-attribution":
+        result = CliRunner().invoke(app, [*command, "--out", str(out), "--ray", "auto",
+                                          "--fit-only"])
+        assert result.exit_code == 2 and "drop --ray" in result.output, result.output
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails: Ray not installed
     result = CliRunner().invoke(app, [*command, "--out", str(out), "--ray", "local"])
     assert result.exit_code == 1 and "hooked-vlm[ray]" in result.output, result.output

@@ -419,6 +419,9 @@ def head_attribution(
 
             parse_shard(shard)
         engine = _engine(ray, workers, gpus_per_worker, study.device)
+        if engine is not None and fit_only:
+            raise ValueError("--fit-only evaluates no mask: it fits and reports in this "
+                             "process; drop --ray")
     except (ConfigError, ValueError, OSError, TypeError) as err:
         _print_error(console, "invalid study configuration", err)
         raise typer.Exit(code=2) from None
