@@ -1,8 +1,9 @@
 """Engines: a local Ray cluster (2 CPUs, one per test module) and a Slurm-style array of
 processes give the single-process results bit for bit, also when a worker is killed mid-unit.
 
-Head attribution on a tiny LLaVA (store contents, shared baseline, fitted attributions) and
-the Narrow Gate study on a tiny Chameleon (every unit's arrays, every stage's results).
+Head attribution on a tiny LLaVA (store contents, shared baseline, fitted attributions; and
+the whole study through ``hooked-vlm run head-attribution --ray``) and the Narrow Gate study on
+a tiny Chameleon (every unit's arrays, every stage's results).
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ from hooked_vlm.attribution import (
 )
 from hooked_vlm.cli import app
 from hooked_vlm.engines import EngineError, LocalEngine, RayEngine, parse_shard, shard
+from hooked_vlm.studies.head_attribution import HeadAttributionConfig, run_head_attribution
 from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
 from hooked_vlm.testing.attribution_fixtures import tiny_evaluator
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
 from tests.engine_jobs import KilledOnce, tiny_job
+from tests.test_head_attribution import FAST as HA_FAST
+from tests.test_head_attribution import same_results, same_store
 
 ROOT = Path(__file__).resolve().parents[1]
 # workers and subprocesses import tests.engine_jobs and this checkout's hooked_vlm
@@ -155,6 +159,27 @@ def test_shard_arguments_and_engine_errors(ray_cluster):
         assert pool.run(range(5)) == 3
 
 
+def test_head_attribution_study_with_its_masks_on_ray_workers_equals_one_process(
+        ray_cluster, tmp_path):
+    """``hooked-vlm run head-attribution --ray``: two CPU workers fill the mask store, this
+    process fits and runs every later stage; store and every stage's results as in one process."""
+    data = save_tiny_study_data(tmp_path / "data", n=8)
+    model_dir, model_yaml = save_tiny_study_model("llava", tmp_path / "llava")
+    config = HeadAttributionConfig(model=str(model_dir), model_config=str(model_yaml),
+                                   data=str(data), **HA_FAST)
+    run_head_attribution(config, tmp_path / "one-process")
+    config_path = tmp_path / "study.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()))
+    out = tmp_path / "ray"
+    result = CliRunner().invoke(app, ["run", "head-attribution", "--config", str(config_path),
+                                      "--out", str(out), "--ray", "auto", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.output
+    same_store(out, tmp_path / "one-process")
+    same_results(out, tmp_path / "one-process",
+                 ("fit", "baselines", "curves", "tokens", "consistency"))
+
+
 # ---------------------------------------------------------------------- Narrow Gate
 
 
@@ -228,16 +253,20 @@ def test_narrow_gate_shards_then_the_merge_equal_one_process(study, tmp_path):
     assert timings["overlap"]["computed"] == timings["knockout"]["computed"] == 0
 
 
-def test_cli_engine_options_are_checked(study, monkeypatch, tmp_path):
-    config_path, _ = study
+@pytest.mark.parametrize("study_name", ["narrow-gate", "head-attribution"])
+def test_cli_engine_options_are_checked(study_name, monkeypatch, tmp_path):
+    """Refused before anything is loaded or written."""
+    command = ["run", study_name, "--model", "unused", "--data", "synthetic"]
     out = tmp_path / "unused"
     for args, message in ((["--workers", "2"], "add --ray"), (["--shard", "2/2"], "shard"),
                           (["--shard", "1of2"], "'i/N'")):
-        result = CliRunner().invoke(app, ["run", "narrow-gate", "--config", str(config_path),
-                                          "--out", str(out), *args])
+        result = CliRunner().invoke(app, [*command, "--out", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output
+    if study_name == "head-attribution":
+        result = CliRunner().invoke(app, [*command, "--out", str(out), "--ray", "auto",
+                                          "--fit-only"])
+        assert result.exit_code == 2 and "drop --ray" in result.output, result.output
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails: Ray not installed
-    result = CliRunner().invoke(app, ["run", "narrow-gate", "--config", str(config_path),
-                                      "--out", str(out), "--ray", "local"])
+    result = CliRunner().invoke(app, [*command, "--out", str(out), "--ray", "local"])
     assert result.exit_code == 1 and "hooked-vlm[ray]" in result.output, result.output
-    assert not out.exists()  # refused before anything was loaded or written
+    assert not out.exists()

@@ -7,6 +7,8 @@ Examples:
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
     hooked-vlm run narrow-gate ... --device cuda --ray auto       # on the Ray cluster of this node
     hooked-vlm run narrow-gate ... --shard 0/8                    # a Slurm array task
+    hooked-vlm run head-attribution ... --ray auto                # mask store on Ray workers
+    hooked-vlm run head-attribution ... --shard 0/8   (then --fit-only once all are in)
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
@@ -175,6 +177,24 @@ def demo(
     console.print(f"report: [bold]{summary.report}[/] (links to each study's full report)")
 
 
+# the engine options every study takes (hooked_vlm.engines)
+RayOption = Annotated[
+    str | None,
+    typer.Option(help="run the units on Ray workers that load the model once each: auto (the "
+                 "cluster of this node: `ray start` ran here or RAY_ADDRESS is set), local "
+                 "(a new cluster on this machine), host:port or ray://host:10001. Needs "
+                 "pip install 'hooked-vlm[ray]'"),
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster; with "
+                             "--device cpu one per CPU)")
+]
+GpusOption = Annotated[
+    float | None, typer.Option(help="GPUs per Ray worker (default: 1 with a cuda device, "
+                               "else 0; more for a model spread with device_map)")
+]
+
+
 @run_app.command("narrow-gate")
 def narrow_gate(
     out: Annotated[Path, typer.Option(help="results directory (resumable; one config per dir)")],
@@ -205,20 +225,9 @@ def narrow_gate(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
     = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(help="run the units on Ray workers that load the model once each: auto (the "
-                     "cluster of this node: `ray start` ran here or RAY_ADDRESS is set), local "
-                     "(a new cluster on this machine), host:port or ray://host:10001"),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster; with "
-                                 "--device cpu one per CPU)")
-    ] = None,
-    gpus_per_worker: Annotated[
-        float | None, typer.Option(help="GPUs per Ray worker (default: 1 with a cuda device, "
-                                   "else 0; more for a model spread with device_map)")
-    ] = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
     shard: Annotated[
         str | None,
         typer.Option(help="i/N: compute block i of N of each stage's units and stop (a Slurm "
@@ -381,6 +390,9 @@ def head_attribution(
     fit_only: Annotated[
         bool, typer.Option("--fit-only", help="fit and report once every shard is in")
     ] = False,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
 ):
     """Head attribution (Kim et al. 2025): which heads carry image information to the text.
 
@@ -406,10 +418,17 @@ def head_attribution(
             from hooked_vlm.attribution import parse_shard
 
             parse_shard(shard)
+        engine = _engine(ray, workers, gpus_per_worker, study.device)
+        if engine is not None and fit_only:
+            raise ValueError("--fit-only evaluates no mask: it fits and reports in this "
+                             "process; drop --ray")
     except (ConfigError, ValueError, OSError, TypeError) as err:
-        console.print(f"[red]invalid study configuration[/]: {err}")
+        _print_error(console, "invalid study configuration", err)
         raise typer.Exit(code=2) from None
-    _run_head_attribution(study, out, console, shard, fit_only)
+    except ImportError as err:  # --ray without Ray installed
+        _print_error(console, "cannot run", err)
+        raise typer.Exit(code=1) from None
+    _run_head_attribution(study, out, console, shard, fit_only, engine)
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -420,19 +439,27 @@ def _int_list(text: str, option: str) -> list[int]:
 
 
 def _run_head_attribution(
-    study: Any, out: Path, console: Any, shard: str | None, fit_only: bool
+    study: Any, out: Path, console: Any, shard: str | None, fit_only: bool, engine: Any
 ) -> None:
     from rich.table import Table
 
-    from hooked_vlm.studies.head_attribution import ConfigError, run_head_attribution
+    from hooked_vlm.engines import EngineError
+    from hooked_vlm.studies.head_attribution import (
+        ConfigError,
+        OnEngine,
+        fill_store,
+        run_head_attribution,
+    )
 
     _quiet_libraries()
+    masks = fill_store if engine is None else OnEngine(engine)
     with _RichProgress(console) as progress:
         try:
-            summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only)
-        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only,
+                                           engine=masks)
+        except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
             progress.stop()
-            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            _print_error(console, "cannot run", f"{type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
     setting = (f"alpha {study.alpha}" if study.alpha is not None else f"k {study.k}")
     table = Table(title=f"Head attribution: {study.model} ({setting}, N {study.masks} + "

@@ -17,8 +17,9 @@ The engines:
   out of memory, node preempted) is restarted and its unit retried.
 - sharding, :func:`shard`: task ``i`` of ``N`` (a Slurm array task, ``submitit``'s
   ``map_array``) runs a contiguous block of the units with the local engine; a merge step
-  follows once every shard is in (the study's: ``merge_stores`` + ``fit_store`` for head
-  attribution, the same command without ``--shard`` for the Narrow Gate study).
+  follows once every shard is in (the head-attribution study: ``--fit-only``; the Narrow Gate
+  study: the same command without ``--shard``; the attribution library with a store per task:
+  ``merge_stores`` + ``fit_store``).
 
 A model too big for one GPU stays accelerate's business inside each worker: the job loads it
 with ``device_map="auto"`` and the Ray worker asks for that many GPUs (``gpus_per_worker``).
