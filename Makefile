@@ -38,7 +38,7 @@ test: setup
 	$(PY) -m pytest
 
 test-min: $(MIN_VENV)/.installed
-	$(MIN_VENV)/bin/python -m pytest -m "not notebooks"
+	$(MIN_VENV)/bin/python -m pytest -m "not notebooks and not ray"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks

@@ -5,6 +5,10 @@ Examples:
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm demo --out results/demo    # both studies on the embedded trained models
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
+    hooked-vlm run narrow-gate ... --device cuda --ray auto       # on the Ray cluster of this node
+    hooked-vlm run narrow-gate ... --shard 0/8                    # a Slurm array task
+    hooked-vlm run head-attribution ... --ray auto                # mask store on Ray workers
+    hooked-vlm run head-attribution ... --shard 0/8   (then --fit-only once all are in)
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
@@ -181,6 +185,24 @@ def demo(
     console.print(f"report: [bold]{summary.report}[/] (links to each study's full report)")
 
 
+# the engine options every study takes (hooked_vlm.engines)
+RayOption = Annotated[
+    str | None,
+    typer.Option(help="run the units on Ray workers that load the model once each: auto (the "
+                 "cluster of this node: `ray start` ran here or RAY_ADDRESS is set), local "
+                 "(a new cluster on this machine), host:port or ray://host:10001. Needs "
+                 "pip install 'hooked-vlm[ray]'"),
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster; with "
+                             "--device cpu one per CPU)")
+]
+GpusOption = Annotated[
+    float | None, typer.Option(help="GPUs per Ray worker (default: 1 with a cuda device, "
+                               "else 0; more for a model spread with device_map)")
+]
+
+
 @run_app.command("narrow-gate")
 def narrow_gate(
     out: Annotated[Path, typer.Option(help="results directory (resumable; one config per dir)")],
@@ -211,11 +233,21 @@ def narrow_gate(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
     = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/N: compute block i of N of each stage's units and stop (a Slurm "
+                     "array task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); then "
+                     "the same command without --shard reduces and writes the report"),
+    ] = None,
 ):
     """The Narrow Gate study (Serra et al.), seven stages and an HTML report.
 
     Modality gap, attention flow, label overlap, knockouts, patching and steering at the
     image's gate token (EOI, or the last image token). Resumes where a run stopped."""
+    from hooked_vlm.engines import parse_shard
     from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
 
     given = {"model": model, "data": data, "n": n, "model_config": model_config,
@@ -227,26 +259,67 @@ def narrow_gate(
             study = NarrowGateConfig.from_yaml(config, **given)
         else:
             study = NarrowGateConfig.from_dict({k: v for k, v in given.items() if v is not None})
-    except (ConfigError, OSError, TypeError) as err:
-        console.print(f"[red]invalid study configuration[/]: {err}")
+        engine = _engine(ray, workers, gpus_per_worker, study.device)
+        parts = None if shard is None else parse_shard(shard)
+    except (ConfigError, OSError, TypeError, ValueError) as err:
+        _print_error(console, "invalid study configuration", err)
         raise typer.Exit(code=2) from None
-    _run_narrow_gate(study, out, console)
+    except ImportError as err:  # --ray without Ray installed
+        _print_error(console, "cannot run", err)
+        raise typer.Exit(code=1) from None
+    _run_narrow_gate(study, out, console, engine, parts)
 
 
-def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
+def _print_error(console: Any, title: str, err: object) -> None:
+    """``title: err`` in red; the message is escaped (rich would swallow ``hooked-vlm[ray]``)."""
+    from rich.markup import escape
+
+    console.print(f"[red]{title}[/]: {escape(str(err))}")
+
+
+def _engine(ray: str | None, workers: int | None, gpus: float | None, device: str) -> Any:
+    """The Ray engine of ``--ray`` (None: this process); Ray missing is an error here, before
+    any model loads."""
+    from hooked_vlm.engines import RayEngine
+    from hooked_vlm.engines.ray_engine import import_ray
+
+    if ray is None:
+        if workers is not None or gpus is not None:
+            raise ValueError("--workers and --gpus-per-worker set up Ray workers: add --ray")
+        return None
+    import_ray()
+    if gpus is None:
+        gpus = 1 if device.startswith("cuda") else 0
+    return RayEngine(address=ray, workers=workers, gpus_per_worker=gpus)
+
+
+def _run_narrow_gate(
+    study: Any, out: Path, console: Any, engine: Any, shard: tuple[int, int] | None
+) -> None:
     from rich.table import Table
 
+    from hooked_vlm.engines import EngineError
     from hooked_vlm.studies.narrow_gate import ConfigError, run_narrow_gate
 
     _quiet_libraries()
     with _RichProgress(console) as progress:
         try:
-            summary = run_narrow_gate(study, out, progress)
-        # a bad config, model path or data source: a clear message instead of a traceback
-        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            summary = run_narrow_gate(study, out, progress, engine=engine, shard=shard)
+        # a bad config, model path or data source, Ray missing or its workers failing to start:
+        # a clear message instead of a traceback
+        except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
             progress.stop()
-            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            _print_error(console, "cannot run", f"{type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
+    if shard is not None:
+        for note in summary.notes[1:]:
+            console.print(f"[yellow]note[/]: {note}")
+        computed = sum(t.computed for t in summary.timings.values())
+        console.print(f"shard {shard[0]}/{shard[1]}: {computed} unit(s) computed in "
+                      f"{', '.join(summary.timings) or 'no stage'}. When every shard is in, run "
+                      "the same command without --shard: it computes anything still missing, "
+                      "reduces every stage and writes the report.")
+        return
     table = Table(title=f"Narrow Gate: {study.model}")
     for column in ("stage", "result", "value", "compute s"):
         table.add_column(column)
@@ -325,6 +398,9 @@ def head_attribution(
     fit_only: Annotated[
         bool, typer.Option("--fit-only", help="fit and report once every shard is in")
     ] = False,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
 ):
     """Head attribution (Kim et al. 2025): which heads carry image information to the text.
 
@@ -350,10 +426,17 @@ def head_attribution(
             from hooked_vlm.attribution import parse_shard
 
             parse_shard(shard)
+        engine = _engine(ray, workers, gpus_per_worker, study.device)
+        if engine is not None and fit_only:
+            raise ValueError("--fit-only evaluates no mask: it fits and reports in this "
+                             "process; drop --ray")
     except (ConfigError, ValueError, OSError, TypeError) as err:
-        console.print(f"[red]invalid study configuration[/]: {err}")
+        _print_error(console, "invalid study configuration", err)
         raise typer.Exit(code=2) from None
-    _run_head_attribution(study, out, console, shard, fit_only)
+    except ImportError as err:  # --ray without Ray installed
+        _print_error(console, "cannot run", err)
+        raise typer.Exit(code=1) from None
+    _run_head_attribution(study, out, console, shard, fit_only, engine)
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -364,19 +447,27 @@ def _int_list(text: str, option: str) -> list[int]:
 
 
 def _run_head_attribution(
-    study: Any, out: Path, console: Any, shard: str | None, fit_only: bool
+    study: Any, out: Path, console: Any, shard: str | None, fit_only: bool, engine: Any
 ) -> None:
     from rich.table import Table
 
-    from hooked_vlm.studies.head_attribution import ConfigError, run_head_attribution
+    from hooked_vlm.engines import EngineError
+    from hooked_vlm.studies.head_attribution import (
+        ConfigError,
+        OnEngine,
+        fill_store,
+        run_head_attribution,
+    )
 
     _quiet_libraries()
+    masks = fill_store if engine is None else OnEngine(engine)
     with _RichProgress(console) as progress:
         try:
-            summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only)
-        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only,
+                                           engine=masks)
+        except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
             progress.stop()
-            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            _print_error(console, "cannot run", f"{type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
     setting = (f"alpha {study.alpha}" if study.alpha is not None else f"k {study.k}")
     table = Table(title=f"Head attribution: {study.model} ({setting}, N {study.masks} + "

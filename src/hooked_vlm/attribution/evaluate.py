@@ -5,14 +5,15 @@ A unit is (split, example, mask chunk) (:class:`~hooked_vlm.attribution.store.Un
 any example: masks run ``batch_size`` per forward as a repeated batch on the example's clean
 prefix (its image keys/values computed once per example and reused). :func:`run_unit` evaluates
 one unit and writes it; any engine drives it: a loop (:func:`run`), a Slurm array task
-(``shard(units, i, n)``), or Ray actors each holding an :class:`Evaluator`. Units are ordered by
+(``shard(units, i, n)``), or Ray actors each holding an :class:`Evaluator`
+(:mod:`hooked_vlm.attribution.jobs`). Units are ordered by
 example, so a shard reuses each example's prefix across its chunks.
 
 Example:
     >>> config = AttributionConfig(n_masks=2000, alpha=0.5, mode="baseline_kv", baseline="mean")
     >>> evaluator = Evaluator(model, examples, config)
     >>> store = open_store("runs/coco", evaluator)       # or reopen: resumes
-    >>> run(evaluator, store, shard(store.missing(), *parse_shard("0/4")))
+    >>> run(evaluator, store, shard(units(evaluator), *parse_shard("0/4")))   # task 0 of 4
 """
 
 from __future__ import annotations
@@ -293,28 +294,6 @@ def units(evaluator: MaskEvaluator) -> list[Unit]:
         for name, masks in splits.items()
         for chunk in range(chunk_count(masks.size, evaluator.config.chunk_size))
     ]
-
-
-def shard(work: Sequence[Unit], index: int, count: int) -> list[Unit]:
-    """Shard ``index`` of ``count``: a contiguous block of ``work`` (keeps examples together).
-
-    Example:
-        >>> shard(units(evaluator), 2, 8)       # Slurm: --shard $SLURM_ARRAY_TASK_ID/8
-    """
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= index < count.")
-    bounds = np.linspace(0, len(work), count + 1).round().astype(int)
-    return list(work[bounds[index] : bounds[index + 1]])
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/N"`` -> ``(i, N)``."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"a shard is written 'i/N' (e.g. '0/4'), got {text!r}.") from None
-    shard([], index, count)  # validates
-    return index, count
 
 
 def open_store(path: str | Path, evaluator: MaskEvaluator) -> MaskStore:

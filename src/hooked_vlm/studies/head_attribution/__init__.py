@@ -19,6 +19,8 @@ Example:
     >>> summary = run_head_attribution(config, "results/ha")      # resumes if killed
     >>> run_head_attribution(config, "results/ha", shard="0/4")    # a Slurm array task
     >>> run_head_attribution(config, "results/ha", fit_only=True)  # once every shard is in
+    >>> run_head_attribution(config, "results/ha",                 # masks on a Ray cluster
+    ...                      engine=OnEngine(RayEngine(address="auto")))
 """
 
 from hooked_vlm.studies.common import ConfigError
@@ -30,13 +32,21 @@ from hooked_vlm.studies.head_attribution.config import (
 from hooked_vlm.studies.head_attribution.report import write_report
 from hooked_vlm.studies.head_attribution.runner import run_head_attribution
 from hooked_vlm.studies.head_attribution.session import Session
-from hooked_vlm.studies.head_attribution.stage_masks import Engine, fill_store, mask_work
+from hooked_vlm.studies.head_attribution.stage_masks import (
+    Engine,
+    MasksJob,
+    OnEngine,
+    fill_store,
+    mask_work,
+)
 
 __all__ = [
     "STAGES",
     "ConfigError",
     "Engine",
     "HeadAttributionConfig",
+    "MasksJob",
+    "OnEngine",
     "Session",
     "fill_store",
     "mask_work",

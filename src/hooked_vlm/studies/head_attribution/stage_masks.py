@@ -4,12 +4,14 @@ written into the memory-mapped store (``hooked_vlm.attribution``) unit by unit.
 A unit is (split, example, chunk of masks); the store's done markers make the stage resumable
 and shardable: ``shard="i/N"`` takes block i of N of *all* units (the same block however far
 the others got, so a requeued Slurm task redoes only its own missing units). The loop over
-units is :func:`fill_store`, the one function a distributed engine replaces (an ``Engine``:
-Ray actors each holding a :class:`Session`, say).
+units is :func:`fill_store`, the one function a distributed engine replaces:
+:class:`OnEngine` runs the units on any :mod:`hooked_vlm.engines` engine, e.g. Ray actors each
+holding a :class:`Session` of their own (:class:`MasksJob`) and writing into the same store.
 
 Example:
     >>> work = mask_work(session, shard="0/4")
     >>> fill_store(session, work, on_unit=lambda unit, ran: None)
+    >>> OnEngine(RayEngine(address="auto"))(session, work, on_unit=lambda unit, ran: None)
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from hooked_vlm.attribution import Unit, parse_shard, run, shard, units
+from hooked_vlm import engines
+from hooked_vlm.attribution import StoreWorker, Unit, parse_shard, run, shard, units
+from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
 from hooked_vlm.studies.head_attribution.session import Session
 from hooked_vlm.studies.results import ResultsDir, write_atomic
 from hooked_vlm.studies.stages import Progress, StageTiming
@@ -38,6 +43,40 @@ def fill_store(session: Session, work: Sequence[Unit], on_unit: OnUnit) -> int:
     """Evaluate each unit of ``work`` not done yet into the store, in this process; returns
     how many ran. ``on_unit(unit, ran)`` follows every unit."""
     return run(session.evaluator, session.store, work, on_unit)
+
+
+@dataclass(frozen=True)
+class MasksJob:
+    """What an engine's worker process builds once: the run's session (model, examples, and
+    the store at ``out_dir/store``, reopened), then it evaluates mask units into the store."""
+
+    config: HeadAttributionConfig
+    out_dir: str
+
+    def __call__(self) -> StoreWorker:
+        session = Session(self.config, self.out_dir)
+        return StoreWorker(session.evaluator, session.store)
+
+
+@dataclass(frozen=True)
+class OnEngine:
+    """The mask units on ``engine``'s workers (an ``Engine`` of this module, for
+    ``run_head_attribution(engine=...)``). Remote workers build sessions of their own
+    (:class:`MasksJob`); the local engine uses the caller's."""
+
+    engine: engines.Engine
+
+    def __call__(self, session: Session, work: Sequence[Unit], on_unit: OnUnit) -> int:
+        todo = []
+        for unit in work:
+            if session.store.is_done(unit):
+                on_unit(unit, False)
+            else:
+                todo.append(unit)
+        job = (MasksJob(session.config, str(session.root)) if self.engine.remote
+               else lambda: StoreWorker(session.evaluator, session.store))
+        with self.engine.start(job) as pool:
+            return pool.run(todo, on_unit)
 
 
 def run_masks(
