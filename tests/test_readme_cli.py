@@ -14,11 +14,20 @@ from hooked_vlm.viz.report import figures_in_html
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _readme_code(section: str) -> str:
+    """The first python block after the README heading ``section``."""
+    text = (ROOT / "README.md").read_text().split(f"## {section}\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+
+
 def test_readme_quickstart_runs():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Quickstart", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(code, "README-quickstart", "exec"), {})
+    exec(compile(_readme_code("Quickstart"), "README-quickstart", "exec"), {})
+
+
+def test_readme_head_attribution_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it writes runs/tiny-heads
+    exec(compile(_readme_code("Head attribution"), "README-head-attribution", "exec"), {})
+    assert (tmp_path / "runs" / "tiny-heads").is_dir()
 
 
 def test_info_shows_layout_and_hooks():
