@@ -124,15 +124,21 @@ def load_study_model(
     dtype: str | None = None,
     model_config: str | None = None,
     tasks: Sequence[str] = (),
+    weights: bool = True,
 ) -> HookedVLM:
     """The model of a study, with the processor and prompt templates (of ``tasks``) it needs.
+
+    ``weights=False``: the model on PyTorch's meta device (config, tokenizer and processor, no
+    weights read): what a driver needs whose units run in other processes. Running it fails
+    loudly.
 
     Example:
         >>> load_study_model("chameleon-7b", device="cuda", tasks=["caption", "classify"])
     """
     from hooked_vlm.model import HookedVLM
 
-    model = HookedVLM.from_pretrained(name, device=device, dtype=dtype, model_config=model_config)
+    placement = {"device": device} if weights else {"device_map": "meta"}
+    model = HookedVLM.from_pretrained(name, dtype=dtype, model_config=model_config, **placement)
     prompts = model.model_config.prompts if model.model_config is not None else {}
     missing = [task for task in tasks if task not in prompts]
     if not prompts or missing:
