@@ -105,6 +105,26 @@ def parse_stages(stages: str | Sequence[str | int], known: Sequence[str]) -> lis
     return [s for s in known if s in names]
 
 
+def with_needs(
+    stages: Sequence[str], needs: Mapping[str, Sequence[str]]
+) -> tuple[list[str], list[str]]:
+    """``stages`` followed by the stages they need (``needs``: stage -> stages it reads) that
+    are missing, and a note for each one added. Only the needs of ``stages`` themselves are
+    added, not those of an added stage.
+
+    Example:
+        >>> with_needs(["steering"], {"steering": ("overlap",)})
+        (['steering', 'overlap'], ["stage 'steering' needs 'overlap': running it too"])
+    """
+    wanted, notes = list(stages), []
+    for name in list(wanted):
+        for need in needs.get(name, ()):
+            if need not in wanted:
+                wanted.append(need)
+                notes.append(f"stage {name!r} needs {need!r}: running it too")
+    return wanted, notes
+
+
 def check_positive(name: str, value: object) -> None:
     """``value`` must be an int >= 1 (a bool is not)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

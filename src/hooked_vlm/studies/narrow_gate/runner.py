@@ -35,6 +35,7 @@ import torch
 
 from hooked_vlm.engines import Engine, LocalEngine, Pool
 from hooked_vlm.engines import shard as shard_units
+from hooked_vlm.studies.common import with_needs
 from hooked_vlm.studies.narrow_gate.config import (
     STAGE_NEEDS,
     STAGE_TASKS,
@@ -145,13 +146,7 @@ def _ready(
 def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[str]]:
     """Stages to run, in order (dependencies added), and notes on what is skipped."""
     explicit = config.stages is not None
-    wanted = list(config.stages or STAGES)
-    notes = []
-    for name in list(wanted):
-        for need in STAGE_NEEDS.get(name, ()):
-            if need not in wanted:
-                wanted.append(need)
-                notes.append(f"stage {name!r} needs {need!r}: running it too")
+    wanted, notes = with_needs(config.stages or STAGES, STAGE_NEEDS)
     runnable = []
     for name in wanted:  # those asked for first, so an error names the stage asked for
         tasks = STAGE_TASKS[name]
