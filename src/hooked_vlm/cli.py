@@ -5,6 +5,7 @@ Examples:
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm demo --out results/demo
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
+    hooked-vlm finetune --out results/tiny-native-ft      # LoRA, text→EOI attention masked
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
@@ -168,6 +169,82 @@ def demo(
     console.print(knock)
     console.print(f"results in {out}/ (summary.tsv, knockout.tsv, patching.tsv, records/, one "
                   "HTML figure per model)")
+
+
+@app.command()
+def finetune(
+    out: Annotated[Path, typer.Option(help="checkpoint directory to write (with finetune.json)")],
+    model: Annotated[
+        str, typer.Option(help="native model with an EOI token: model-config name or directory")
+    ] = "tiny-native",
+    model_config: Annotated[
+        str | None, typer.Option(help="model-config name for a checkpoint directory")
+    ] = None,
+    full: Annotated[bool, typer.Option(help="update every decoder weight instead of LoRA")]
+    = False,
+    steps: Annotated[int, typer.Option(help="optimiser steps")] = 300,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 8; not with --full)")]
+    = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate (LoRA 2e-3, full 3e-4)")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="conversations per step")] = 16,
+    n_train: Annotated[int, typer.Option(help="synthetic training images")] = 4000,
+    n_eval: Annotated[int, typer.Option(help="held-out test images (before and after)")] = 256,
+    mask: Annotated[
+        bool, typer.Option(help="mask text→EOI attention while training (--no-mask: control)")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="seed of batches and weights")] = 0,
+):
+    """Fine-tune a native model with text→EOI attention masked (Narrow Gate, NeurIPS).
+
+    Trains on the synthetic shapes data with the EOI knockout active, then compares held-out
+    accuracy and the EOI / image-token knockout effect before and after. Writes a merged
+    checkpoint: HookedVLM.from_pretrained(OUT, model_config="tiny-native")."""
+    from hooked_vlm.loading import ModelSourceError
+    from hooked_vlm.training.finetune import FinetuneError
+    from hooked_vlm.training.finetune import finetune as run_finetune
+
+    console = _console()
+    if full and rank is not None:
+        console.print("[red]invalid options[/]: --rank is a LoRA option; drop it with --full.")
+        raise typer.Exit(code=2)
+    options = {"full": full, "steps": steps, "lr": lr, "batch_size": batch_size,
+               "n_train": n_train, "n_eval": n_eval, "mask": mask}
+    if rank is not None:
+        options["rank"] = rank
+    try:
+        report = run_finetune(model, out, model_config=model_config, seed=seed,
+                              log=console.print, **options)
+    except (FinetuneError, ModelSourceError) as err:
+        console.print(f"[red]cannot fine-tune[/]: {err}")
+        raise typer.Exit(code=2) from None
+    console.print(_finetune_table(report))
+    console.print(f"checkpoint and finetune.json in {out}/ (load with HookedVLM.from_pretrained("
+                  f"{str(out)!r}, model_config={report['model_config']!r}))")
+
+
+def _finetune_table(report: dict[str, Any]) -> Any:
+    """Before/after rows of a fine-tuning report: held-out accuracy and knockout effects."""
+    from rich.table import Table
+
+    table = Table(title="held-out, before → after fine-tuning (knockouts: queries after "
+                        "the image, every layer)")
+    table.add_column("measure")
+    table.add_column("before")
+    table.add_column("after")
+    rows = [(f"evaluate: {k}", lambda m, k=k: m["eval"][k])
+            for k in ("classify", "vqa", "vqa_color", "vqa_shape", "vqa_count",
+                      "vqa_position", "caption_cider")]
+    for cond, label in (("none", "clean"), ("eoi", "text→EOI cut"),
+                        ("image", "text→image cut")):
+        rows.append((f"probe accuracy, {label}",
+                     lambda m, c=cond: m["probe"]["mean"]["accuracy"][c]))
+    for key, label in (("eoi", "text→EOI cut"), ("image", "text→image cut")):
+        rows.append((f"probe Δ log p(answer), {label}",
+                     lambda m, k=key: m["probe"]["mean"]["logprob_change"][k]))
+    for label, get in rows:
+        table.add_row(label, f"{get(report['before']):.3f}", f"{get(report['after']):.3f}")
+    return table
 
 
 @run_app.command("narrow-gate")

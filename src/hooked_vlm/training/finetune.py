@@ -135,9 +135,10 @@ class Trainable:
 
 
 def load_trainable(
-    model: str | Path, model_config: str | None, cfg: FinetuneConfig
+    model: str | Path, model_config: str | None, cfg: FinetuneConfig, seed: int = 0
 ) -> Trainable:
-    """Load ``model`` in float32, add LoRA layers (unless ``cfg.full``), wrap it.
+    """Load ``model`` in float32, add LoRA layers (unless ``cfg.full``; their random init
+    seeded by ``seed``), wrap it.
 
     LoRA goes in *before* the HookedVLM wraps the model, so the bridged and the bypass path of
     every layer (:mod:`hooked_vlm.fast_layers`) run the same LoRA modules.
@@ -162,6 +163,7 @@ def load_trainable(
 
         config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
                             target_modules=LORA_TARGETS)
+        torch.manual_seed(seed)
         hf_model = inject_adapter_in_model(config, hf_model)
         lora = {n: m for n, m in hf_model.named_modules() if isinstance(m, LoraLayer)}
         if not lora:
@@ -296,7 +298,7 @@ def finetune(
                               "lr": cfg.learning_rate, "seconds": {}}
     with deterministic():
         start = time.perf_counter()
-        run = load_trainable(model, model_config, cfg)
+        run = load_trainable(model, model_config, cfg, seed)
         vlm = run.vlm
         report["model_config"] = vlm.model_config.name
         report["trainable_parameters"] = sum(p.numel() for p in run.params)
@@ -306,16 +308,7 @@ def finetune(
         report["seconds"]["before"] = _lap(start)
 
         start = time.perf_counter()
-        train = synthetic.synthetic_dataset("train", cfg.n_train)
-        spec = BatchSpec(vlm.processor, vlm.model_config)
-        batches = TrainConfig(steps=cfg.steps, turns=cfg.turns, batch_size=cfg.batch_size)
-        torch.manual_seed(seed)
-        losses = run_loop(
-            vlm.hf_model, run.params, step_batches(spec, train, batches, seed),
-            steps=cfg.steps, lr=cfg.learning_rate, warmup=min(cfg.warmup, cfg.steps),
-            weight_decay=cfg.weight_decay, log_every=cfg.log_every, log=say,
-            around=(lambda batch: text_eoi_masked(vlm, batch)) if cfg.mask else None,
-        )
+        losses = train_masked(run, cfg, seed, log=say)
         report.update(loss_summary(losses, cfg.log_every))
         report["seconds"]["train"] = _lap(start)
 
@@ -328,6 +321,28 @@ def finetune(
     report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
     save_checkpoint(merged, vlm.processor, Path(out_dir), {"finetune.json": report})
     return report
+
+
+def train_masked(
+    run: Trainable, cfg: FinetuneConfig, seed: int, log: Callable[[str], None] | None = None
+) -> list[float]:
+    """Train ``run`` in place for ``cfg.steps`` steps (text→EOI masked unless ``cfg.mask`` is
+    False) on the tiny models' seeded batches; returns every step's loss.
+
+    Example:
+        >>> losses = train_masked(load_trainable("tiny-native", None, cfg), cfg, seed=0)
+    """
+    vlm = run.vlm
+    train = synthetic.synthetic_dataset("train", cfg.n_train)
+    spec = BatchSpec(vlm.processor, vlm.model_config)
+    batches = TrainConfig(steps=cfg.steps, turns=cfg.turns, batch_size=cfg.batch_size)
+    with deterministic():
+        return run_loop(
+            vlm.hf_model, run.params, step_batches(spec, train, batches, seed),
+            steps=cfg.steps, lr=cfg.learning_rate, warmup=min(cfg.warmup, cfg.steps),
+            weight_decay=cfg.weight_decay, log_every=cfg.log_every, log=log,
+            around=(lambda batch: text_eoi_masked(vlm, batch)) if cfg.mask else None,
+        )
 
 
 def merged_model(run: Trainable) -> nn.Module:
