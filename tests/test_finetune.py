@@ -22,6 +22,7 @@ from hooked_vlm.training.finetune import (
     text_eoi_masked,
     train_masked,
 )
+from hooked_vlm.training.loop import next_token_loss
 from hooked_vlm.training.train import save_checkpoint
 
 SHORT = {"steps": 3, "batch_size": 2, "n_train": 8, "warmup": 1}
@@ -92,11 +93,9 @@ def test_gradients_flow_through_the_masked_model(trained, batch):
     spec = BatchSpec(run.vlm.processor, run.vlm.model_config)
     rows = list(synthetic_dataset("test", 2))
     full = make_batch(spec, rows, [("classify",), ("vqa",)], np.random.default_rng(0), [0, 1])
-    from hooked_vlm.training.loop import next_token_loss
-
-    with text_eoi_masked(run.vlm, full):
+    with torch.enable_grad(), text_eoi_masked(run.vlm, full):
         loss = next_token_loss(run.vlm.hf_model, full)
-    grads = torch.autograd.grad(loss, run.params)
+        grads = torch.autograd.grad(loss, run.params)
     assert all(torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
 

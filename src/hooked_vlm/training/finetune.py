@@ -336,7 +336,7 @@ def train_masked(
     train = synthetic.synthetic_dataset("train", cfg.n_train)
     spec = BatchSpec(vlm.processor, vlm.model_config)
     batches = TrainConfig(steps=cfg.steps, turns=cfg.turns, batch_size=cfg.batch_size)
-    with deterministic():
+    with deterministic(), torch.enable_grad():  # whatever the caller's grad mode
         return run_loop(
             vlm.hf_model, run.params, step_batches(spec, train, batches, seed),
             steps=cfg.steps, lr=cfg.learning_rate, warmup=min(cfg.warmup, cfg.steps),

@@ -116,7 +116,8 @@ def train_tiny(
     say = log or (lambda _msg: None)
     report: dict[str, Any] = {"name": name, "seed": seed, "config": asdict(cfg), "seconds": {}}
     clock = _Clock(report["seconds"])
-    with deterministic():
+    # gradients whatever the caller's grad mode (a test module may have switched it off)
+    with deterministic(), torch.enable_grad():
         with clock("data"):
             processor = build_processor(name)
             train = synthetic_dataset("train", cfg.n_train)
