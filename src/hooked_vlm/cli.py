@@ -182,14 +182,21 @@ def finetune(
     ] = None,
     full: Annotated[bool, typer.Option(help="update every decoder weight instead of LoRA")]
     = False,
-    steps: Annotated[int, typer.Option(help="optimiser steps")] = 300,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 8; not with --full)")]
+    steps: Annotated[int | None, typer.Option(help="optimiser steps (default: 200)")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default: 8; not with --full)")]
     = None,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate (LoRA 2e-3, full 3e-4)")]
-    = None,
-    batch_size: Annotated[int, typer.Option(help="conversations per step")] = 16,
-    n_train: Annotated[int, typer.Option(help="synthetic training images")] = 4000,
-    n_eval: Annotated[int, typer.Option(help="held-out test images (before and after)")] = 256,
+    lr: Annotated[
+        float | None, typer.Option(help="peak learning rate (default: LoRA 2e-3, full 3e-4)")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="conversations per step (default: 16)")
+    ] = None,
+    n_train: Annotated[
+        int | None, typer.Option(help="synthetic training images (default: 4000)")
+    ] = None,
+    n_eval: Annotated[
+        int | None, typer.Option(help="held-out test images, before and after (default: 256)")
+    ] = None,
     mask: Annotated[
         bool, typer.Option(help="mask text→EOI attention while training (--no-mask: control)")
     ] = True,
@@ -205,13 +212,9 @@ def finetune(
     from hooked_vlm.training.finetune import finetune as run_finetune
 
     console = _console()
-    if full and rank is not None:
-        console.print("[red]invalid options[/]: --rank is a LoRA option; drop it with --full.")
-        raise typer.Exit(code=2)
-    options = {"full": full, "steps": steps, "lr": lr, "batch_size": batch_size,
-               "n_train": n_train, "n_eval": n_eval, "mask": mask}
-    if rank is not None:
-        options["rank"] = rank
+    given = {"steps": steps, "rank": rank, "lr": lr, "batch_size": batch_size,
+             "n_train": n_train, "n_eval": n_eval}
+    options = {"full": full, "mask": mask, **{k: v for k, v in given.items() if v is not None}}
     try:
         report = run_finetune(model, out, model_config=model_config, seed=seed,
                               log=console.print, **options)

@@ -73,7 +73,7 @@ class FinetuneError(ValueError):
 class FinetuneConfig:
     """Options of one fine-tuning run (``lr=None``: 2e-3 for LoRA, 3e-4 for ``full``)."""
 
-    steps: int = 300
+    steps: int = 200
     full: bool = False
     rank: int = 8
     alpha: float = 16.0
@@ -99,6 +99,9 @@ def finetune_config(**overrides: Any) -> FinetuneConfig:
     if unknown:
         raise FinetuneError(f"unknown fine-tuning options {unknown}; known: {sorted(known)}")
     cfg = replace(FinetuneConfig(), **overrides)
+    lora_only = sorted({"rank", "alpha"} & set(overrides))
+    if cfg.full and lora_only:
+        raise FinetuneError(f"{lora_only} are LoRA options; drop them for a full fine-tune")
     positive = ("steps", "rank", "batch_size", "n_train", "n_eval")
     bad = [f"{k}={getattr(cfg, k)}" for k in positive if getattr(cfg, k) < 1]
     bad += [f"lr={cfg.lr}"] if cfg.lr is not None and cfg.lr <= 0 else []
@@ -210,7 +213,7 @@ def knockout_probe(
     attention cut (``"mask"`` mode, every layer, queries after the image).
 
     Returns, per task and over all (``"mean"``): ``accuracy[condition]`` (VQA accuracy of the
-    first predicted word; classify: equal to the label) and ``logprob_change[key]``, the mean
+    first predicted word, as :func:`evaluate` scores it) and ``logprob_change[key]``, the mean
     change of the correct answer's log-probability under that knockout.
 
     Example:
@@ -225,7 +228,7 @@ def knockout_probe(
         for task in PROBE_TASKS:
             if task == "classify":
                 prompts = [cfg.prompt("classify")] * len(chunk)
-                answers = [[r["label"]] for r in chunk]
+                answers = [synthetic.answer_variants("shape", r["label"]) for r in chunk]
             else:
                 qtype = task.removeprefix("vqa_")
                 qa = [synthetic.ask(s, qtype, variant=(start + i) % 2)
