@@ -131,6 +131,7 @@ def test_finetune_end_to_end_writes_report_and_checkpoint(tmp_path):
     ({"lr": -1.0}, "must be positive"),
     ({"epochs": 3}, "unknown fine-tuning options"),
     ({"turns": ("generate",)}, "no text after the image"),
+    ({"turns": ("classify", "count")}, "accepted: .'classify', 'vqa', 'caption'"),
     ({"full": True, "rank": 4}, "LoRA options"),
 ])
 def test_bad_options_raise_clearly(options, match):

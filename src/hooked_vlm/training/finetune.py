@@ -62,6 +62,7 @@ from hooked_vlm.training.train import (
 LORA_TARGETS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 QUERIES = "text_after_image"  # the masked queries: every text position after the image
 PROBE_KEYS = ("eoi", "image")  # knockouts of the probe: text→EOI, text→image tokens
+TURNS = ("classify", "vqa", "caption")  # conversation turns of a training row
 PROBE_TASKS = ("classify", *(f"vqa_{q}" for q in synthetic.QUESTION_TYPES))
 
 
@@ -110,9 +111,10 @@ def finetune_config(**overrides: Any) -> FinetuneConfig:
         raise FinetuneError(f"options {bad} must be positive")
     if cfg.warmup < 0:
         raise FinetuneError(f"warmup={cfg.warmup} must be >= 0")
-    if "generate" in cfg.turns:
-        raise FinetuneError("turns may not include 'generate': its rows have no text after the "
-                            "image to mask; use classify, vqa, caption")
+    other = [t for t in cfg.turns if t not in TURNS]
+    if other or not cfg.turns:
+        raise FinetuneError(f"turns {other or '()'} refused; accepted: {TURNS} (no 'generate': "
+                            "its rows have no text after the image to mask)")
     return cfg
 
 
