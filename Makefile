@@ -38,10 +38,10 @@ test: setup
 	$(PY) -m pytest
 
 test-min: $(MIN_VENV)/.installed
-	$(MIN_VENV)/bin/python -m pytest
+	$(MIN_VENV)/bin/python -m pytest -m "not notebooks and not ray"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks
 
 bench: setup
 	$(PY) benchmarks/overhead.py

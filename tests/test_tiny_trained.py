@@ -133,3 +133,12 @@ def test_training_options_are_checked():
 
 def _location(name: str) -> Path:
     return Path(load_model_config(name).location)
+
+
+def test_prepare_takes_a_dataset_column_as_it_takes_a_list():
+    model = HookedVLM.from_pretrained("tiny-llava")
+    ds = synthetic_dataset("test", n=3)
+    column = model.prepare(ds["image"], task="classify")  # datasets 5: a Column, not a list
+    listed = model.prepare(list(ds["image"]), task="classify")
+    assert torch.equal(column["pixel_values"], listed["pixel_values"])
+    assert model.prepare(ds[0]["image"], task="classify")["input_ids"].shape[0] == 1

@@ -3,8 +3,12 @@
 Examples:
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
-    hooked-vlm demo --out results/demo
+    hooked-vlm demo --out results/demo    # both studies on the embedded trained models
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
+    hooked-vlm run narrow-gate ... --device cuda --ray auto       # on the Ray cluster of this node
+    hooked-vlm run narrow-gate ... --shard 0/8                    # a Slurm array task
+    hooked-vlm run head-attribution ... --ray auto                # mask store on Ray workers
+    hooked-vlm run head-attribution ... --shard 0/8   (then --fit-only once all are in)
     hooked-vlm finetune --out results/tiny-native-ft      # LoRA, text→EOI attention masked
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
@@ -33,6 +37,16 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console()
+
+
+def _quiet_libraries() -> None:
+    """No per-file progress bars of transformers (weights) and datasets (casting): the
+    studies' own bars say what is going on."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _model_for_info(name: str) -> tuple[Any, dict | None]:
@@ -133,42 +147,61 @@ def demo(
         "results/demo"
     ),
     models: Annotated[
-        str, typer.Option(help=f"comma-separated tiny models: {', '.join(DEMO_CHOICES)}")
+        str, typer.Option(help=f"comma-separated embedded models: {', '.join(DEMO_CHOICES)}")
     ] = ",".join(DEMO_DEFAULT),
+    n: Annotated[int, typer.Option(help="Narrow Gate examples per task", min=2)] = 64,
+    attribution_n: Annotated[int, typer.Option(help="head-attribution examples", min=2)] = 8,
+    masks: Annotated[int, typer.Option(help="random head masks per example", min=2)] = 256,
+    seed: Annotated[int, typer.Option(help="seed of both studies")] = 0,
 ):
-    """Run the demo study on built-in tiny models (no download)."""
+    """Both studies on the embedded trained tiny models (no download), one comparison page."""
     from rich.table import Table
 
-    from hooked_vlm.studies.demo import run_demo
+    from hooked_vlm.studies.demo import DemoConfig, run_demo
+    from hooked_vlm.studies.demo.report import attribution_table, contrast_table
 
-    names = _model_list(models)
+    config = DemoConfig(models=_model_list(models), n=n, attribution_n=attribution_n,
+                        masks=masks, seed=seed)
     console = _console()
-    console.print(
-        "[bold yellow]The built-in tiny models have RANDOM weights:[/] the numbers show the "
-        "pipeline running end to end, not how real models behave."
-    )
-    rows = run_demo(out, names, log=console.print)
-    table = Table(title="share of text→image attention (mean over layers)")
-    for col in ("model", "native", "image tokens", "EOI", "last image"):
-        table.add_column(col)
-    for row in rows:
-        layers = row["per_layer"]
-        eoi = sum(r["eoi"] for r in layers) / len(layers)
-        last = sum(r["last_image"] for r in layers) / len(layers)
-        table.add_row(row["model"], str(row["native"]), str(row["image_tokens_per_example"][0]),
-                      f"{eoi:.3f}" if row["has_eoi"] else "no EOI", f"{last:.3f}")
-    console.print(table)
-    knock = Table(title="knockout of text→keys in every layer: overlap with the clean "
-                  "next-token distribution (1 = no effect)")
-    knock.add_column("model")
-    knock.add_column("keys")
-    knock.add_column("overlap")
-    for row in rows:
-        for keys, overlap in row["knockout"].items():
-            knock.add_row(row["model"], keys, f"{overlap:.4f}")
-    console.print(knock)
-    console.print(f"results in {out}/ (summary.tsv, knockout.tsv, patching.tsv, records/, one "
-                  "HTML figure per model)")
+    _quiet_libraries()
+    import torch
+
+    # d_model 128: more threads only add synchronisation (and spin on a busy machine)
+    torch.set_num_threads(1)
+    with _RichProgress(console) as progress:
+        try:
+            summary = run_demo(config, out, progress, log=console.print)
+        except ValueError as err:  # another demo's directory: say so instead of a traceback
+            progress.stop()
+            console.print(f"[red]cannot run[/]: {err}")
+            raise typer.Exit(code=1) from None
+    for title, made in (("The Narrow Gate contrast", contrast_table(summary.rows)),
+                        ("Head attribution", attribution_table(summary.rows))):
+        table = Table(title=f"{title} on the embedded models", caption=made.caption)
+        for column in made.columns:
+            table.add_column(column)
+        for row in made.rows:
+            table.add_row(*map(str, row))
+        console.print(table)
+    console.print(f"report: [bold]{summary.report}[/] (links to each study's full report)")
+
+
+# the engine options every study takes (hooked_vlm.engines)
+RayOption = Annotated[
+    str | None,
+    typer.Option(help="run the units on Ray workers that load the model once each: auto (the "
+                 "cluster of this node: `ray start` ran here or RAY_ADDRESS is set), local "
+                 "(a new cluster on this machine), host:port or ray://host:10001. Needs "
+                 "pip install 'hooked-vlm[ray]'"),
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster; with "
+                             "--device cpu one per CPU)")
+]
+GpusOption = Annotated[
+    float | None, typer.Option(help="GPUs per Ray worker (default: 1 with a cuda device, "
+                               "else 0; more for a model spread with device_map)")
+]
 
 
 @app.command()
@@ -280,11 +313,21 @@ def narrow_gate(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="seed of examples and draws (default: 0)")]
     = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/N: compute block i of N of each stage's units and stop (a Slurm "
+                     "array task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); then "
+                     "the same command without --shard reduces and writes the report"),
+    ] = None,
 ):
     """The Narrow Gate study (Serra et al.), seven stages and an HTML report.
 
     Modality gap, attention flow, label overlap, knockouts, patching and steering at the
     image's gate token (EOI, or the last image token). Resumes where a run stopped."""
+    from hooked_vlm.engines import parse_shard
     from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
 
     given = {"model": model, "data": data, "n": n, "model_config": model_config,
@@ -296,25 +339,67 @@ def narrow_gate(
             study = NarrowGateConfig.from_yaml(config, **given)
         else:
             study = NarrowGateConfig.from_dict({k: v for k, v in given.items() if v is not None})
-    except (ConfigError, OSError, TypeError) as err:
-        console.print(f"[red]invalid study configuration[/]: {err}")
+        engine = _engine(ray, workers, gpus_per_worker, study.device)
+        parts = None if shard is None else parse_shard(shard)
+    except (ConfigError, OSError, TypeError, ValueError) as err:
+        _print_error(console, "invalid study configuration", err)
         raise typer.Exit(code=2) from None
-    _run_narrow_gate(study, out, console)
+    except ImportError as err:  # --ray without Ray installed
+        _print_error(console, "cannot run", err)
+        raise typer.Exit(code=1) from None
+    _run_narrow_gate(study, out, console, engine, parts)
 
 
-def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
+def _print_error(console: Any, title: str, err: object) -> None:
+    """``title: err`` in red; the message is escaped (rich would swallow ``hooked-vlm[ray]``)."""
+    from rich.markup import escape
+
+    console.print(f"[red]{title}[/]: {escape(str(err))}")
+
+
+def _engine(ray: str | None, workers: int | None, gpus: float | None, device: str) -> Any:
+    """The Ray engine of ``--ray`` (None: this process); Ray missing is an error here, before
+    any model loads."""
+    from hooked_vlm.engines import RayEngine
+    from hooked_vlm.engines.ray_engine import import_ray
+
+    if ray is None:
+        if workers is not None or gpus is not None:
+            raise ValueError("--workers and --gpus-per-worker set up Ray workers: add --ray")
+        return None
+    import_ray()
+    if gpus is None:
+        gpus = 1 if device.startswith("cuda") else 0
+    return RayEngine(address=ray, workers=workers, gpus_per_worker=gpus)
+
+
+def _run_narrow_gate(
+    study: Any, out: Path, console: Any, engine: Any, shard: tuple[int, int] | None
+) -> None:
     from rich.table import Table
 
+    from hooked_vlm.engines import EngineError
     from hooked_vlm.studies.narrow_gate import ConfigError, run_narrow_gate
 
+    _quiet_libraries()
     with _RichProgress(console) as progress:
         try:
-            summary = run_narrow_gate(study, out, progress)
-        # a bad config, model path or data source: a clear message instead of a traceback
-        except (ConfigError, ValueError, KeyError, OSError, ImportError) as err:
+            summary = run_narrow_gate(study, out, progress, engine=engine, shard=shard)
+        # a bad config, model path or data source, Ray missing or its workers failing to start:
+        # a clear message instead of a traceback
+        except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
             progress.stop()
-            console.print(f"[red]cannot run[/]: {type(err).__name__}: {err}")
+            _print_error(console, "cannot run", f"{type(err).__name__}: {err}")
             raise typer.Exit(code=1) from None
+    if shard is not None:
+        for note in summary.notes[1:]:
+            console.print(f"[yellow]note[/]: {note}")
+        computed = sum(t.computed for t in summary.timings.values())
+        console.print(f"shard {shard[0]}/{shard[1]}: {computed} unit(s) computed in "
+                      f"{', '.join(summary.timings) or 'no stage'}. When every shard is in, run "
+                      "the same command without --shard: it computes anything still missing, "
+                      "reduces every stage and writes the report.")
+        return
     table = Table(title=f"Narrow Gate: {study.model}")
     for column in ("stage", "result", "value", "compute s"):
         table.add_column(column)
@@ -328,6 +413,157 @@ def _run_narrow_gate(study: Any, out: Path, console: Any) -> None:
     for note in summary.notes[1:]:
         console.print(f"[yellow]note[/]: {note}")
     console.print(f"report: [bold]{summary.report}[/]")
+
+
+@run_app.command("head-attribution")
+def head_attribution(
+    out: Annotated[Path, typer.Option(help="results directory (resumable; one config per dir)")],
+    model: Annotated[
+        str | None, typer.Option(help="model-config name, local save_pretrained dir or HF id")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help='hub id, local dir/file or "synthetic"')
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="examples (default: 64)")] = None,
+    masks: Annotated[
+        int | None, typer.Option(help="random head masks per example (default: 2000)")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="probability each head is ablated (default: 0.5)")
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="ablate exactly k heads per mask (not alpha)")]
+    = None,
+    heldout: Annotated[
+        int | None, typer.Option(help="fresh masks that score the fit (default: 200)")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="study YAML (fields of HeadAttributionConfig); options win"),
+    ] = None,
+    model_config: Annotated[
+        str | None, typer.Option(help="model-config name or YAML for a local model directory")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classify (default), vqa or caption: prompt and answer")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="baseline_kv (default), zero, mean or knockout")
+    ] = None,
+    baseline: Annotated[str | None, typer.Option(help="mean (default), blank or zeros")] = None,
+    target: Annotated[str | None, typer.Option(help="logit (default), logprob or logit_diff")]
+    = None,
+    regression: Annotated[str | None, typer.Option(help="ols (default), ridge or lasso")]
+    = None,
+    top_k: Annotated[
+        str | None, typer.Option(help="head counts of the curves, e.g. 1,2,4,8 (default: "
+                                 "powers of two up to every head)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of examples and masks (default: 0)")]
+    = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cpu)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bf16, fp16 (default: the model's)")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(help="masks per forward (default: 16)")]
+    = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated stages or numbers 1-6: masks, fit, baselines, "
+                     "curves, tokens, consistency (default: all)"),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/N: fill only block i of N of the mask store (a Slurm array task: "
+                     "--shard $SLURM_ARRAY_TASK_ID/N); then --fit-only"),
+    ] = None,
+    fit_only: Annotated[
+        bool, typer.Option("--fit-only", help="fit and report once every shard is in")
+    ] = False,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
+):
+    """Head attribution (Kim et al. 2025): which heads carry image information to the text.
+
+    Random multi-head ablations into a resumable store, a linear fit scored on held-out masks,
+    leave-one-out and attention-weight baselines, faithfulness/completeness and top-k vs
+    random-k, text positions and image tokens inside the top heads, class consistency."""
+    from hooked_vlm.studies.common import ConfigError
+    from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
+
+    given = {"model": model, "data": data, "n": n, "masks": masks, "alpha": alpha, "k": k,
+             "heldout": heldout, "model_config": model_config, "task": task, "mode": mode,
+             "baseline": baseline, "target": target, "regression": regression,
+             "top_k": None if top_k is None else _int_list(top_k, "--top-k"), "seed": seed,
+             "device": device, "dtype": dtype, "batch_size": batch_size, "stages": stages}
+    console = _console()
+    try:
+        if config is not None:
+            study = HeadAttributionConfig.from_yaml(config, **given)
+        else:
+            study = HeadAttributionConfig.from_dict(
+                {key: v for key, v in given.items() if v is not None})
+        if shard is not None:
+            from hooked_vlm.attribution import parse_shard
+
+            parse_shard(shard)
+        engine = _engine(ray, workers, gpus_per_worker, study.device)
+        if engine is not None and fit_only:
+            raise ValueError("--fit-only evaluates no mask: it fits and reports in this "
+                             "process; drop --ray")
+    except (ConfigError, ValueError, OSError, TypeError) as err:
+        _print_error(console, "invalid study configuration", err)
+        raise typer.Exit(code=2) from None
+    except ImportError as err:  # --ray without Ray installed
+        _print_error(console, "cannot run", err)
+        raise typer.Exit(code=1) from None
+    _run_head_attribution(study, out, console, shard, fit_only, engine)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+def _run_head_attribution(
+    study: Any, out: Path, console: Any, shard: str | None, fit_only: bool, engine: Any
+) -> None:
+    from rich.table import Table
+
+    from hooked_vlm.engines import EngineError
+    from hooked_vlm.studies.head_attribution import (
+        ConfigError,
+        OnEngine,
+        fill_store,
+        run_head_attribution,
+    )
+
+    _quiet_libraries()
+    masks = fill_store if engine is None else OnEngine(engine)
+    with _RichProgress(console) as progress:
+        try:
+            summary = run_head_attribution(study, out, progress, shard=shard, fit_only=fit_only,
+                                           engine=masks)
+        except (ConfigError, ValueError, KeyError, OSError, ImportError, EngineError) as err:
+            progress.stop()
+            _print_error(console, "cannot run", f"{type(err).__name__}: {err}")
+            raise typer.Exit(code=1) from None
+    setting = (f"alpha {study.alpha}" if study.alpha is not None else f"k {study.k}")
+    table = Table(title=f"Head attribution: {study.model} ({setting}, N {study.masks} + "
+                  f"{study.heldout} held out, {study.regression})")
+    for column in ("stage", "result", "value", "s"):
+        table.add_column(column)
+    for stage, rows in summary.headline.items():
+        timing = summary.timings[stage]
+        seconds = f"{timing.wall_seconds:.1f}"
+        for i, (label, value) in enumerate(rows):
+            table.add_row(stage if i == 0 else "", label, value, seconds if i == 0 else "")
+    console.print(table)
+    for note in summary.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    if summary.report is not None:
+        console.print(f"report: [bold]{summary.report}[/]")
 
 
 class _RichProgress:
@@ -352,6 +588,8 @@ class _RichProgress:
         self.bars.stop()
 
     def stage(self, name: str, title: str, total: int) -> None:
+        for task in self.tasks.values():  # the previous stage is over: stop its clock
+            self.bars.stop_task(task)
         self.tasks[name] = self.bars.add_task(title, total=total)
 
     def advance(self, name: str, unit: Any, computed: bool) -> None:

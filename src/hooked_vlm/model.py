@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -456,7 +457,12 @@ class HookedVLM:
                 "processor) or load with from_pretrained, or build input_ids/pixel_values "
                 "yourself and call model.layout(input_ids)."
             )
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        # one image (PIL, array, tensor, path) or any sequence of them (a list, a datasets
+        # Column, ...): the processor wants a list
+        single = isinstance(images, (str, bytes, Tensor, np.ndarray)) or not isinstance(
+            images, Iterable
+        )
+        images = [images] if single else list(images)
         if prompts is None:
             if task is None or self.model_config is None:
                 raise ValueError("give prompts, or a task with a model config that has templates")

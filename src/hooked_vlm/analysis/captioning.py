@@ -18,7 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -80,9 +83,22 @@ def cider_d(
 def _ptb_tokenize(captions: dict[Hashable, list[str]]) -> dict[Hashable, list[str]]:
     # one caption per line for the JVM: any line break inside a caption would shift the rest
     flat = {k: [{"caption": " ".join(c.split())} for c in v] for k, v in captions.items()}
-    tokens = PTBTokenizer().tokenize(flat)
-    if any(len(tokens.get(k, [])) != len(v) for k, v in captions.items()):
-        raise RuntimeError("PTBTokenizer returned a different number of captions than it was given")
+    # The JVM writes "PTBTokenizer tokenized N tokens ..." to the inherited stderr on every
+    # call; keep it out of the user's terminal, but show it if the tokenizer fails.
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(log.fileno(), 2)
+            tokens = PTBTokenizer().tokenize(flat)
+            failed = any(len(tokens.get(k, [])) != len(v) for k, v in captions.items())
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failed:
+            log.seek(0)
+            raise RuntimeError("PTBTokenizer returned a different number of captions than it "
+                               f"was given; Java said: {log.read().decode(errors='replace')}")
     return {k: tokens[k] for k in captions}
 
 

@@ -4,7 +4,8 @@
    function of (seed, stream, index).
 2. **store** (:mod:`.store`, :mod:`.evaluate`): units of work (split, example, mask chunk)
    evaluated on the model (batched, on a reused image prefix) and written by index into
-   memory-mapped arrays with done markers: resumable, shardable.
+   memory-mapped arrays with done markers: resumable, shardable; on any engine (this process,
+   a Slurm array, Ray actors: :mod:`.jobs`, :mod:`hooked_vlm.engines`).
 3. **fit** (:mod:`.fit`): y ≈ β0 + Σ β_h m_h by OLS / ridge / lasso, per example and pooled;
    held-out Pearson, Spearman and R² on fresh masks.
 4. **evaluate the fit** (:mod:`.curves`, :mod:`.baselines`, :mod:`.token_level`,
@@ -34,10 +35,8 @@ from hooked_vlm.attribution.evaluate import (
     MaskEvaluator,
     blank_image,
     open_store,
-    parse_shard,
     run,
     run_unit,
-    shard,
     units,
 )
 from hooked_vlm.attribution.fit import (
@@ -48,13 +47,14 @@ from hooked_vlm.attribution.fit import (
     fit_store,
     stored_splits,
 )
+from hooked_vlm.attribution.jobs import AttributionJob, StoreWorker, run_job
 from hooked_vlm.attribution.masks import (
     LeaveOneOutMasks,
     MaskError,
     RandomMasks,
     ReferenceMasks,
 )
-from hooked_vlm.attribution.store import MaskStore, StoreError, Unit
+from hooked_vlm.attribution.store import MaskStore, StoreError, Unit, merge_stores
 from hooked_vlm.attribution.targets import TARGETS, Example, Target, first_token, get_target
 from hooked_vlm.attribution.token_level import (
     PositionScores,
@@ -62,11 +62,13 @@ from hooked_vlm.attribution.token_level import (
     query_position_scores,
     top_heads,
 )
+from hooked_vlm.engines import parse_shard, shard
 
 __all__ = [
     "TARGETS",
     "Attribution",
     "AttributionConfig",
+    "AttributionJob",
     "ConfigError",
     "Consistency",
     "Curves",
@@ -81,6 +83,7 @@ __all__ = [
     "RandomMasks",
     "ReferenceMasks",
     "StoreError",
+    "StoreWorker",
     "Target",
     "Unit",
     "blank_image",
@@ -95,11 +98,13 @@ __all__ = [
     "image_token_scores",
     "leave_one_out",
     "leave_one_out_from_store",
+    "merge_stores",
     "open_store",
     "parse_shard",
     "query_position_scores",
     "ranking",
     "run",
+    "run_job",
     "run_unit",
     "shard",
     "similarity_matrix",

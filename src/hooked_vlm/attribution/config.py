@@ -82,7 +82,8 @@ class AttributionConfig:
                 "queries and keys must be selector names here (e.g. 'text_after_image', "
                 "'image'): explicit positions would not be a pure function of the config."
             )
-        RandomMasks(1, 1, 0, self.alpha, self.k)  # validates alpha / k
+        # validates alpha / k (k against the heads once the model is known: splits())
+        RandomMasks(1, max(1, self.k or 1), 0, self.alpha, self.k)
 
     def splits(self, n_layers: int, n_heads: int) -> dict[str, MaskSet]:
         """The mask sets of this run, by split name: ``train``, ``heldout``, ``reference``

@@ -5,20 +5,21 @@ A unit is (split, example, mask chunk) (:class:`~hooked_vlm.attribution.store.Un
 any example: masks run ``batch_size`` per forward as a repeated batch on the example's clean
 prefix (its image keys/values computed once per example and reused). :func:`run_unit` evaluates
 one unit and writes it; any engine drives it: a loop (:func:`run`), a Slurm array task
-(``shard(units, i, n)``), or Ray actors each holding an :class:`Evaluator`. Units are ordered by
+(``shard(units, i, n)``), or Ray actors each holding an :class:`Evaluator`
+(:mod:`hooked_vlm.attribution.jobs`). Units are ordered by
 example, so a shard reuses each example's prefix across its chunks.
 
 Example:
     >>> config = AttributionConfig(n_masks=2000, alpha=0.5, mode="baseline_kv", baseline="mean")
     >>> evaluator = Evaluator(model, examples, config)
     >>> store = open_store("runs/coco", evaluator)       # or reopen: resumes
-    >>> run(evaluator, store, shard(store.missing(), *parse_shard("0/4")))
+    >>> run(evaluator, store, shard(units(evaluator), *parse_shard("0/4")))   # task 0 of 4
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -295,28 +296,6 @@ def units(evaluator: MaskEvaluator) -> list[Unit]:
     ]
 
 
-def shard(work: Sequence[Unit], index: int, count: int) -> list[Unit]:
-    """Shard ``index`` of ``count``: a contiguous block of ``work`` (keeps examples together).
-
-    Example:
-        >>> shard(units(evaluator), 2, 8)       # Slurm: --shard $SLURM_ARRAY_TASK_ID/8
-    """
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= index < count.")
-    bounds = np.linspace(0, len(work), count + 1).round().astype(int)
-    return list(work[bounds[index] : bounds[index + 1]])
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/N"`` -> ``(i, N)``."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"a shard is written 'i/N' (e.g. '0/4'), got {text!r}.") from None
-    shard([], index, count)  # validates
-    return index, count
-
-
 def open_store(path: str | Path, evaluator: MaskEvaluator) -> MaskStore:
     """Create or reopen the run's store (an error if it holds another run), and let the
     evaluator load the statistics it shares there.
@@ -349,12 +328,21 @@ def run_unit(evaluator: MaskEvaluator, unit: Unit, store: MaskStore) -> bool:
 
 
 def run(
-    evaluator: MaskEvaluator, store: MaskStore, work: Iterable[Unit] | None = None
+    evaluator: MaskEvaluator,
+    store: MaskStore,
+    work: Iterable[Unit] | None = None,
+    on_unit: Callable[[Unit, bool], None] | None = None,
 ) -> int:
     """Run ``work`` (default: every unit not done yet); returns how many units ran.
+    ``on_unit(unit, ran)`` is called after each unit (a progress bar, say).
 
     Example:
         >>> run(evaluator, store)        # resumes a killed run
     """
-    todo = store.missing() if work is None else work
-    return sum(run_unit(evaluator, unit, store) for unit in todo)
+    ran = 0
+    for unit in store.missing() if work is None else work:
+        fresh = run_unit(evaluator, unit, store)
+        ran += fresh
+        if on_unit is not None:
+            on_unit(unit, fresh)
+    return ran

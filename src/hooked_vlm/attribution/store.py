@@ -18,7 +18,8 @@ process got there first, and the loser then uses the winner's file): no half-wri
 ever visible. Reopening with a different description is an error.
 
 Across machines on a network file system (NFS) two units' bytes can share a page that one
-client writes back whole; there, give each machine its own store.
+client writes back whole; there, give each machine its own store, and :func:`merge_stores`
+them once every machine is done.
 
 Example:
     >>> store = MaskStore.open("runs/x", meta, {"train": (100, 4096)}, chunk_size=64)
@@ -31,12 +32,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.lib.format import open_memmap
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -132,9 +134,7 @@ class MaskStore:
 
     def write(self, unit: Unit, values: np.ndarray) -> None:
         """Store ``values`` (the unit's targets, one per mask), flush, then mark it done."""
-        if not self.writable:
-            raise StoreError(f"the store at {self.path} was opened read-only "
-                             "(MaskStore.load(path, writable=True) to write).")
+        self._check_writable()
         start, stop = self.chunk_range(unit.split, unit.chunk)
         values = np.asarray(values, dtype=np.float32)
         if values.shape != (stop - start,):
@@ -148,14 +148,43 @@ class MaskStore:
         done[unit.example, unit.chunk] = 1
         done.flush()
 
+    def units(self) -> list[Unit]:
+        """Every unit of the run, done or not, ordered by example, split, chunk (the order of
+        :func:`~hooked_vlm.attribution.units`): what a shard cuts."""
+        return self._ordered(list(self.shapes), lambda done: np.ones_like(done, dtype=bool))
+
     def missing(self, split: str | None = None) -> list[Unit]:
         """Units not yet done (of ``split``, or of every split), ordered by example."""
         names = [self._split(split)] if split is not None else list(self.shapes)
+        return self._ordered(names, lambda done: done == 0)
+
+    def _ordered(self, names: list[str], pick: Callable[[np.ndarray], np.ndarray]) -> list[Unit]:
         todo = [
             Unit(name, int(e), int(c))
-            for name in names for e, c in np.argwhere(np.asarray(self._done[name]) == 0)
+            for name in names for e, c in np.argwhere(pick(np.asarray(self._done[name])))
         ]
         return sorted(todo, key=lambda u: (u.example, names.index(u.split), u.chunk))
+
+    def absorb(self, other: MaskStore) -> int:
+        """Copy every unit done in ``other`` (a store of the same run) and not done here;
+        returns how many. Values are flushed before their done markers, as in :meth:`write`."""
+        if other.meta != self.meta:
+            raise StoreError(
+                f"{other.path} holds another run than {self.path}; differing entries: "
+                f"{_differences(other.meta, self.meta)}."
+            )
+        self._check_writable()
+        copied = 0
+        for split in self.shapes:
+            new = (np.asarray(other._done[split]) == 1) & (np.asarray(self._done[split]) == 0)
+            for example, chunk in np.argwhere(new):
+                start, stop = self.chunk_range(split, int(chunk))
+                self._values[split][example, start:stop] = other._values[split][example, start:stop]
+            self._values[split].flush()
+            self._done[split][new] = 1
+            self._done[split].flush()
+            copied += int(new.sum())
+        return copied
 
     def targets(self, split: str, allow_missing: bool = False) -> np.ndarray:
         """A copy of ``split``'s targets ``[n_examples, n_masks]``; raises if any unit is
@@ -180,7 +209,17 @@ class MaskStore:
             _create_exclusive(file, lambda tmp: save_file(values, str(tmp)))
         return load_file(str(file))
 
+    def tensor_names(self) -> list[str]:
+        """Names of the shared tensors on disk (``<name>.safetensors``)."""
+        return sorted(p.name.removesuffix(".safetensors")
+                      for p in self.path.glob("*.safetensors"))
+
     # ------------------------------------------------------------------ internals
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"the store at {self.path} was opened read-only "
+                             "(MaskStore.load(path, writable=True) to write).")
+
     def _split(self, split: str) -> str:
         if split not in self.shapes:
             raise StoreError(f"no split {split!r} in this store; splits: {', '.join(self.shapes)}.")
@@ -188,6 +227,49 @@ class MaskStore:
 
     def _file(self, split: str, kind: str = "") -> Path:
         return self.path / (f"{split}.{kind}.npy" if kind else f"{split}.npy")
+
+
+def merge_stores(sources: Sequence[str | os.PathLike], path: str | os.PathLike) -> MaskStore:
+    """One store at ``path`` with every unit done in any of ``sources`` (stores of one run,
+    e.g. one per Slurm array task on machines that share no page cache); ``path`` may be new,
+    or one of the sources. Shared tensors (the dataset-mean baseline) must be equal in every
+    source that has them: units ablated against different baselines do not mix.
+
+    Example:
+        >>> store = merge_stores(sorted(Path("runs/coco").glob("shard-*")), "runs/coco/all")
+        >>> fit_store(store)                     # raises if a unit is missing in every shard
+    """
+    stores = [MaskStore.load(source) for source in sources]
+    if not stores:
+        raise StoreError("merge_stores needs at least one source store.")
+    first = stores[0]
+    for store in stores[1:]:
+        if store.meta != first.meta:
+            raise StoreError(
+                f"{store.path} and {first.path} hold different runs; differing entries: "
+                f"{_differences(first.meta, store.meta)}. Only shards of one run merge."
+            )
+    target = MaskStore.open(path, first.meta["run"], first.shapes, first.chunk_size)
+    for name in sorted({n for store in stores for n in store.tensor_names()}):
+        have = [store for store in stores if name in store.tensor_names()]
+        values = load_file(str(have[0].path / f"{name}.safetensors"))
+        for store in [*have[1:], target]:
+            if (store.path / f"{name}.safetensors").exists() and not _same_tensors(
+                    values, load_file(str(store.path / f"{name}.safetensors"))):
+                raise StoreError(
+                    f"{name}.safetensors differs between {have[0].path} and {store.path}: the "
+                    "shards computed it on different hardware or software, so their units are "
+                    "not comparable. Copy one store's file into every shard's store before "
+                    "running them (or rerun the odd shard)."
+                )
+        target.tensors(name, lambda values=values: values)
+    for store in stores:
+        target.absorb(store)
+    return target
+
+
+def _same_tensors(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def chunk_count(n_masks: int, chunk_size: int) -> int:

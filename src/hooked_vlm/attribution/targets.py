@@ -103,3 +103,26 @@ def first_token(tokenizer: Any, text: str) -> int:
     if not ids:
         raise ValueError(f"{text!r} tokenizes to nothing.")
     return int(ids[0])
+
+
+def answer_token(tokenizer: Any, prompt: str, answer: str) -> int:
+    """The first token of ``answer`` as it follows ``prompt`` (a space between them unless the
+    prompt ends in whitespace): the token a model answering the prompt would produce first.
+
+    Unlike :func:`first_token` on the bare answer, this holds for every tokenizer family
+    (SentencePiece's "▁dog", byte-level BPE's "Ġdog", word-level "dog"). The prompt's own
+    tokens must not merge with the answer's; if they do, the error says so.
+
+    Example:
+        >>> answer_token(model.tokenizer, "USER: <image> What is it? ASSISTANT:", "dog")
+    """
+    sep = "" if prompt[-1:].isspace() else " "
+    alone = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    joined = tokenizer(prompt + sep + answer, add_special_tokens=False)["input_ids"]
+    if len(joined) <= len(alone) or joined[: len(alone)] != alone:
+        raise ValueError(
+            f"the answer {answer!r} does not start a token of its own after the prompt "
+            f"{prompt[-40:]!r} (the tokenizer merges them, or the answer is empty); give the "
+            "answer token id yourself (Example(answer=...))."
+        )
+    return int(joined[len(alone)])

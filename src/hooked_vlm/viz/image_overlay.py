@@ -54,25 +54,38 @@ def attention_on_image_grid(
     opacity: float = 0.55,
     fit: Fit = "fill",
     colorscale: str = "Inferno",
+    cmid: float | None = None,
+    width: int | None = None,
 ) -> go.Figure:
     """Small multiples: one panel per ``grid_values[i]`` (``[n, rows, cols]``: layers, heads),
-    all on one colour scale so panels compare.
+    all on one colour scale so panels compare. ``image``: one picture under every panel, or a
+    list of ``n`` pictures, one per panel (several examples). ``cmid``: centre the colour
+    scale on this value (signed scores on a diverging scale: ``cmid=0``). ``width``: the
+    figure's width in pixels, panels filling it (default: 320 px a panel, at most 1600).
 
     Example:
         >>> heats = torch.stack([scatter_to_grid(p[0, :, q].sum(0), grid) for p in patterns])
         >>> attention_on_image_grid(picture, heats, [f"layer {l}" for l in range(len(heats))])
     """
-    picture = _as_picture(image)
     grids = _as_grid(grid_values, panels=True)
     n = len(grids)
+    if isinstance(image, (list, tuple)):
+        if len(image) != n:
+            raise ValueError(f"{len(image)} pictures for {n} panels: give one picture, or one "
+                             "per panel.")
+        pictures = [_as_picture(i) for i in image]
+    else:
+        pictures = [_as_picture(image)] * n
     if titles is not None and len(titles) != n:
         raise ValueError(f"{len(titles)} titles for {n} panels: give one title per panel.")
     n_cols = max(1, min(n_cols, n))
     n_rows = math.ceil(n / n_cols)
+    fig_width = width or min(1600, 60 + 320 * n_cols)
+    side = (fig_width - 60) / n_cols  # pixels a panel
     fig = make_subplots(n_rows, n_cols, subplot_titles=list(titles) if titles else None,
                         horizontal_spacing=0.02, vertical_spacing=0.08 if titles else 0.02)
-    height, width = picture.shape[:2]
-    for i, grid in enumerate(grids):
+    for i, (grid, picture) in enumerate(zip(grids, pictures, strict=True)):
+        height, width = picture.shape[:2]
         row, col = i // n_cols + 1, i % n_cols + 1
         fig.add_trace(go.Image(z=picture, hoverinfo="skip"), row=row, col=col)
         fig.add_trace(_heatmap(grid, (height, width), fit, opacity), row=row, col=col)
@@ -82,10 +95,14 @@ def attention_on_image_grid(
                          row=row, col=col)
     finite = grids[np.isfinite(grids)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if cmid is not None:
+        half = max(abs(high - cmid), abs(low - cmid)) or 1.0
+        low, high = cmid - half, cmid + half
     fig.update_layout(
         title=title, template="plotly_white", margin={"l": 10, "r": 10, "t": 60, "b": 10},
         coloraxis={"colorscale": colorscale, "cmin": low, "cmax": high},
-        width=min(1600, 80 + 320 * n_cols), height=60 + 320 * n_rows * height / max(width, 1),
+        width=fig_width, height=90 + side * n_rows * pictures[0].shape[0] / max(
+            pictures[0].shape[1], 1),
     )
     return fig
 

@@ -12,19 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-COLORS = qualitative.D3
-_LAYOUT = {"template": "plotly_white", "height": 380,
-           "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-           "legend": {"orientation": "h", "y": -0.2}}
-
-
-def _integer_ticks(fig: go.Figure, values: Sequence[float]) -> None:
-    """Whole-number ticks on the x axis (layers, windows): never "layer 1.5"."""
-    span = max(values) - min(values) if len(values) else 0
-    fig.update_xaxes(tick0=0, dtick=max(1, round(span / 12)))
+from hooked_vlm.viz.style import COLORS, LAYOUT, integer_ticks
 
 
 def _band(fig: go.Figure, x: Sequence, low: Sequence, high: Sequence, color: str, name: str,
@@ -50,8 +40,8 @@ def modality_gap_figure(
         fig.add_trace(go.Scatter(x=list(layers), y=values["median"], mode="lines+markers",
                                  line={"color": color}, name=f"median {name}"))
     fig.update_layout(title="Text-image cosine similarity per layer", xaxis_title="layer",
-                      yaxis_title="cosine (text token, image token)", **_LAYOUT)
-    _integer_ticks(fig, layers)
+                      yaxis_title="cosine (text token, image token)", **LAYOUT)
+    integer_ticks(fig, layers)
     return fig
 
 
@@ -65,8 +55,8 @@ def homogeneity_figure(
                                  name=f"preset {preset}", line={"color": COLORS[i]}))
     fig.update_layout(title="Modality homogeneity of clusters per layer", xaxis_title="layer",
                       yaxis_title="homogeneity (1 = clusters never mix modalities)",
-                      yaxis_range=[-0.03, 1.03], **_LAYOUT)
-    _integer_ticks(fig, layers)
+                      yaxis_range=[-0.03, 1.03], **LAYOUT)
+    integer_ticks(fig, layers)
     return fig
 
 
@@ -80,8 +70,8 @@ def flow_stack_figure(
                              marker_color=COLORS[i % len(COLORS)]))
     fig.update_layout(barmode="stack", title="Where text reads the image from, per layer",
                       xaxis_title="layer", yaxis_title="share of text→image attention",
-                      yaxis_range=[0, 1.0001], **_LAYOUT)
-    _integer_ticks(fig, layers)
+                      yaxis_range=[0, 1.0001], **LAYOUT)
+    integer_ticks(fig, layers)
     return fig
 
 
@@ -95,7 +85,7 @@ def flow_keys_figure(
         hovertemplate="layer %{y}, %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title="Share of text→image attention on each image-side position",
                       xaxis_title="image-side position (in sequence order)", yaxis_title="layer",
-                      **{**_LAYOUT, "height": 300 + 8 * len(layers)})
+                      **{**LAYOUT, "height": 300 + 8 * len(layers)})
     fig.update_yaxes(dtick=max(1, round(len(layers) / 12)))
     return fig
 
@@ -113,8 +103,8 @@ def overlap_figure(
                                  name="chance", line={"color": "gray", "dash": "dash"}))
     fig.update_layout(title="Class information per token and layer (label overlap χ)",
                       xaxis_title="layer", yaxis_title="χ (share of neighbours with its label)",
-                      yaxis_range=[-0.03, 1.03], **_LAYOUT)
-    _integer_ticks(fig, layers)
+                      yaxis_range=[-0.03, 1.03], **LAYOUT)
+    integer_ticks(fig, layers)
     return fig
 
 
@@ -138,7 +128,7 @@ def knockout_figure(
                                                 "color": "#333"},
                 showlegend=False, hoverinfo="skip"), row=1, col=i)
     fig.update_layout(title="Effect of knocking out text→image attention",
-                      **{**_LAYOUT, "height": 440, "margin": {**_LAYOUT["margin"], "t": 90}})
+                      **{**LAYOUT, "height": 440, "margin": {**LAYOUT["margin"], "t": 90}})
     fig.update_xaxes(tickangle=-40)
     fig.update_yaxes(rangemode="tozero")
     return fig
@@ -159,8 +149,8 @@ def progressive_figure(
                              "dash": "dot" if mode == "zero" else "solid"}))
     fig.update_layout(title=f"Knocking out only the last w layers ({metric})",
                       xaxis_title="w (last layers knocked out; 0 = none)", yaxis_title=metric,
-                      **_LAYOUT)
-    _integer_ticks(fig, [0, *[w for c in curves.values() for w in c["w"]]])
+                      **LAYOUT)
+    integer_ticks(fig, [0, *[w for c in curves.values() for w in c["w"]]])
     return fig
 
 
@@ -179,7 +169,7 @@ def patching_figure(
     fig.update_xaxes(title_text="layer", tick0=0, dtick=max(1, round(len(layers) / 8)))
     fig.update_yaxes(range=[-0.03, 1.03], row=1, col=1)
     fig.update_layout(title="Patching the gate from an image of another class",
-                      **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "t": 90}})
+                      **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}})
     return fig
 
 
@@ -199,5 +189,5 @@ def steering_figure(
                                  line={"color": color, "dash": "dot"}))
     fig.update_layout(title="Steering the gate with class-mean differences",
                       xaxis_title="scale", yaxis_title="fraction of examples",
-                      yaxis_range=[-0.03, 1.03], **_LAYOUT)
+                      yaxis_range=[-0.03, 1.03], **LAYOUT)
     return fig

@@ -57,6 +57,7 @@ class Section:
     figures: list[FigureItem] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (label, relative href)
 
 
 def report_html(
@@ -96,6 +97,10 @@ def report_html(
         for item in section.figures:
             parts.append(_figure(item, next(counter)))
         parts += [_table(t) for t in section.tables]
+        if section.links:
+            parts.append("<ul class='links'>" + "".join(
+                f"<li><a href='{_e(href)}'>{_e(label)}</a></li>" for label, href in section.links
+            ) + "</ul>")
         parts.append("</section>")
     return _PAGE.format(title=_e(title), plotly=get_plotlyjs(), body="\n".join(parts),
                         style=_STYLE, script=_SCRIPT)

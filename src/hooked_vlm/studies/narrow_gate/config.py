@@ -24,14 +24,17 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+from hooked_vlm.studies.common import (
+    ConfigError,
+    StudyConfig,
+    check_count,
+    check_positive,
+)
+from hooked_vlm.studies.common import parse_stages as select_stages
 
 TASKS = ("caption", "vqa", "classify")
 STAGES = ("gap", "flow", "overlap", "knockout", "progressive", "patching", "steering")
@@ -47,12 +50,8 @@ KNOCKOUT_MODES = ("zero", "mask")
 CIDER_TOKENIZERS = ("ptb", "simple")
 
 
-class ConfigError(ValueError):
-    """A study configuration that cannot run as given."""
-
-
 @dataclass(frozen=True)
-class NarrowGateConfig:
+class NarrowGateConfig(StudyConfig):
     """Everything a Narrow Gate run depends on (REFERENCE.md, Paper 1, analyses 1-7).
 
     Attributes:
@@ -81,6 +80,8 @@ class NarrowGateConfig:
         homogeneity_presets: density-peak clustering presets of the homogeneity analysis.
         stages: which stages to run now (None: every stage the configured data allows).
     """
+
+    STUDY: ClassVar[str] = "narrow-gate"
 
     model: str
     data: Mapping[str, str]
@@ -129,10 +130,9 @@ class NarrowGateConfig:
             object.__setattr__(self, "stages", tuple(parse_stages(self.stages)))
         for name in ("n", "batch_size", "random_k", "patch_pairs", "overlap_k",
                      "caption_tokens", "vqa_tokens"):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("random_repeats", "pictures", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+            check_count(name, getattr(self, name))
         bad = [m for m in self.knockout_modes if m not in KNOCKOUT_MODES]
         if bad or not self.knockout_modes:
             raise ConfigError(f"knockout_modes {list(self.knockout_modes)}: choose from "
@@ -144,49 +144,9 @@ class NarrowGateConfig:
             raise ConfigError(f"flow_threshold must lie in (0, 1), got {self.flow_threshold}")
         if self.progressive_windows is not None:
             for w in self.progressive_windows:
-                _positive("progressive_windows entries", w)
+                check_positive("progressive_windows entries", w)
         if not self.steering_scales:
             raise ConfigError("steering_scales is empty: give at least one scale, e.g. [0, 1, 2]")
-
-    # ------------------------------------------------------------------ building
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> NarrowGateConfig:
-        """Build from plain values (a YAML mapping); unknown keys raise, listing the known."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown study config key(s) {unknown}; known: {sorted(known)}")
-        missing = [k for k in ("model", "data") if values.get(k) is None]
-        if missing:
-            raise ConfigError(f"the study config needs {missing} (a model and its data)")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> NarrowGateConfig:
-        """Read a YAML file; ``overrides`` (not None) replace its values.
-
-        Example:
-            >>> NarrowGateConfig.from_yaml("study.yaml", n=16, device=None)  # None: keep file's
-        """
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: a study config is a YAML mapping of field: value")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
-
-    def replace(self, **changes: Any) -> NarrowGateConfig:
-        return dataclasses.replace(self, **changes)
-
-    # ------------------------------------------------------------------ identity
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values (tuples as lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def identity(self) -> dict[str, Any]:
-        """What the numbers depend on: every field except ``stages``."""
-        values = self.to_dict()
-        values.pop("stages")
-        return {"study": "narrow-gate", "schema": 1, **values}
 
 
 def parse_stages(stages: str | Sequence[str | int]) -> list[str]:
@@ -196,18 +156,7 @@ def parse_stages(stages: str | Sequence[str | int]) -> list[str]:
         >>> parse_stages("4,gap")
         ['gap', 'knockout']
     """
-    items = stages.split(",") if isinstance(stages, str) else list(stages)
-    names = []
-    for item in (str(i).strip() for i in items):
-        if item.isdigit() and 1 <= int(item) <= len(STAGES):
-            item = STAGES[int(item) - 1]
-        if item not in STAGES:
-            raise ConfigError(f"unknown stage {item!r}; stages: " +
-                              ", ".join(f"{i + 1}={s}" for i, s in enumerate(STAGES)))
-        names.append(item)
-    if not names:
-        raise ConfigError("no stage given; stages: " + ", ".join(STAGES))
-    return [s for s in STAGES if s in names]
+    return select_stages(stages, STAGES)
 
 
 def _check_tasks(mapping: Mapping[str, Any], what: str) -> None:
@@ -216,8 +165,3 @@ def _check_tasks(mapping: Mapping[str, Any], what: str) -> None:
     bad = sorted(set(mapping) - set(TASKS))
     if bad:
         raise ConfigError(f"{what} has unknown task(s) {bad}; tasks: {list(TASKS)}")
-
-
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from hooked_vlm.studies.narrow_gate.config import STAGES
 from hooked_vlm.studies.results import write_atomic
+from hooked_vlm.studies.stages import load_results
 from hooked_vlm.viz import attention_on_image_grid
 from hooked_vlm.viz.narrow_gate import (
     flow_keys_figure,
@@ -46,12 +47,9 @@ def write_report(out_dir: str | Path) -> Path:
     timings = json.loads(path.read_text()) if path.exists() else {}
     sections = []
     for name in STAGES:
-        path = root / "results" / f"{name}.json"
-        if path.exists():
-            record = json.loads(path.read_text())
-            arrays = root / "results" / f"{name}.npz"
-            loaded = dict(np.load(arrays, allow_pickle=False)) if arrays.exists() else {}
-            sections.append(_SECTIONS[name](record["title"], record["values"], loaded))
+        if (root / "results" / f"{name}.json").exists():
+            record, values, arrays = load_results(root, name)
+            sections.append(_SECTIONS[name](record["title"], values, arrays))
     header = {
         "model": f"{info['model']} ({info['architecture']}, "
                  f"{'native' if info['native'] else 'encoder-based'}, {info['n_layers']} layers, "
@@ -148,12 +146,7 @@ def _flow(title: str, v: dict, arrays: dict) -> Section:
             fig = attention_on_image_grid(
                 picture, heat[picks], [f"layer {v['layers'][p]}" for p in picks],
                 title=f"caption example {row}: attention of the last text position",
-                fit=v["picture_fit"])
-            cols = min(4, len(picks))  # attention_on_image_grid's default columns
-            side = (REPORT_WIDTH - 40) / cols  # panels fill the page's width
-            rows = -(-len(picks) // cols)
-            fig.update_layout(width=REPORT_WIDTH,
-                              height=90 + side * rows * picture.shape[0] / picture.shape[1])
+                fit=v["picture_fit"], width=REPORT_WIDTH)
             figures.append(FigureItem(
                 fig, f"Caption example {row}: attention of the last text position (the "
                 "caption's last token) to each image patch, summed over heads, "

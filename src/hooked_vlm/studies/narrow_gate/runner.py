@@ -9,11 +9,18 @@ Results directory::
     session.json             model and data facts for the report's header
     report.html              the self-contained report (write_report(out_dir) redraws it)
 
+The units run on an engine (:mod:`hooked_vlm.engines`): this process by default, or Ray
+workers that each load the model once (this process then loads none of the weights: it lists
+units and reduces their arrays). ``shard=(i, n)`` computes block ``i`` of ``n`` of each stage's
+units and stops there (a Slurm array task); the same call without ``shard`` afterwards computes
+whatever is still missing, reduces every stage and writes the report.
+
 Example:
     >>> config = NarrowGateConfig(model="tiny-native", data="synthetic", n=16)
     >>> summary = run_narrow_gate(config, "results/narrow_gate")
     >>> summary.report
     PosixPath('results/narrow_gate/report.html')
+    >>> run_narrow_gate(config, "results/ng", engine=RayEngine(address="auto"))  # on a cluster
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hooked_vlm.engines import Engine, LocalEngine, Pool
+from hooked_vlm.engines import shard as shard_units
 from hooked_vlm.studies.narrow_gate.config import (
     STAGE_NEEDS,
     STAGE_TASKS,
@@ -38,16 +47,10 @@ from hooked_vlm.studies.narrow_gate.config import (
 from hooked_vlm.studies.narrow_gate.report import write_report
 from hooked_vlm.studies.narrow_gate.session import Session
 from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage
-from hooked_vlm.studies.narrow_gate.stage_flow import FLOW
-from hooked_vlm.studies.narrow_gate.stage_knockout import KNOCKOUT, PROGRESSIVE
-from hooked_vlm.studies.narrow_gate.stage_patching import PATCHING, STEERING
-from hooked_vlm.studies.narrow_gate.stage_representations import GAP, OVERLAP
+from hooked_vlm.studies.narrow_gate.worker import STAGE_OBJECTS, NarrowGateJob, StudyWorker
 from hooked_vlm.studies.results import ResultsDir, write_atomic
-from hooked_vlm.studies.units import Unit, UnitStore, run_units
+from hooked_vlm.studies.units import Unit, UnitStore
 
-STAGE_OBJECTS: dict[str, Stage] = {
-    s.name: s for s in (GAP, FLOW, OVERLAP, KNOCKOUT, PROGRESSIVE, PATCHING, STEERING)
-}
 assert tuple(STAGE_OBJECTS) == STAGES
 
 
@@ -64,7 +67,8 @@ class StageTiming:
 
 @dataclass
 class Summary:
-    """What a run produced: per-stage headline rows, timings, notes and the report's path."""
+    """What a run produced: per-stage headline rows, timings, notes and the report's path
+    (None for a shard: no stage is reduced there)."""
 
     out_dir: Path
     headline: dict[str, list[tuple[str, str]]]
@@ -82,44 +86,58 @@ class Progress:
 
 
 def run_narrow_gate(
-    config: NarrowGateConfig, out_dir: str | Path, progress: Progress | None = None
+    config: NarrowGateConfig,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    engine: Engine | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Summary:
     """Run (or resume) the study into ``out_dir`` and write its report.
 
+    ``engine``: where units run (default: this process); ``shard=(i, n)``: only block ``i`` of
+    ``n`` of each stage's units, no reduction and no report (see the module docstring).
     Raises ``ValueError`` if ``out_dir`` holds a run of a different configuration, and
     :class:`ConfigError` for a stage its data cannot serve when stages are named explicitly.
     ``session.json`` and ``timings.json`` are written as the run goes, so ``write_report``
     can draw the stages finished so far, also of a run that was interrupted.
     """
     progress = progress or Progress()
+    engine = engine or LocalEngine()
     results = ResultsDir(out_dir, config.identity())  # refuses a different identity
     store = UnitStore(results.path("units"))
-    session = Session(config)
+    session = Session(config, weights=not engine.remote)
     stages, notes = _plan(config, session)
     notes.insert(0, session.gate_note)
     for note in notes[1:]:
         progress.note(note)
     write_atomic(results.path("session.json"), json.dumps(
         {**session_info(session), "notes": notes}, indent=1))
+    job = (NarrowGateJob(config, str(results.root)) if engine.remote
+           else lambda: StudyWorker(session, store))
     headline, timings = {}, {}
-    with torch.no_grad():
+    with torch.no_grad(), engine.start(job) as pool:
         for name in stages:
-            headline[name], timings[name] = _run_stage(
-                STAGE_OBJECTS[name], session, results, store, progress
-            )
+            stage = STAGE_OBJECTS[name]
+            if shard is None:
+                headline[name], timings[name] = _run_stage(
+                    stage, session, results, store, pool, progress)
+            elif _ready(stage, session, store, notes, progress):
+                timings[name] = _run_shard(stage, session, store, pool, shard, progress)
     summary = Summary(results.root, headline, timings, notes)
-    summary.report = write_report(results.root)
+    if shard is None:
+        summary.report = write_report(results.root)
     return summary
 
 
 def _run_stage(
-    stage: Stage, session: Session, results: ResultsDir, store: UnitStore, progress: Progress
+    stage: Stage, session: Session, results: ResultsDir, store: UnitStore, pool: Pool,
+    progress: Progress,
 ) -> tuple[list[tuple[str, str]], StageTiming]:
     """The stage's missing units, then its reduction: ``(headline, timing)``."""
     wall = time.perf_counter()
     units = stage.units(session, store)
     progress.stage(stage.name, stage.title, len(units))
-    computed, _ = run_units(store, units, lambda u, c: progress.advance(stage.name, u, c))
+    computed = _compute(stage, units, store, pool, progress)
     reduced, reduce_seconds = _reduced(results, stage, session, store)
     timing = StageTiming(
         len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,
@@ -127,6 +145,50 @@ def _run_stage(
     )
     _write_timings(results, stage.name, timing)
     return reduced.headline, timing
+
+
+def _run_shard(
+    stage: Stage, session: Session, store: UnitStore, pool: Pool, shard: tuple[int, int],
+    progress: Progress,
+) -> StageTiming:
+    """This shard's block of the stage's units; nothing reduced (other shards' are missing)."""
+    wall = time.perf_counter()
+    units = shard_units(stage.units(session, store), *shard)
+    progress.stage(stage.name, f"{stage.title} (shard {shard[0]}/{shard[1]})", len(units))
+    computed = _compute(stage, units, store, pool, progress)
+    return StageTiming(len(units), computed, sum(store.seconds(u.key) for u in units),
+                       wall_seconds=time.perf_counter() - wall)
+
+
+def _compute(
+    stage: Stage, units: list[Unit], store: UnitStore, pool: Pool, progress: Progress
+) -> int:
+    """Run the units without a done-marker on ``pool``; progress counts the others as skipped."""
+    by_key = {unit.key: unit for unit in units}
+    todo = []
+    for unit in units:
+        if store.done(unit.key):
+            progress.advance(stage.name, unit, False)
+        else:
+            todo.append((stage.name, unit.key))
+    return pool.run(todo, lambda address, fresh: progress.advance(
+        stage.name, by_key[address[1]], fresh))
+
+
+def _ready(
+    stage: Stage, session: Session, store: UnitStore, notes: list[str], progress: Progress
+) -> bool:
+    """Whether every unit of the stages ``stage`` reads is done (under sharding, other shards
+    may still be computing them); a note says why not."""
+    waiting = [need for need in STAGE_NEEDS.get(stage.name, ())
+               if not all(store.done(u.key) for u in STAGE_OBJECTS[need].units(session, store))]
+    if waiting:
+        note = (f"stage {stage.name!r} reads every unit of {waiting}, which other shards are "
+                "still computing: skipped in this shard (the run without --shard computes it, "
+                f"or rerun the shards with --stages {stage.name} once those are in)")
+        notes.append(note)
+        progress.note(note)
+    return not waiting
 
 
 def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[str]]:
@@ -191,5 +253,5 @@ def session_info(session: Session) -> dict[str, Any]:
         "native": model.cfg.native, "n_layers": model.cfg.n_layers,
         "d_model": model.cfg.d_model, "gate": session.gate, "gate_note": session.gate_note,
         "data": {task: config.data[task] for task in config.data}, "n": config.n,
-        "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+        "device": session.device, "dtype": str(model.dtype).removeprefix("torch."),
     }

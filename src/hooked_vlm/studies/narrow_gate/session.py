@@ -41,14 +41,18 @@ def unit_seed(*parts: object) -> int:
 class Session:
     """The model and data of one run, loaded once."""
 
-    def __init__(self, config: NarrowGateConfig) -> None:
+    def __init__(self, config: NarrowGateConfig, weights: bool = True) -> None:
+        """``weights=False``: the model on PyTorch's meta device (config, tokenizer and processor,
+        no weights read): what a driver needs whose units run in other processes. Running it
+        fails loudly."""
         from hooked_vlm.model import HookedVLM
 
         self.config = config
+        placement = {"device": config.device} if weights else {"device_map": "meta"}
         self.model = HookedVLM.from_pretrained(
-            config.model, device=config.device, dtype=config.dtype,
-            model_config=config.model_config,
+            config.model, dtype=config.dtype, model_config=config.model_config, **placement,
         )
+        self.device = str(self.model.device) if weights else config.device
         if self.model.model_config is None or not self.model.model_config.prompts:
             raise ConfigError(
                 f"{config.model!r} has no model config with prompt templates, which the study "

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from hooked_vlm.analysis import (
     flow_contributions,
@@ -32,11 +31,10 @@ from hooked_vlm.analysis import (
     text_to_image_mass,
 )
 from hooked_vlm.layout import patch_grid
+from hooked_vlm.studies.common import picture_fit, thumbnail
 from hooked_vlm.studies.narrow_gate.session import Session
-from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage
+from hooked_vlm.studies.stages import Reduced, Stage
 from hooked_vlm.studies.units import Unit, UnitStore
-
-PICTURE_SIDE = 192  # pictures kept for the report are at most this many pixels a side
 
 
 def _units(session: Session, store: UnitStore) -> list[Unit]:
@@ -75,7 +73,7 @@ def _unit(session: Session, rows: range) -> dict[str, np.ndarray]:
     }
     if drawn:
         out["heat"] = torch.stack([heats[layer] for layer in session.layers], 1).numpy()
-        out["picture"] = np.stack([_small(images[b]) for b in drawn])
+        out["picture"] = np.stack([thumbnail(images[b]) for b in drawn])
     return out
 
 
@@ -88,13 +86,6 @@ def _key_labels(layout: Any, keys: torch.Tensor) -> list[str]:
         names.append(group.upper() if group else f"img {count}")
         count += group is None
     return names
-
-
-def _small(image: Image.Image) -> np.ndarray:
-    """The picture as uint8 ``[H, W, 3]``, at most PICTURE_SIDE pixels a side."""
-    picture = image.convert("RGB")
-    picture.thumbnail((PICTURE_SIDE, PICTURE_SIDE))
-    return np.asarray(picture, dtype=np.uint8)
 
 
 def _reduce(session: Session, store: UnitStore) -> Reduced:
@@ -116,7 +107,7 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
         "eoi": flow.eoi.tolist(), "last_image": flow.last_image.tolist(),
         "salient": salient.tolist(), "n_salient": (flow.salient > 0).sum(1).tolist(),
         "internal_image": flow.internal_image.tolist(),
-        "picture_fit": _fit(session), "picture_rows": [],
+        "picture_fit": picture_fit(session.model), "picture_rows": [],
     }
     arrays = {"shares": flow.shares.numpy()}
     with_pictures = [u for u in loaded if u["picture_rows"].size]
@@ -131,14 +122,6 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
     headline = [(f"max {name} share of text->image attention", f"{gate.max():.2f} (layer {layer})"),
                 ("mean internal-image share", f"{np.mean(values['internal_image']):.2f}")]
     return Reduced(values, headline, arrays)
-
-
-def _fit(session: Session) -> str:
-    """How the processor fitted pictures into the model's view (for drawing on them)."""
-    images = getattr(session.model.processor, "image_processor", None)
-    if getattr(images, "do_center_crop", False):
-        return "center_crop"
-    return "pad" if getattr(images, "do_pad", False) else "fill"
 
 
 FLOW = Stage("flow", "2. Cross-modal attention flow", _units, _reduce)

@@ -39,8 +39,8 @@ from hooked_vlm.interventions import Hooks, Selector, knockout, resolve
 from hooked_vlm.layout import TokenLayout
 from hooked_vlm.studies.narrow_gate.collect import LastPosition
 from hooked_vlm.studies.narrow_gate.session import Session, unit_seed
-from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage, stacked
 from hooked_vlm.studies.narrow_gate.stage_representations import overlap_k
+from hooked_vlm.studies.stages import Reduced, Stage, stacked
 from hooked_vlm.studies.units import Unit, UnitStore
 
 GENERATION_TASKS = ("caption", "vqa")

@@ -36,10 +36,10 @@ from hooked_vlm.interventions import (
     patch_sweep,
     steer,
 )
-from hooked_vlm.studies.narrow_gate.config import ConfigError
-from hooked_vlm.studies.narrow_gate.session import Session, chunked
-from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage, stacked
+from hooked_vlm.studies.common import ConfigError, chunked
+from hooked_vlm.studies.narrow_gate.session import Session
 from hooked_vlm.studies.narrow_gate.stage_representations import overlap_units
+from hooked_vlm.studies.stages import Reduced, Stage, stacked
 from hooked_vlm.studies.units import Unit, UnitStore
 
 SWEEPS = {"resid": ("blocks.{layer}.hook_resid_pre", False),

@@ -32,7 +32,7 @@ from hooked_vlm.analysis import (
 )
 from hooked_vlm.studies.narrow_gate.collect import residuals_at
 from hooked_vlm.studies.narrow_gate.session import Session, unit_seed
-from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage, stacked
+from hooked_vlm.studies.stages import Reduced, Stage, stacked
 from hooked_vlm.studies.units import Unit, UnitStore
 
 # ---------------------------------------------------------------------- stage 1: modality gap

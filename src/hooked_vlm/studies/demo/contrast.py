@@ -1,0 +1,99 @@
+"""The paper's native-vs-LLM-backed contrast, read from finished study results directories.
+
+Pure reading: every number here was computed and saved by a study (``results/<stage>.json``);
+nothing is recomputed, so the demo page and the study reports can never disagree.
+
+Example:
+    >>> row = narrow_gate_row("results/demo/narrow-gate/tiny-native")
+    >>> row["gate_share"]["max"], row["knockout"]["vqa_accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# knockout columns of the contrast: the paper's code zeroes post-softmax weights ("zero")
+KNOCKOUT_MODE = "zero"
+KNOCKOUT_METRICS = {"accuracy": "classification accuracy", "vqa_accuracy": "VQA accuracy",
+                    "cider": "CIDEr-D"}
+
+
+def stage_values(out_dir: str | Path, stage: str) -> dict[str, Any]:
+    """The reduced numbers of a finished stage (``results/<stage>.json``'s ``values``)."""
+    path = Path(out_dir) / "results" / f"{stage}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: stage {stage!r} of {out_dir} has not "
+                                "finished; run the study again to resume it")
+    return json.loads(path.read_text())["values"]
+
+
+def narrow_gate_row(out_dir: str | Path) -> dict[str, Any]:
+    """One model's contrast numbers from its Narrow Gate results directory.
+
+    ``gate_share``: share of text->image attention on the gate (EOI, or the last image token
+    for a model without one) per layer, its max and that layer; ``knockout``: per metric, the
+    clean value and the values with text->gate and text->image-tokens edges knocked out in
+    every layer (mode :data:`KNOCKOUT_MODE`); ``patching``: the max flip rate of the gate's
+    residual patched from an image of another class, and its layer.
+    """
+    session = json.loads((Path(out_dir) / "session.json").read_text())
+    flow = stage_values(out_dir, "flow")
+    knock = stage_values(out_dir, "knockout")
+    patch = stage_values(out_dir, "patching")
+    share = flow["eoi"] if flow["has_eoi"] else flow["last_image"]
+    by_condition = {row["condition"]: row for row in knock["table"]}
+    knockout = {
+        metric: {
+            "clean": by_condition["none"].get(metric),
+            "gate": by_condition[f"{KNOCKOUT_MODE}/gate"].get(metric),
+            "image": by_condition[f"{KNOCKOUT_MODE}/image"].get(metric),
+        }
+        for metric in KNOCKOUT_METRICS
+        if by_condition["none"].get(metric) is not None
+    }
+    flips = patch["resid"]["flip_rate"]
+    best = max(range(len(flips)), key=flips.__getitem__)
+    return {
+        "model": session["model"],
+        "native": session["native"],
+        "gate": "EOI" if flow["has_eoi"] else "last image token",
+        "n": session["n"],
+        "layers": flow["layers"],
+        "gate_share": {"per_layer": share, "max": max(share),
+                       "layer": flow["layers"][max(range(len(share)), key=share.__getitem__)]},
+        "knockout": knockout,
+        "patching": {"flip_rate": flips[best], "layer": patch["layers"][best],
+                     "pairs": patch["pairs"]},
+    }
+
+
+def attribution_row(out_dir: str | Path, top: int = 3) -> dict[str, Any]:
+    """One model's head-attribution headline from its results directory.
+
+    ``fit``: held-out Pearson and R² of the pooled linear fit; ``top_heads``: the ``top``
+    largest pooled coefficients; ``gap``: the mean target with every head kept and with every
+    head ablated (how much the heads' image reading moves the answer at all); ``completeness``
+    and ``random_drop`` per k: the share of that gap lost by ablating the top-k heads, and the
+    drop of k random heads; ``agreement``: Spearman of the coefficients with leave-one-out
+    drops and with attention weight on the image.
+    """
+    fit = stage_values(out_dir, "fit")
+    curves = stage_values(out_dir, "curves")
+    baselines = stage_values(out_dir, "baselines")
+    ours = curves["summary"]["attribution"]
+    quality = fit["quality"]
+    return {
+        "n": fit["n"],
+        "fit": {"pearson": quality["pooled_pearson"], "r2": quality["pooled_r2"],
+                "heldout_masks": quality["n_heldout"]},
+        "top_heads": fit["top_heads"][:top],
+        "gap": {"clean": fit["clean_mean"], "ablated": fit["ablated_mean"]},
+        "k": ours["k"],
+        "completeness": ours["completeness"],
+        "topk_drop": ours["topk_drop"],
+        "random_drop": curves["random_drop"],
+        "agreement": {name: baselines[name]["pooled_spearman"]
+                      for name in ("loo", "attention") if name in baselines},
+    }

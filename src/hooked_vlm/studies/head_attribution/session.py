@@ -1,0 +1,145 @@
+"""What every stage shares: the loaded model, the examples, the evaluator and the mask store.
+
+A :class:`Session` is built once per process from the config. Each example is one image under
+the task's prompt template (the model config's), with the *answer token* Kim et al. measure:
+the first token of the answer as it follows the prompt (classify: the label; vqa: the most
+common answer; caption: the first reference caption). The store (``<out>/store``) is opened
+here: created by the first process, reopened (and checked against the run) by every other.
+
+Example:
+    >>> session = Session(HeadAttributionConfig(model="tiny-llava", data="synthetic", n=4),
+    ...                   "results/ha")
+    >>> session.examples[0].answer, session.answers[0], session.n_heads_total
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hooked_vlm.attribution import Evaluator, Example, MaskStore, open_store
+from hooked_vlm.attribution.targets import answer_token
+from hooked_vlm.studies.common import ConfigError, load_study_model
+from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
+from hooked_vlm.studies.stages import load_results
+
+TOKEN_HEADS_SHARE = 0.1  # token level: top 10% of heads unless token_heads is given
+
+
+class Session:
+    """The model, examples, evaluator and store of one run, loaded once per process."""
+
+    def __init__(self, config: HeadAttributionConfig, out_dir: str | Path) -> None:
+        from hooked_vlm.data import load_study_data
+
+        self.config = config
+        self.root = Path(out_dir)
+        self.model = load_study_model(
+            config.model, device=config.device, dtype=config.dtype,
+            model_config=config.model_config, tasks=[config.task],
+        )
+        self.data = load_study_data(config.data, split=config.split, n=config.n,
+                                    seed=config.seed, task=config.task)
+        self.n_layers, self.n_heads = self.model.cfg.n_layers, self.model.cfg.n_heads
+        self.n_heads_total = self.n_layers * self.n_heads
+        self.ks = self._ks()
+        self.token_heads = self._token_heads()
+        self.prompts = [self.model.model_config.prompt(config.task, question=q)
+                        for q in self.data["question"]]
+        text = self.data.select_columns(["label", "answers", "captions"])
+        self.answers = [_answer_text(config.task, row) for row in text]
+        tokenizer = self.model.tokenizer
+        self.answer_ids = [answer_token(tokenizer, p, a)
+                           for p, a in zip(self.prompts, self.answers, strict=True)]
+        self.labels = [str(label) for label in self.data["label"]]
+        foils = self._foils() if config.target == "logit_diff" else [None] * len(self.answers)
+        self.examples = [
+            Example(self.model.prepare([image], [prompt]), answer=answer, foil=foil, label=label)
+            for image, prompt, answer, foil, label in zip(
+                self.data["image"], self.prompts, self.answer_ids, foils, self.labels,
+                strict=True)
+        ]
+        self.evaluator = Evaluator(self.model, self.examples, config.attribution())
+        self.store: MaskStore = open_store(self.root / "store", self.evaluator)
+        self._results: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+
+    # ------------------------------------------------------------------ settings
+    def _ks(self) -> list[int]:
+        """Head counts of the curves: the config's, or 1, 2, 4, ... and every head."""
+        total = self.n_heads_total
+        if self.config.top_k is None:
+            powers = [2**i for i in range(total.bit_length()) if 2**i < total]
+            return [*powers, total]
+        too_many = [k for k in self.config.top_k if k > total]
+        if too_many:
+            raise ConfigError(f"top_k {too_many}: the model has {total} heads "
+                              f"({self.n_layers} layers x {self.n_heads})")
+        return sorted(set(self.config.top_k))
+
+    def _token_heads(self) -> int:
+        total = self.n_heads_total
+        if self.config.token_heads is None:
+            return max(1, round(TOKEN_HEADS_SHARE * total))
+        if self.config.token_heads > total:
+            raise ConfigError(f"token_heads {self.config.token_heads}: the model has {total} "
+                              "heads")
+        return self.config.token_heads
+
+    def _foils(self) -> list[int]:
+        """For target "logit_diff": per example, the answer token of another class of the data
+        (another answer for vqa / caption), drawn by (seed, example)."""
+        ids = np.array(self.answer_ids)
+        out = []
+        for i, own in enumerate(ids):
+            others = sorted({int(t) for t in ids if t != own})
+            if not others:
+                raise ConfigError("target 'logit_diff' needs examples whose answers start with "
+                                  "at least two different tokens; these all start alike")
+            rng = np.random.default_rng([self.config.seed, i])
+            out.append(others[int(rng.integers(len(others)))])
+        return out
+
+    # ------------------------------------------------------------------ shared results
+    @property
+    def n_examples(self) -> int:
+        return len(self.examples)
+
+    @cached_property
+    def token_rows(self) -> list[int]:
+        """Examples of the token-level stage: the first ``token_examples`` (at most n)."""
+        return list(range(min(self.config.token_examples, self.n_examples)))
+
+    def result(self, stage: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(values, arrays)`` of a finished stage's reduction (read once: never rewritten)."""
+        if stage not in self._results:
+            _, values, arrays = load_results(self.root, stage)
+            self._results[stage] = values, arrays
+        return self._results[stage]
+
+    def info(self) -> dict[str, Any]:
+        """What the report's header says about the model, the data and the examples."""
+        model, config = self.model, self.config
+        return {
+            "model": config.model, "model_config": model.model_config.name,
+            "architecture": model.cfg.architecture, "native": model.cfg.native,
+            "n_layers": self.n_layers, "n_heads": self.n_heads,
+            "n_kv_heads": model.cfg.n_kv_heads, "d_model": model.cfg.d_model,
+            "data": config.data, "split": config.split, "task": config.task,
+            "prompt": self.model.model_config.prompts[config.task],
+            "ks": self.ks, "token_heads": self.token_heads, "token_rows": self.token_rows,
+            "examples": {"id": list(self.data["id"]), "label": self.labels,
+                         "answer": self.answers, "answer_id": self.answer_ids},
+            "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+        }
+
+
+def _answer_text(task: str, row: dict[str, Any]) -> str:
+    if task == "classify":
+        return str(row["label"])
+    if task == "vqa":  # the most common human answer (ties: the first given)
+        return Counter(row["answers"]).most_common(1)[0][0]
+    return str(row["captions"][0])

@@ -1,0 +1,92 @@
+"""Stage 2, fit: y ≈ β0 + Σ β_h m_h per example and pooled, scored on the held-out masks.
+
+Reads the finished store (``hooked_vlm.attribution.fit_store``); writes the coefficients
+(per example, pooled, per class mean), the held-out predictions against the measured targets,
+the clean and all-ablated targets, and the held-out Pearson / Spearman / R².
+
+Example:
+    >>> FIT.reduce(session, store).values["quality"]["pooled_pearson"]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hooked_vlm.attribution import fit_store, ranking, stored_splits
+from hooked_vlm.studies.head_attribution.session import Session
+from hooked_vlm.studies.stages import Reduced, Stage
+from hooked_vlm.studies.units import UnitStore
+
+TOP_HEADS = 10  # listed in the results and the summary
+
+
+def top_head_list(scores: np.ndarray, n: int = TOP_HEADS) -> list[dict[str, Any]]:
+    """The ``n`` highest-scoring heads of ``scores [L, H]``: layer, head, score."""
+    n_heads = scores.shape[1]
+    return [{"layer": int(i // n_heads), "head": int(i % n_heads), "score": float(scores.flat[i])}
+            for i in ranking(scores)[:n]]
+
+
+def head_name(entry: dict[str, Any]) -> str:
+    return f"L{entry['layer']}H{entry['head']}"
+
+
+def _reduce(session: Session, store: UnitStore) -> Reduced:
+    config = session.config
+    attribution, quality = fit_store(session.store, config.regression, config.regularization)
+    reference = session.store.targets("reference")  # [n, 2]: all kept, all ablated
+    classes = sorted(set(session.labels))
+    labels = np.array(session.labels)
+    arrays = {
+        "coef": attribution.coef, "intercept": attribution.intercept,
+        "pooled_coef": attribution.pooled_coef,
+        "class_coef": np.stack([attribution.coef[labels == c].mean(0) for c in classes]),
+        "clean": reference[:, 0], "ablated": reference[:, 1],
+    }
+    values: dict[str, Any] = {
+        "regression": attribution.method, "regularization": attribution.regularization,
+        "n_layers": session.n_layers, "n_heads": session.n_heads, "n": session.n_examples,
+        "classes": classes, "class_counts": [int((labels == c).sum()) for c in classes],
+        "pooled_intercept": attribution.pooled_intercept,
+        "top_heads": top_head_list(attribution.pooled_coef),
+        "clean_mean": float(reference[:, 0].mean()), "ablated_mean": float(reference[:, 1].mean()),
+        "quality": None,
+    }
+    top = ", ".join(f"{head_name(h)} ({h['score']:+.3g})" for h in values["top_heads"][:5])
+    headline = [("top heads (pooled β)", top)]
+    if quality is not None:
+        held = stored_splits(session.store)["heldout"]
+        masks = held.masks(0, held.size)
+        measured = session.store.targets("heldout")
+        arrays.update({
+            "heldout_predicted": attribution.predict_pooled(masks),
+            "heldout_measured": measured.mean(0),
+            "heldout_predicted_each": attribution.predict(masks),
+            "heldout_measured_each": measured,
+            "pearson": quality.pearson, "spearman": quality.spearman, "r2": quality.r2,
+        })
+        values["quality"] = _finite(quality.summary())
+        q = values["quality"]
+        headline += [
+            ("held-out Pearson / Spearman / R², pooled",
+             f"{_fmt(q['pooled_pearson'])} / {_fmt(q['pooled_spearman'])} / "
+             f"{_fmt(q['pooled_r2'])} ({q['n_heldout']} masks)"),
+            ("held-out Pearson / R², per example (mean)",
+             f"{_fmt(q['pearson_mean'])} / {_fmt(q['r2_mean'])}"),
+        ]
+    return Reduced(values, headline, arrays)
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    """NaN (a constant target) as None, which JSON can hold."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in values.items()}
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+FIT = Stage("fit", "2. Fit and held-out quality", lambda session, store: [], _reduce)
