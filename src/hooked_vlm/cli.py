@@ -240,11 +240,17 @@ def finetune(
     Trains on the synthetic shapes data with the EOI knockout active, then compares held-out
     accuracy and the EOI / image-token knockout effect before and after. Writes a merged
     checkpoint: HookedVLM.from_pretrained(OUT, model_config="tiny-native")."""
+    import torch
+
     from hooked_vlm.loading import ModelSourceError
     from hooked_vlm.training.finetune import FinetuneError
     from hooked_vlm.training.finetune import finetune as run_finetune
 
     console = _console()
+    _quiet_libraries()
+    # the synthetic data fit tiny-native's word vocabulary: d_model 128, more threads only add
+    # synchronisation (and spin on a busy machine)
+    torch.set_num_threads(1)
     given = {"steps": steps, "rank": rank, "lr": lr, "batch_size": batch_size,
              "n_train": n_train, "n_eval": n_eval}
     options = {"full": full, "mask": mask, **{k: v for k, v in given.items() if v is not None}}

@@ -24,7 +24,7 @@ Here, on the synthetic shapes data of :mod:`hooked_vlm.training`:
   model_config="tiny-native")``.
 
 Example:
-    >>> report = finetune("tiny-native", "out/tiny-native-ft", steps=300, seed=0)
+    >>> report = finetune("tiny-native", "out/tiny-native-ft", steps=200, seed=0)
     >>> report["before"]["probe"]["mean"], report["after"]["probe"]["mean"]
 """
 
