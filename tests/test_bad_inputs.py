@@ -34,7 +34,13 @@ from hooked_vlm.studies.results import ResultsDir
 from hooked_vlm.testing.tiny import build_tiny
 from tests.conftest import ALL_ARCHS, Wrapped, wrap
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """Inference only, for this module's tests (a module-level switch would leak into every
+    later test module)."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from hooked_vlm.cli import app
@@ -21,7 +22,9 @@ def _readme_code(section: str) -> str:
 
 
 def test_readme_quickstart_runs():
-    exec(compile(_readme_code("Quickstart"), "README-quickstart", "exec"), {})
+    with torch.enable_grad():  # restores the grad mode the quickstart switches off, on exit
+        exec(compile(_readme_code("Quickstart"), "README-quickstart", "exec"), {})
+    assert torch.is_grad_enabled()
 
 
 def test_readme_head_attribution_example_runs(tmp_path, monkeypatch):

@@ -8,13 +8,16 @@ shapes dataset (:mod:`hooked_vlm.data.synthetic`):
 - ``vocab``: word-level tokenizers and real HF processors;
 - ``vq``: fitting tiny-native's VQ tokenizer (autoencoder + k-means codebook);
 - ``batches``: tasks -> token batches; ``loop``: the optimisation loop;
-- ``evaluate``: held-out accuracies; ``train``: :func:`train_tiny`, the one entry point.
+- ``evaluate``: held-out accuracies; ``train``: :func:`train_tiny`, the one entry point;
+- ``finetune``: :func:`finetune`, a native model fine-tuned with text→EOI attention masked
+  (the Narrow Gate paper's NeurIPS experiment), LoRA (peft) or full.
 
 Example:
     >>> from hooked_vlm.training import train_tiny
     >>> report = train_tiny("tiny-llava", "out/tiny-llava", seed=0)
 """
 
+from hooked_vlm.training.finetune import FinetuneConfig, finetune
 from hooked_vlm.training.train import TrainConfig, train_config, train_tiny
 
-__all__ = ["TrainConfig", "train_config", "train_tiny"]
+__all__ = ["FinetuneConfig", "TrainConfig", "finetune", "train_config", "train_tiny"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -61,11 +63,14 @@ def run_loop(
     log: Callable[[str], None] | None = None,
     image_codes: Int[Tensor, " n"] | None = None,
     image_weight: float = 1.0,
+    around: Callable[[dict[str, Tensor]], AbstractContextManager[Any]] | None = None,
 ) -> list[float]:
     """Train for ``steps`` steps; returns the loss of every step.
 
     ``next_batch(step)`` must be a pure function of ``step`` (and its own seeded state) for
     the run to be reproducible. ``image_codes``/``image_weight``: see :func:`next_token_loss`.
+    ``around(batch)``: a context each step's forward runs in, e.g. attention hooks built from
+    the batch's token layout (:mod:`hooked_vlm.training.finetune`).
     """
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
@@ -81,7 +86,9 @@ def run_loop(
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        loss = next_token_loss(model, next_batch(step), image_codes, image_weight)
+        batch = next_batch(step)
+        with around(batch) if around is not None else nullcontext():
+            loss = next_token_loss(model, batch, image_codes, image_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, clip)

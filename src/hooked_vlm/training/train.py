@@ -116,7 +116,8 @@ def train_tiny(
     say = log or (lambda _msg: None)
     report: dict[str, Any] = {"name": name, "seed": seed, "config": asdict(cfg), "seconds": {}}
     clock = _Clock(report["seconds"])
-    with _deterministic():
+    # gradients whatever the caller's grad mode (a test module may have switched it off)
+    with deterministic(), torch.enable_grad():
         with clock("data"):
             processor = build_processor(name)
             train = synthetic_dataset("train", cfg.n_train)
@@ -145,12 +146,12 @@ def train_tiny(
             image_codes = torch.tensor(model.model.vocabulary_mapping.image_tokens)
         with clock("train"):
             losses = run_loop(
-                model, params, _batches(spec, train, cfg, seed), steps=cfg.steps, lr=cfg.lr,
+                model, params, step_batches(spec, train, cfg, seed), steps=cfg.steps, lr=cfg.lr,
                 warmup=min(cfg.warmup, cfg.steps), weight_decay=cfg.weight_decay,
                 log_every=cfg.log_every, log=say, image_codes=image_codes,
                 image_weight=cfg.image_weight,
             )
-        report.update(_loss_summary(losses, cfg.log_every))
+        report.update(loss_summary(losses, cfg.log_every))
         report["parameters"] = _parameter_counts(model)
         if cfg.n_eval:
             with clock("eval"):
@@ -158,11 +159,11 @@ def train_tiny(
                 report["eval"] = evaluate(model, processor, model_config, list(test))
             say(f"held-out: { {k: v for k, v in report['eval'].items() if k != 'examples'} }")
     report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    _save(model, processor, report, Path(out_dir))
+    save_checkpoint(model, processor, Path(out_dir), {"training.json": report})
     return report
 
 
-def _batches(
+def step_batches(
     spec: BatchSpec, train: Any, cfg: TrainConfig, seed: int
 ) -> Callable[[int], dict[str, torch.Tensor]]:
     """``next_batch(step)``: rows, tasks and answers drawn from a generator seeded by
@@ -201,7 +202,7 @@ def _fit_codes(
     return vq_report, torch.cat(codes)
 
 
-def _loss_summary(losses: list[float], every: int) -> dict[str, Any]:
+def loss_summary(losses: list[float], every: int) -> dict[str, Any]:
     every = max(1, min(every, len(losses)))
     curve = [float(np.mean(losses[i:i + every])) for i in range(0, len(losses), every)]
     return {
@@ -221,13 +222,17 @@ def _parameter_counts(model: Any) -> dict[str, int]:
     return counts
 
 
-def _save(model: Any, processor: Any, report: dict[str, Any], out_dir: Path) -> None:
-    """Write the directory next to ``out_dir`` under a temporary name, then swap it in."""
+def save_checkpoint(
+    model: Any, processor: Any, out_dir: Path, reports: dict[str, dict[str, Any]]
+) -> None:
+    """``save_pretrained`` of ``model`` and ``processor`` plus JSON ``reports`` (file name ->
+    dict) into ``out_dir``: written next to it under a temporary name, then swapped in."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    for name, report in reports.items():
+        (tmp / name).write_text(json.dumps(report, indent=1) + "\n")
     old = None
     if out_dir.exists():
         old = out_dir.parent / f"{tmp.name}-old"
@@ -238,7 +243,7 @@ def _save(model: Any, processor: Any, report: dict[str, Any], out_dir: Path) -> 
 
 
 @contextmanager
-def _deterministic() -> Iterator[None]:
+def deterministic() -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:

@@ -100,7 +100,10 @@ def _gap(title: str, v: dict, arrays: dict) -> Section:
         "The same text and image vectors, clustered per layer by advanced density peaks; the "
         "score is the homogeneity of the clusters with respect to modality: 1 when no cluster "
         "mixes text and image, 0 when clusters ignore modality. Presets: 'neurips' (cosine "
-        "distances, Z = 1.65) and 'v1' (normalised vectors, Euclidean, Z = 1.2).")
+        "distances, Z = 1.65) and 'v1' (normalised vectors, Euclidean, Z = 1.2). Clusters per "
+        "layer: " + "; ".join(f"{p} {', '.join(map(str, c))}"
+                              for p, c in v.get("clusters", {}).items())
+        + " (a single cluster scores 0 whatever the modalities).")
     notes = [f"homogeneity ({preset}) not computed for {e}" for preset, errors
              in v["homogeneity_errors"].items() for e in errors[:2]]
     return Section(title, "Are text and image tokens represented apart?", [gap, homog],

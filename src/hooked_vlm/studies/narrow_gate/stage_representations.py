@@ -70,24 +70,32 @@ def _gap_reduce(session: Session, store: UnitStore) -> Reduced:
         gap = modality_gap(sample, absolute=absolute)
         values[key] = {"median": gap.median.tolist(), "q25": gap.q25.tolist(),
                        "q75": gap.q75.tolist()}
-    values["homogeneity"], values["homogeneity_errors"] = {}, {}
+    values["homogeneity"], values["homogeneity_errors"], values["clusters"] = {}, {}, {}
     for preset in session.config.homogeneity_presets:
-        scores, errors = [], []
+        scores, errors, clusters = [], [], []
         for layer in range(len(session.layers)):
             try:
-                scores.append(modality_homogeneity(text[layer], image[layer], preset).score)
+                result = modality_homogeneity(text[layer], image[layer], preset)
             except ValueError as err:  # too few points for the preset, degenerate vectors
                 scores.append(None)
+                clusters.append(None)
                 errors.append(f"layer {session.layers[layer]}: {err}")
+                continue
+            scores.append(result.score)
+            # one cluster makes the score 0 whatever the modalities: say how many there were
+            clusters.append(len(np.unique(result.clustering.clusters.labels)))
         values["homogeneity"][preset] = scores
         values["homogeneity_errors"][preset] = errors
+        values["clusters"][preset] = clusters
     median = np.array(values["cosine"]["median"])
     headline = [("max median cosine (layer)",
                  f"{median.max():.3f} (layer {session.layers[int(median.argmax())]})")]
     for preset, scores in values["homogeneity"].items():
         ok = [s for s in scores if s is not None]
-        headline.append((f"homogeneity {preset} (min..max)",
-                         f"{min(ok):.2f}..{max(ok):.2f}" if ok else "n/a (too few points)"))
+        counts = [c for c in values["clusters"][preset] if c is not None]
+        headline.append((f"homogeneity {preset} (min..max; clusters)",
+                         f"{min(ok):.2f}..{max(ok):.2f}; {min(counts)}..{max(counts)}"
+                         if ok else "n/a (too few points)"))
     return Reduced(values, headline)
 
 
