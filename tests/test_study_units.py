@@ -52,3 +52,15 @@ def test_results_dir_names_the_changed_fields(tmp_path):
     ResultsDir(tmp_path, {"n": 16, "model": "m", "seed": 0})
     with pytest.raises(ValueError, match=r"n: 16 there, 32 now.*never mixed"):
         ResultsDir(tmp_path, {"n": 32, "model": "m", "seed": 0})
+
+
+def test_with_needs_adds_the_missing_needs_after_the_stages_asked_for():
+    from hooked_vlm.studies.common import with_needs
+
+    needs = {"curves": ("fit", "baselines"), "baselines": ("fit",)}
+    assert with_needs(["curves"], needs) == (
+        ["curves", "fit", "baselines"],
+        ["stage 'curves' needs 'fit': running it too",
+         "stage 'curves' needs 'baselines': running it too"],
+    )
+    assert with_needs(("fit", "baselines"), needs) == (["fit", "baselines"], [])

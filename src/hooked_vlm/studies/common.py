@@ -105,6 +105,26 @@ def parse_stages(stages: str | Sequence[str | int], known: Sequence[str]) -> lis
     return [s for s in known if s in names]
 
 
+def with_needs(
+    stages: Sequence[str], needs: Mapping[str, Sequence[str]]
+) -> tuple[list[str], list[str]]:
+    """``stages`` followed by the stages they need (``needs``: stage -> stages it reads) that
+    are missing, and a note for each one added. Only the needs of ``stages`` themselves are
+    added, not those of an added stage.
+
+    Example:
+        >>> with_needs(["steering"], {"steering": ("overlap",)})
+        (['steering', 'overlap'], ["stage 'steering' needs 'overlap': running it too"])
+    """
+    wanted, notes = list(stages), []
+    for name in list(wanted):
+        for need in needs.get(name, ()):
+            if need not in wanted:
+                wanted.append(need)
+                notes.append(f"stage {name!r} needs {need!r}: running it too")
+    return wanted, notes
+
+
 def check_positive(name: str, value: object) -> None:
     """``value`` must be an int >= 1 (a bool is not)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -124,15 +144,21 @@ def load_study_model(
     dtype: str | None = None,
     model_config: str | None = None,
     tasks: Sequence[str] = (),
+    weights: bool = True,
 ) -> HookedVLM:
     """The model of a study, with the processor and prompt templates (of ``tasks``) it needs.
+
+    ``weights=False``: the model on PyTorch's meta device (config, tokenizer and processor, no
+    weights read): what a driver needs whose units run in other processes. Running it fails
+    loudly.
 
     Example:
         >>> load_study_model("chameleon-7b", device="cuda", tasks=["caption", "classify"])
     """
     from hooked_vlm.model import HookedVLM
 
-    model = HookedVLM.from_pretrained(name, device=device, dtype=dtype, model_config=model_config)
+    placement = {"device": device} if weights else {"device_map": "meta"}
+    model = HookedVLM.from_pretrained(name, dtype=dtype, model_config=model_config, **placement)
     prompts = model.model_config.prompts if model.model_config is not None else {}
     missing = [task for task in tasks if task not in prompts]
     if not prompts or missing:

@@ -48,6 +48,11 @@ class Stage:
     reduce: Callable[[Any, UnitStore], Reduced]
 
 
+# Computes the units that have no done-marker, calls ``on_unit(unit, computed)`` for each of
+# ``units`` and returns how many it computed.
+Compute = Callable[[list[Unit], Callable[[Unit, bool], None]], int]
+
+
 @dataclass
 class StageTiming:
     """Compute seconds of a stage's units (every session) and this session's wall time."""
@@ -61,7 +66,8 @@ class StageTiming:
 
 @dataclass
 class Summary:
-    """What a run produced: per-stage headline rows, timings, notes and the report's path."""
+    """What a run produced: per-stage headline rows, timings, notes and the report's path
+    (None for a shard: no stage is reduced there)."""
 
     out_dir: Path
     headline: dict[str, list[tuple[str, str]]]
@@ -87,13 +93,23 @@ def stacked(
 
 
 def run_stage(
-    stage: Stage, session: Any, results: ResultsDir, store: UnitStore, progress: Progress
+    stage: Stage,
+    session: Any,
+    results: ResultsDir,
+    store: UnitStore,
+    progress: Progress,
+    compute: Compute | None = None,
 ) -> tuple[list[tuple[str, str]], StageTiming]:
-    """The stage's missing units, then its reduction: ``(headline, timing)``."""
+    """The stage's missing units, then its reduction: ``(headline, timing)``.
+
+    ``compute`` runs the units (default: :func:`run_units` in this process; the Narrow Gate
+    hands them to an engine's workers instead).
+    """
     wall = time.perf_counter()
     units = stage.units(session, store)
     progress.stage(stage.name, stage.title, len(units))
-    computed, _ = run_units(store, units, lambda u, c: progress.advance(stage.name, u, c))
+    compute = compute or (lambda todo, on_unit: run_units(store, todo, on_unit)[0])
+    computed = compute(units, lambda u, c: progress.advance(stage.name, u, c))
     result, reduce_seconds = reduced(results, stage, session, store)
     timing = StageTiming(
         len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,

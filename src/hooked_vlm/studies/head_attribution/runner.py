@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from hooked_vlm.studies.common import ConfigError
+from hooked_vlm.studies.common import ConfigError, with_needs
 from hooked_vlm.studies.head_attribution.config import STAGE_NEEDS, STAGES, HeadAttributionConfig
 from hooked_vlm.studies.head_attribution.report import write_report
 from hooked_vlm.studies.head_attribution.session import Session
@@ -101,13 +101,7 @@ def _plan(
     if shard is not None:
         return ["masks"], [f"shard {shard}: filling its part of the mask store only; fit and "
                            "report with fit_only (--fit-only) once every shard is done"]
-    wanted = list(config.stages or STAGES)
-    notes = []
-    for name in list(wanted):
-        for need in STAGE_NEEDS.get(name, ()):
-            if need not in wanted:
-                wanted.append(need)
-                notes.append(f"stage {name!r} needs {need!r}: running it too")
+    wanted, notes = with_needs(config.stages or STAGES, STAGE_NEEDS)
     if fit_only:
         wanted = [name for name in wanted if name != "masks"]
     return [name for name in STAGES if name in wanted], notes

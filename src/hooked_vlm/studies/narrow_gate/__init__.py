@@ -28,7 +28,8 @@ from hooked_vlm.studies.narrow_gate.config import (
     parse_stages,
 )
 from hooked_vlm.studies.narrow_gate.report import write_report
-from hooked_vlm.studies.narrow_gate.runner import Progress, Summary, run_narrow_gate
+from hooked_vlm.studies.narrow_gate.runner import run_narrow_gate
+from hooked_vlm.studies.stages import Progress, Summary
 
 __all__ = [
     "STAGES",

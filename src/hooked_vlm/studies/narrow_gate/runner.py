@@ -25,18 +25,17 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from hooked_vlm.engines import Engine, LocalEngine, Pool
 from hooked_vlm.engines import shard as shard_units
+from hooked_vlm.studies.common import with_needs
 from hooked_vlm.studies.narrow_gate.config import (
     STAGE_NEEDS,
     STAGE_TASKS,
@@ -46,43 +45,12 @@ from hooked_vlm.studies.narrow_gate.config import (
 )
 from hooked_vlm.studies.narrow_gate.report import write_report
 from hooked_vlm.studies.narrow_gate.session import Session
-from hooked_vlm.studies.narrow_gate.stage import Reduced, Stage
 from hooked_vlm.studies.narrow_gate.worker import STAGE_OBJECTS, NarrowGateJob, StudyWorker
 from hooked_vlm.studies.results import ResultsDir, write_atomic
+from hooked_vlm.studies.stages import Compute, Progress, Stage, StageTiming, Summary, run_stage
 from hooked_vlm.studies.units import Unit, UnitStore
 
 assert tuple(STAGE_OBJECTS) == STAGES
-
-
-@dataclass
-class StageTiming:
-    """Compute seconds of a stage's units (every session) and this session's wall time."""
-
-    units: int
-    computed: int
-    unit_seconds: float
-    reduce_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-
-@dataclass
-class Summary:
-    """What a run produced: per-stage headline rows, timings, notes and the report's path
-    (None for a shard: no stage is reduced there)."""
-
-    out_dir: Path
-    headline: dict[str, list[tuple[str, str]]]
-    timings: dict[str, StageTiming]
-    notes: list[str] = field(default_factory=list)
-    report: Path | None = None
-
-
-class Progress:
-    """Callbacks the runner reports to (a rich progress bar in the CLI); all optional."""
-
-    def stage(self, name: str, title: str, total: int) -> None: ...
-    def advance(self, name: str, unit: Unit, computed: bool) -> None: ...
-    def note(self, text: str) -> None: ...
 
 
 def run_narrow_gate(
@@ -119,32 +87,14 @@ def run_narrow_gate(
         for name in stages:
             stage = STAGE_OBJECTS[name]
             if shard is None:
-                headline[name], timings[name] = _run_stage(
-                    stage, session, results, store, pool, progress)
+                headline[name], timings[name] = run_stage(
+                    stage, session, results, store, progress, _on_pool(pool, stage, store))
             elif _ready(stage, session, store, notes, progress):
                 timings[name] = _run_shard(stage, session, store, pool, shard, progress)
     summary = Summary(results.root, headline, timings, notes)
     if shard is None:
         summary.report = write_report(results.root)
     return summary
-
-
-def _run_stage(
-    stage: Stage, session: Session, results: ResultsDir, store: UnitStore, pool: Pool,
-    progress: Progress,
-) -> tuple[list[tuple[str, str]], StageTiming]:
-    """The stage's missing units, then its reduction: ``(headline, timing)``."""
-    wall = time.perf_counter()
-    units = stage.units(session, store)
-    progress.stage(stage.name, stage.title, len(units))
-    computed = _compute(stage, units, store, pool, progress)
-    reduced, reduce_seconds = _reduced(results, stage, session, store)
-    timing = StageTiming(
-        len(units), computed, sum(store.seconds(u.key) for u in units), reduce_seconds,
-        time.perf_counter() - wall,
-    )
-    _write_timings(results, stage.name, timing)
-    return reduced.headline, timing
 
 
 def _run_shard(
@@ -155,24 +105,26 @@ def _run_shard(
     wall = time.perf_counter()
     units = shard_units(stage.units(session, store), *shard)
     progress.stage(stage.name, f"{stage.title} (shard {shard[0]}/{shard[1]})", len(units))
-    computed = _compute(stage, units, store, pool, progress)
+    computed = _on_pool(pool, stage, store)(
+        units, lambda unit, fresh: progress.advance(stage.name, unit, fresh))
     return StageTiming(len(units), computed, sum(store.seconds(u.key) for u in units),
                        wall_seconds=time.perf_counter() - wall)
 
 
-def _compute(
-    stage: Stage, units: list[Unit], store: UnitStore, pool: Pool, progress: Progress
-) -> int:
-    """Run the units without a done-marker on ``pool``; progress counts the others as skipped."""
-    by_key = {unit.key: unit for unit in units}
-    todo = []
-    for unit in units:
-        if store.done(unit.key):
-            progress.advance(stage.name, unit, False)
-        else:
-            todo.append((stage.name, unit.key))
-    return pool.run(todo, lambda address, fresh: progress.advance(
-        stage.name, by_key[address[1]], fresh))
+def _on_pool(pool: Pool, stage: Stage, store: UnitStore) -> Compute:
+    """Runs the units without a done-marker on ``pool``; the others count as skipped."""
+
+    def compute(units: list[Unit], on_unit: Callable[[Unit, bool], None]) -> int:
+        by_key = {unit.key: unit for unit in units}
+        todo = []
+        for unit in units:
+            if store.done(unit.key):
+                on_unit(unit, False)
+            else:
+                todo.append((stage.name, unit.key))
+        return pool.run(todo, lambda address, fresh: on_unit(by_key[address[1]], fresh))
+
+    return compute
 
 
 def _ready(
@@ -194,13 +146,7 @@ def _ready(
 def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[str]]:
     """Stages to run, in order (dependencies added), and notes on what is skipped."""
     explicit = config.stages is not None
-    wanted = list(config.stages or STAGES)
-    notes = []
-    for name in list(wanted):
-        for need in STAGE_NEEDS.get(name, ()):
-            if need not in wanted:
-                wanted.append(need)
-                notes.append(f"stage {name!r} needs {need!r}: running it too")
+    wanted, notes = with_needs(config.stages or STAGES, STAGE_NEEDS)
     runnable = []
     for name in wanted:  # those asked for first, so an error names the stage asked for
         tasks = STAGE_TASKS[name]
@@ -214,34 +160,6 @@ def _plan(config: NarrowGateConfig, session: Session) -> tuple[list[str], list[s
         notes.append(message + ": skipped")
     runnable = [name for name in STAGES if name in runnable]
     return runnable, notes
-
-
-def _reduced(
-    results: ResultsDir, stage: Stage, session: Session, store: UnitStore
-) -> tuple[Reduced, float]:
-    """The stage's reduction: computed once, then read back (``results/<stage>.json``)."""
-    path = results.path(f"results/{stage.name}.json")
-    if path.exists():
-        saved = json.loads(path.read_text())
-        return Reduced(saved["values"], [tuple(h) for h in saved["headline"]]), saved["seconds"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    reduced = stage.reduce(session, store)
-    seconds = time.perf_counter() - start
-    if reduced.arrays:
-        buffer = io.BytesIO()
-        np.savez(buffer, **reduced.arrays)
-        write_atomic(results.path(f"results/{stage.name}.npz"), buffer.getvalue())
-    record = {"stage": stage.name, "title": stage.title, "values": reduced.values,
-              "headline": reduced.headline, "seconds": seconds}
-    write_atomic(path, json.dumps(record, indent=1))  # last: it marks the reduction done
-    return reduced, seconds
-
-
-def _write_timings(results: ResultsDir, name: str, timing: StageTiming) -> None:
-    path = results.path("timings.json")
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    write_atomic(path, json.dumps({**previous, name: vars(timing)}, indent=1))
 
 
 def session_info(session: Session) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from hooked_vlm.studies.narrow_gate.config import ConfigError, NarrowGateConfig
+from hooked_vlm.studies.common import ConfigError, chunked, load_study_model
+from hooked_vlm.studies.narrow_gate.config import NarrowGateConfig
 
 
 def unit_seed(*parts: object) -> int:
@@ -42,26 +43,14 @@ class Session:
     """The model and data of one run, loaded once."""
 
     def __init__(self, config: NarrowGateConfig, weights: bool = True) -> None:
-        """``weights=False``: the model on PyTorch's meta device (config, tokenizer and processor,
-        no weights read): what a driver needs whose units run in other processes. Running it
-        fails loudly."""
-        from hooked_vlm.model import HookedVLM
-
+        """``weights=False``: the model without weights (see :func:`load_study_model`), for a
+        driver whose units run in other processes."""
         self.config = config
-        placement = {"device": config.device} if weights else {"device_map": "meta"}
-        self.model = HookedVLM.from_pretrained(
-            config.model, dtype=config.dtype, model_config=config.model_config, **placement,
+        self.model = load_study_model(
+            config.model, device=config.device, dtype=config.dtype,
+            model_config=config.model_config, weights=weights,
         )
         self.device = str(self.model.device) if weights else config.device
-        if self.model.model_config is None or not self.model.model_config.prompts:
-            raise ConfigError(
-                f"{config.model!r} has no model config with prompt templates, which the study "
-                "needs (caption / vqa / classify prompts). Name one with model_config "
-                "(--model-config): a shipped name (e.g. chameleon-7b) or a YAML file path."
-            )
-        if self.model.processor is None:
-            raise ConfigError(f"{config.model!r} ships no processor: the study needs one to "
-                              "turn images and prompts into inputs")
         # batched generation needs the prompts' ends aligned: pad on the left
         self.model.tokenizer.padding_side = "left"
         tokens = self.model.architecture.tokens(self.model.hf_model.config)
@@ -191,11 +180,6 @@ class Session:
             raise ConfigError("steering needs at least two classes in the classify data")
         rng = np.random.default_rng(unit_seed(self.config.seed, "steer-target", row))
         return classes[int(rng.integers(len(classes)))]
-
-
-def chunked(n: int, size: int) -> list[range]:
-    """``range(n)`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
-    return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def _layers(layers: Sequence[int] | None, n_layers: int, what: str) -> list[int]:

@@ -20,11 +20,11 @@ import torch
 
 from hooked_vlm.studies.narrow_gate.config import NarrowGateConfig
 from hooked_vlm.studies.narrow_gate.session import Session
-from hooked_vlm.studies.narrow_gate.stage import Stage
 from hooked_vlm.studies.narrow_gate.stage_flow import FLOW
 from hooked_vlm.studies.narrow_gate.stage_knockout import KNOCKOUT, PROGRESSIVE
 from hooked_vlm.studies.narrow_gate.stage_patching import PATCHING, STEERING
 from hooked_vlm.studies.narrow_gate.stage_representations import GAP, OVERLAP
+from hooked_vlm.studies.stages import Stage
 from hooked_vlm.studies.units import Unit, UnitStore, run_units
 
 STAGE_OBJECTS: dict[str, Stage] = {
