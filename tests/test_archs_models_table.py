@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from hooked_vlm.model_configs import list_model_configs
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "models_table.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("models_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_table_has_a_row_per_model_config_and_vila_u():
-    table = load_script().render_table()
+    table = load_script("models_table").render_table()
     for name in list_model_configs():
         assert f"| `{name}` |" in table
     assert "| VILA-U |" in table
@@ -30,7 +19,7 @@ def test_table_has_a_row_per_model_config_and_vila_u():
 
 
 def test_readme_table_is_up_to_date():
-    script = load_script()
+    script = load_script("models_table")
     readme = script.README.read_text()
     updated = script.splice(readme, script.render_table())
     if updated is None:

@@ -7,22 +7,15 @@ test with the cell and its error.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SCRIPT = ROOT / "scripts" / "execute_notebooks.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("execute_notebooks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_four_notebooks_are_there():
@@ -47,6 +40,6 @@ def test_committed_notebook_has_outputs_and_no_errors(path):
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path):
-    notebook = load_script().execute(path)
+    notebook = load_script("execute_notebooks").execute(path)
     cells = [c for c in notebook.cells if c.cell_type == "code"]
     assert cells and all(c.execution_count for c in cells)
