@@ -1,4 +1,4 @@
-"""``hooked-vlm``: inspect a model's layout and hooks, run the demo study.
+"""``hooked-vlm``: inspect a model's layout and hooks, run the demo and the studies, fine-tune.
 
 Examples:
     hooked-vlm info tiny:chameleon
