@@ -70,6 +70,8 @@ def topk_share_figure(
         fig.add_trace(go.Scatter(x=list(ks), y=list(random), mode="lines+markers",
                                  name=f"{model}: random k", line={"color": color, "dash": "dot"}))
     fig.add_hline(y=1.0, line={"color": "#999", "width": 1})
+    ks = sorted({k for ks_, _, _ in curves.values() for k in ks_})
+    fig.update_xaxes(tickvals=ks, ticktext=[str(k) for k in ks])
     fig.update_layout(title="Ablating the top-k attributed heads vs k random heads",
                       xaxis_title="k (heads ablated)", xaxis_type="log",
                       yaxis_title="share of the all-heads effect", **_LAYOUT)
