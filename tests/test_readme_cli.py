@@ -27,11 +27,6 @@ def test_readme_quickstart_runs():
     assert torch.is_grad_enabled()
 
 
-def test_readme_head_attribution_example_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # it writes runs/tiny-heads
-    exec(compile(_readme_code("Head attribution"), "README-head-attribution", "exec"), {})
-    assert (tmp_path / "runs" / "tiny-heads").is_dir()
-
 
 def test_info_shows_layout_and_hooks():
     result = CliRunner().invoke(app, ["info", "tiny:emu3"])
