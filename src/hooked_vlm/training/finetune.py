@@ -125,8 +125,8 @@ def finetune_config(**overrides: Any) -> FinetuneConfig:
         raise FinetuneError(f"masked_keys={cfg.masked_keys!r} refused; accepted: {MASKED_KEYS} "
                             "(text→EOI, the paper's run; text→image tokens, a planted gate)")
     if not cfg.mask and "masked_keys" in overrides:
-        raise FinetuneError("masked_keys has no effect with mask=False (the unmasked "
-                            "control); drop one of them")
+        raise FinetuneError("masked_keys has no effect with mask=False (--no-mask, the "
+                            "unmasked control); drop one of them")
     return cfg
 
 
