@@ -21,11 +21,13 @@ from hooked_vlm.training.finetune import (
     finetune_config,
     load_trainable,
     merged_model,
+    summary_rows,
     text_masked,
     train_masked,
 )
 from hooked_vlm.training.loop import next_token_loss
 from hooked_vlm.training.train import save_checkpoint
+from tests.conftest import load_script
 
 SHORT = {"steps": 3, "batch_size": 2, "n_train": 8, "warmup": 1}
 
@@ -152,22 +154,6 @@ def test_merged_checkpoint_loads_and_matches_the_lora_model(trained, batch, tmp_
     assert (ours - original)[real].abs().max() > 1e-3  # the LoRA did change the model
 
 
-def test_finetune_end_to_end_writes_report_and_checkpoint(tmp_path):
-    report = finetune("tiny-native", tmp_path / "ft", log=None, n_eval=4, **SHORT, full=True,
-                      masked_keys="image")
-    saved = json.loads((tmp_path / "ft" / "finetune.json").read_text())
-    assert saved["config"]["full"] and saved["steps"] == 3 and report["lr"] == 3e-4
-    assert saved["masked"] == saved["config"]["masked_keys"] == "image"
-    for when in ("before", "after"):
-        probe = saved[when]["probe"]
-        assert set(probe["mean"]["accuracy"]) == {"none", "eoi", "image"}
-        # clean first-token answers score as evaluate's greedy ones (single-word answers)
-        for task in ("classify", "vqa_color", "vqa_shape", "vqa_count"):
-            assert probe[task]["accuracy"]["none"] == saved[when]["eval"][task]
-    assert saved["merge_max_abs_logit_diff"] < 1e-4
-    assert HookedVLM.from_pretrained(tmp_path / "ft", model_config="tiny-native").cfg.native
-
-
 @pytest.mark.parametrize(("options", "match"), [
     ({"steps": 0}, "must be positive"),
     ({"lr": -1.0}, "must be positive"),
@@ -204,3 +190,28 @@ def test_cli_errors_are_clear(tmp_path):
                               "--mask-keys", "image"])
     assert out.exit_code == 2 and "no effect with mask=False" in " ".join(out.output.split())
     assert not (tmp_path / "x").exists()
+
+
+def test_planted_gate_script_end_to_end_writes_reports_and_checkpoints(tmp_path):
+    """scripts/planted_gate.py: step A (text→image masked), then B (text→EOI) on A's checkpoint;
+    each through the whole of finetune (measure, train, merge, save)."""
+    script = load_script("planted_gate")
+    reports = script.run_steps(tmp_path, log=None, n_eval=4, full=True, **SHORT)
+    for step, keys in (("A", "image"), ("B", "eoi")):
+        saved = json.loads((tmp_path / step / "finetune.json").read_text())
+        assert saved["config"]["full"] and saved["steps"] == 3 and reports[step]["lr"] == 3e-4
+        assert saved["masked"] == saved["config"]["masked_keys"] == keys
+        for when in ("before", "after"):
+            probe = saved[when]["probe"]
+            assert set(probe["mean"]["accuracy"]) == {"none", "eoi", "image"}
+            # clean first-token answers score as evaluate's greedy ones (single-word answers)
+            for task in ("classify", "vqa_color", "vqa_shape", "vqa_count"):
+                assert probe[task]["accuracy"]["none"] == saved[when]["eval"][task]
+        assert saved["merge_max_abs_logit_diff"] < 1e-4
+    assert reports["B"]["model"] == str(tmp_path / "A")
+    # B starts from A's saved checkpoint: it measures what A measured after training
+    a_after, b_before = reports["A"]["after"], reports["B"]["before"]
+    assert summary_rows(a_after) == pytest.approx(summary_rows(b_before), abs=1e-4)
+    assert HookedVLM.from_pretrained(tmp_path / "B", model_config="tiny-native").cfg.native
+    table = script.markdown_table(reports).splitlines()
+    assert len(table) == 2 + len(summary_rows(a_after)) and "(n = 4)" in table[0]

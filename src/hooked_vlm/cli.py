@@ -10,6 +10,7 @@ Examples:
     hooked-vlm run head-attribution ... --ray auto                # mask store on Ray workers
     hooked-vlm run head-attribution ... --shard 0/8   (then --fit-only once all are in)
     hooked-vlm finetune --out results/tiny-native-ft      # LoRA, text→EOI attention masked
+    hooked-vlm finetune --out results/gated --mask-keys image   # text→image masked: plants a gate
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
