@@ -215,3 +215,7 @@ def test_planted_gate_script_end_to_end_writes_reports_and_checkpoints(tmp_path)
     assert HookedVLM.from_pretrained(tmp_path / "B", model_config="tiny-native").cfg.native
     table = script.markdown_table(reports).splitlines()
     assert len(table) == 2 + len(summary_rows(a_after)) and "(n = 4)" in table[0]
+    floor = script.floor_probe(tmp_path, 4)  # text→image tokens and EOI both cut
+    assert set(floor) == {"before", "A", "B"}
+    assert all(np.isfinite(v) for rows in floor.values() for v in rows.values())
+    assert len(script.markdown_table(reports, floor).splitlines()) == len(table) + 2

@@ -222,10 +222,15 @@ def text_masked(vlm: HookedVLM, batch: dict[str, Tensor], keys: str = "eoi") -> 
 
 
 def knockout_probe(
-    vlm: HookedVLM, rows: Sequence[dict[str, Any]], *, batch_size: int = 64
+    vlm: HookedVLM,
+    rows: Sequence[dict[str, Any]],
+    *,
+    keys: Sequence[str] = PROBE_KEYS,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """First-token answers to every probe task, clean and with text→EOI or text→image-token
-    attention cut (``"mask"`` mode, every layer, queries after the image).
+    attention cut (``"mask"`` mode, every layer, queries after the image); ``keys`` are the
+    knockouts, layout groups (e.g. ``"image_and_eoi"``: no image reachable at all).
 
     Returns, per task and over all (``"mean"``): ``accuracy[condition]`` (VQA accuracy of the
     first predicted word, as :func:`evaluate` scores it) and ``logprob_change[key]``, the mean
@@ -255,7 +260,7 @@ def knockout_probe(
             inputs = vlm.prepare([r["image"] for r in chunk], prompts)
             last = inputs.layout.mask("last")
             clean = None
-            for condition in ("none", *PROBE_KEYS):
+            for condition in ("none", *keys):
                 hooks = [] if condition == "none" else knockout(
                     vlm, inputs.layout, QUERIES, condition, mode="mask")
                 with torch.no_grad():
@@ -268,7 +273,7 @@ def knockout_probe(
                     clean = correct
                 else:
                     scores.setdefault(f"d_{condition}", []).extend((correct - clean).tolist())
-    out: dict[str, Any] = {t: _summary(s) for t, s in per_task.items()}
+    out: dict[str, Any] = {t: _summary(s, keys) for t, s in per_task.items()}
     out["mean"] = {part: {k: float(np.mean([out[t][part][k] for t in PROBE_TASKS]))
                           for k in out[PROBE_TASKS[0]][part]}
                    for part in ("accuracy", "logprob_change")}
@@ -276,10 +281,10 @@ def knockout_probe(
     return out
 
 
-def _summary(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+def _summary(scores: dict[str, list[float]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
     return {
-        "accuracy": {c: float(np.mean(scores[c])) for c in ("none", *PROBE_KEYS)},
-        "logprob_change": {k: float(np.mean(scores[f"d_{k}"])) for k in PROBE_KEYS},
+        "accuracy": {c: float(np.mean(scores[c])) for c in ("none", *keys)},
+        "logprob_change": {k: float(np.mean(scores[f"d_{k}"])) for k in keys},
     }
 
 
