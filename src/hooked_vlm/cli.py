@@ -10,6 +10,7 @@ Examples:
     hooked-vlm run head-attribution ... --ray auto                # mask store on Ray workers
     hooked-vlm run head-attribution ... --shard 0/8   (then --fit-only once all are in)
     hooked-vlm finetune --out results/tiny-native-ft      # LoRA, text→EOI attention masked
+    hooked-vlm finetune --out results/gated --mask-keys image   # text→image masked: plants a gate
 
 Heavy libraries (torch, transformers, TransformerLens) are imported inside the commands that
 use them, so ``hooked-vlm --help`` answers at once.
@@ -231,11 +232,17 @@ def finetune(
         int | None, typer.Option(help="held-out test images, before and after (default: 256)")
     ] = None,
     mask: Annotated[
-        bool, typer.Option(help="mask text→EOI attention while training (--no-mask: control)")
+        bool, typer.Option(help="mask attention while training (--no-mask: the control)")
     ] = True,
+    mask_keys: Annotated[
+        str | None,
+        typer.Option(help='keys hidden from text after the image while training: "eoi" '
+                     '(default, the paper\'s run) or "image" (image tokens: plants a gate)'),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of batches and weights")] = 0,
 ):
-    """Fine-tune a native model with text→EOI attention masked (Narrow Gate, NeurIPS).
+    """Fine-tune a native model with text→EOI attention masked (Narrow Gate, NeurIPS);
+    --mask-keys image masks text→image tokens instead (plants a gate at EOI).
 
     Trains on the synthetic shapes data with the EOI knockout active, then compares held-out
     accuracy and the EOI / image-token knockout effect before and after. Writes a merged
@@ -252,7 +259,7 @@ def finetune(
     # synchronisation (and spin on a busy machine)
     torch.set_num_threads(1)
     given = {"steps": steps, "rank": rank, "lr": lr, "batch_size": batch_size,
-             "n_train": n_train, "n_eval": n_eval}
+             "n_train": n_train, "n_eval": n_eval, "masked_keys": mask_keys}
     options = {"full": full, "mask": mask, **{k: v for k, v in given.items() if v is not None}}
     try:
         report = run_finetune(model, out, model_config=model_config, seed=seed,
@@ -269,23 +276,18 @@ def _finetune_table(report: dict[str, Any]) -> Any:
     """Before/after rows of a fine-tuning report: held-out accuracy and knockout effects."""
     from rich.table import Table
 
-    table = Table(title="held-out, before → after fine-tuning (knockouts: queries after "
-                        "the image, every layer)")
+    from hooked_vlm.training.finetune import summary_rows
+
+    masked = report.get("masked")
+    trained = f"text→{masked} masked" if masked else "no mask"
+    table = Table(title=f"held-out, before → after fine-tuning ({trained}; knockouts: queries "
+                        "after the image, every layer)")
     table.add_column("measure")
     table.add_column("before")
     table.add_column("after")
-    rows = [(f"evaluate: {k}", lambda m, k=k: m["eval"][k])
-            for k in ("classify", "vqa", "vqa_color", "vqa_shape", "vqa_count",
-                      "vqa_position", "caption_cider")]
-    for cond, label in (("none", "clean"), ("eoi", "text→EOI cut"),
-                        ("image", "text→image cut")):
-        rows.append((f"probe accuracy, {label}",
-                     lambda m, c=cond: m["probe"]["mean"]["accuracy"][c]))
-    for key, label in (("eoi", "text→EOI cut"), ("image", "text→image cut")):
-        rows.append((f"probe Δ log p(answer), {label}",
-                     lambda m, k=key: m["probe"]["mean"]["logprob_change"][k]))
-    for label, get in rows:
-        table.add_row(label, f"{get(report['before']):.3f}", f"{get(report['after']):.3f}")
+    before, after = summary_rows(report["before"]), summary_rows(report["after"])
+    for label, value in before.items():
+        table.add_row(label, f"{value:.3f}", f"{after[label]:.3f}")
     return table
 
 

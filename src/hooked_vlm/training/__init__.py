@@ -10,7 +10,8 @@ shapes dataset (:mod:`hooked_vlm.data.synthetic`):
 - ``batches``: tasks -> token batches; ``loop``: the optimisation loop;
 - ``evaluate``: held-out accuracies; ``train``: :func:`train_tiny`, the one entry point;
 - ``finetune``: :func:`finetune`, a native model fine-tuned with text→EOI attention masked
-  (the Narrow Gate paper's NeurIPS experiment), LoRA (peft) or full.
+  (the Narrow Gate paper's NeurIPS experiment), LoRA (peft) or full; or with text→image
+  tokens masked, which plants a gate at EOI (a ground truth for that experiment).
 
 Example:
     >>> from hooked_vlm.training import train_tiny

@@ -14,6 +14,10 @@ Here, on the synthetic shapes data of :mod:`hooked_vlm.training`:
   ``knockout(model, layout, "text_after_image", "eoi", mode="mask")`` built from each batch's
   token layout: every query after the image loses its key at EOI (−inf before the softmax),
   image tokens and every other edge are untouched, gradients flow through the rest;
+- ``masked_keys="image"`` masks the other way round (the same knockout with the layout's
+  ``"image"`` group: the image tokens between BOI and EOI, EOI itself excluded), so text can
+  read the image only through EOI: it *plants* a narrow gate, a known ground truth on which
+  the EOI-masked fine-tune can then be checked (``scripts/planted_gate.py``);
 - the update is a LoRA (peft) on the decoder's attention and MLP projections, or every
   decoder weight (``full=True``); the VQ tokenizer stays frozen;
 - before and after, on the same held-out images: :func:`~hooked_vlm.training.evaluate.evaluate`
@@ -62,6 +66,7 @@ from hooked_vlm.training.train import (
 LORA_TARGETS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 QUERIES = "text_after_image"  # the masked queries: every text position after the image
 PROBE_KEYS = ("eoi", "image")  # knockouts of the probe: text→EOI, text→image tokens
+MASKED_KEYS = ("eoi", "image")  # keys the training mask may hide from text after the image
 TURNS = ("classify", "vqa", "caption")  # conversation turns of a training row
 PROBE_TASKS = ("classify", *(f"vqa_{q}" for q in synthetic.QUESTION_TYPES))
 
@@ -86,6 +91,7 @@ class FinetuneConfig:
     n_train: int = 4000
     n_eval: int = 256
     mask: bool = True  # False: the same run without the mask (a control)
+    masked_keys: str = "eoi"  # "eoi" (the paper's run) or "image" (plants a gate at EOI)
     log_every: int = 50
 
     @property
@@ -115,6 +121,12 @@ def finetune_config(**overrides: Any) -> FinetuneConfig:
     if other or not cfg.turns:
         raise FinetuneError(f"turns {other or '()'} refused; accepted: {TURNS} (no 'generate': "
                             "its rows have no text after the image to mask)")
+    if cfg.masked_keys not in MASKED_KEYS:
+        raise FinetuneError(f"masked_keys={cfg.masked_keys!r} refused; accepted: {MASKED_KEYS} "
+                            "(text→EOI, the paper's run; text→image tokens, a planted gate)")
+    if not cfg.mask and "masked_keys" in overrides:
+        raise FinetuneError("masked_keys has no effect with mask=False (--no-mask, the "
+                            "unmasked control); drop one of them")
     return cfg
 
 
@@ -195,24 +207,30 @@ def check_has_eoi(vlm: HookedVLM) -> None:
 
 
 @contextmanager
-def text_eoi_masked(vlm: HookedVLM, batch: dict[str, Tensor]) -> Iterator[None]:
-    """Within the block, every query after the image cannot attend to EOI, in every layer:
+def text_masked(vlm: HookedVLM, batch: dict[str, Tensor], keys: str = "eoi") -> Iterator[None]:
+    """Within the block, every query after the image cannot attend to ``keys`` (a
+    :data:`MASKED_KEYS` layout group: ``"eoi"`` or the ``"image"`` tokens), in every layer:
     the knockout intervention's ``"mask"`` hooks for this batch's token layout.
 
     Example:
-        >>> with text_eoi_masked(vlm, batch):
+        >>> with text_masked(vlm, batch, "eoi"):
         ...     loss = next_token_loss(vlm.hf_model, batch)
     """
     layout = vlm.layout(batch["input_ids"], attention_mask=batch["attention_mask"])
-    with vlm.hooks(knockout(vlm, layout, QUERIES, "eoi", mode="mask")):
+    with vlm.hooks(knockout(vlm, layout, QUERIES, keys, mode="mask")):
         yield
 
 
 def knockout_probe(
-    vlm: HookedVLM, rows: Sequence[dict[str, Any]], *, batch_size: int = 64
+    vlm: HookedVLM,
+    rows: Sequence[dict[str, Any]],
+    *,
+    keys: Sequence[str] = PROBE_KEYS,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """First-token answers to every probe task, clean and with text→EOI or text→image-token
-    attention cut (``"mask"`` mode, every layer, queries after the image).
+    attention cut (``"mask"`` mode, every layer, queries after the image); ``keys`` are the
+    knockouts, layout groups (e.g. ``"image_and_eoi"``: no image reachable at all).
 
     Returns, per task and over all (``"mean"``): ``accuracy[condition]`` (VQA accuracy of the
     first predicted word, as :func:`evaluate` scores it) and ``logprob_change[key]``, the mean
@@ -242,7 +260,7 @@ def knockout_probe(
             inputs = vlm.prepare([r["image"] for r in chunk], prompts)
             last = inputs.layout.mask("last")
             clean = None
-            for condition in ("none", *PROBE_KEYS):
+            for condition in ("none", *keys):
                 hooks = [] if condition == "none" else knockout(
                     vlm, inputs.layout, QUERIES, condition, mode="mask")
                 with torch.no_grad():
@@ -255,7 +273,7 @@ def knockout_probe(
                     clean = correct
                 else:
                     scores.setdefault(f"d_{condition}", []).extend((correct - clean).tolist())
-    out: dict[str, Any] = {t: _summary(s) for t, s in per_task.items()}
+    out: dict[str, Any] = {t: _summary(s, keys) for t, s in per_task.items()}
     out["mean"] = {part: {k: float(np.mean([out[t][part][k] for t in PROBE_TASKS]))
                           for k in out[PROBE_TASKS[0]][part]}
                    for part in ("accuracy", "logprob_change")}
@@ -263,10 +281,10 @@ def knockout_probe(
     return out
 
 
-def _summary(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+def _summary(scores: dict[str, list[float]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
     return {
-        "accuracy": {c: float(np.mean(scores[c])) for c in ("none", *PROBE_KEYS)},
-        "logprob_change": {k: float(np.mean(scores[f"d_{k}"])) for k in PROBE_KEYS},
+        "accuracy": {c: float(np.mean(scores[c])) for c in ("none", *keys)},
+        "logprob_change": {k: float(np.mean(scores[f"d_{k}"])) for k in keys},
     }
 
 
@@ -286,11 +304,14 @@ def finetune(
     log: Callable[[str], None] | None = print,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Fine-tune ``model`` with text→EOI attention masked; save the merged checkpoint.
+    """Fine-tune ``model`` with text→EOI (or text→image-token) attention masked; save the
+    merged checkpoint.
 
     ``overrides`` are :class:`FinetuneConfig` fields (``steps``, ``full``, ``rank``, ``lr``,
-    ``n_eval``, ``mask``, ...). Same seed and options give the same weights. Returns the
-    report also written to ``out_dir/finetune.json``: the config, losses, seconds per stage,
+    ``n_eval``, ``mask``, ``masked_keys``, ...). Same seed and options give the same weights.
+    Returns the report also written to ``out_dir/finetune.json``: the config, ``masked`` (the
+    keys hidden from text after the image, None for the unmasked control), losses, seconds
+    per stage,
     ``before``/``after`` measurements (:func:`measure`, same held-out images) and
     ``merge_max_abs_logit_diff`` (saved checkpoint vs the trained model, on probe inputs).
 
@@ -300,6 +321,7 @@ def finetune(
     cfg = finetune_config(**overrides)
     say = log or (lambda _msg: None)
     report: dict[str, Any] = {"model": str(model), "seed": seed, "config": asdict(cfg),
+                              "masked": cfg.masked_keys if cfg.mask else None,
                               "lr": cfg.learning_rate, "seconds": {}}
     with deterministic():
         start = time.perf_counter()
@@ -331,8 +353,8 @@ def finetune(
 def train_masked(
     run: Trainable, cfg: FinetuneConfig, seed: int, log: Callable[[str], None] | None = None
 ) -> list[float]:
-    """Train ``run`` in place for ``cfg.steps`` steps (text→EOI masked unless ``cfg.mask`` is
-    False) on the tiny models' seeded batches; returns every step's loss.
+    """Train ``run`` in place for ``cfg.steps`` steps (text→``cfg.masked_keys`` masked unless
+    ``cfg.mask`` is False) on the tiny models' seeded batches; returns every step's loss.
 
     Example:
         >>> losses = train_masked(load_trainable("tiny-native", None, cfg), cfg, seed=0)
@@ -346,7 +368,8 @@ def train_masked(
             vlm.hf_model, run.params, step_batches(spec, train, batches, seed),
             steps=cfg.steps, lr=cfg.learning_rate, warmup=min(cfg.warmup, cfg.steps),
             weight_decay=cfg.weight_decay, log_every=cfg.log_every, log=log,
-            around=(lambda batch: text_eoi_masked(vlm, batch)) if cfg.mask else None,
+            around=(lambda batch: text_masked(vlm, batch, cfg.masked_keys)) if cfg.mask
+            else None,
         )
 
 
@@ -366,6 +389,25 @@ def _merge_check(vlm: HookedVLM, merged: nn.Module, rows: Sequence[dict[str, Any
         ours = vlm(inputs)
         theirs = merged(**inputs).logits
     return float((ours - theirs).abs().max())
+
+
+def summary_rows(measured: dict[str, Any]) -> dict[str, float]:
+    """The figures of one :func:`measure` result by label: held-out accuracy, probe accuracy
+    clean and under each knockout, and each knockout's mean Δ log p(answer).
+
+    Example:
+        >>> summary_rows(report["after"])["probe accuracy, text→EOI cut"]
+    """
+    evals = ("classify", "vqa", "vqa_color", "vqa_shape", "vqa_count", "vqa_position",
+             "caption_cider")
+    rows = {f"evaluate: {k}": measured["eval"][k] for k in evals}
+    probe = measured["probe"]["mean"]
+    labels = {"none": "clean", "eoi": "text→EOI cut", "image": "text→image cut"}
+    rows.update({f"probe accuracy, {labels[c]}": probe["accuracy"][c]
+                 for c in ("none", *PROBE_KEYS)})
+    rows.update({f"probe Δ log p(answer), {labels[k]}": probe["logprob_change"][k]
+                 for k in PROBE_KEYS})
+    return {label: float(v) for label, v in rows.items()}
 
 
 def _headline(measured: dict[str, Any]) -> str:
