@@ -34,8 +34,15 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/hooked-vlm demo
 
+# Two pytest processes side by side (tests/conftest.py pins one torch thread each): the tests
+# that start notebook kernels or a Ray cluster, and all the others; the first's log follows.
 test: setup
-	$(PY) -m pytest
+	@log=$$(mktemp); \
+	$(PY) -m pytest -m "notebooks or ray" > $$log 2>&1 & slow=$$!; \
+	$(PY) -m pytest -m "not notebooks and not ray"; fast=$$?; \
+	wait $$slow; slow_rc=$$?; \
+	echo "--- the notebook and Ray-cluster tests (exit $$slow_rc):"; cat $$log; rm -f $$log; \
+	test $$fast -eq 0 -a $$slow_rc -eq 0
 
 test-min: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -m "not notebooks and not ray"
