@@ -131,17 +131,6 @@ def _ranges(positions: list[int]) -> str:
     return ", ".join(out) or "-"
 
 
-def _model_list(value: str) -> tuple[str, ...]:
-    """Parse and check ``--models`` before anything is written."""
-    names = tuple(n.strip() for n in value.split(",") if n.strip())
-    unknown = [n for n in names if n not in DEMO_CHOICES]
-    if unknown or not names:
-        raise typer.BadParameter(
-            f"unknown demo model(s) {unknown or value!r}; choose from {', '.join(DEMO_CHOICES)}"
-        )
-    return names
-
-
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="results directory (resumable)")] = Path(
@@ -161,8 +150,11 @@ def demo(
     from hooked_vlm.studies.demo import DemoConfig, run_demo
     from hooked_vlm.studies.demo.report import attribution_table, contrast_table
 
-    config = DemoConfig(models=_model_list(models), n=n, attribution_n=attribution_n,
-                        masks=masks, seed=seed)
+    try:  # checked before anything is written
+        config = DemoConfig(models=tuple(m.strip() for m in models.split(",") if m.strip()),
+                            n=n, attribution_n=attribution_n, masks=masks, seed=seed)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     console = _console()
     _quiet_libraries()
     import torch

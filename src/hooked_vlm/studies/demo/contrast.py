@@ -54,7 +54,7 @@ def narrow_gate_row(out_dir: str | Path) -> dict[str, Any]:
         if by_condition["none"].get(metric) is not None
     }
     flips = patch["resid"]["flip_rate"]
-    best = max(range(len(flips)), key=flips.__getitem__)
+    best = _argmax(flips)
     return {
         "model": session["model"],
         "native": session["native"],
@@ -62,11 +62,15 @@ def narrow_gate_row(out_dir: str | Path) -> dict[str, Any]:
         "n": session["n"],
         "layers": flow["layers"],
         "gate_share": {"per_layer": share, "max": max(share),
-                       "layer": flow["layers"][max(range(len(share)), key=share.__getitem__)]},
+                       "layer": flow["layers"][_argmax(share)]},
         "knockout": knockout,
         "patching": {"flip_rate": flips[best], "layer": patch["layers"][best],
                      "pairs": patch["pairs"]},
     }
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
 
 
 def attribution_row(out_dir: str | Path, top: int = 3) -> dict[str, Any]:
