@@ -142,3 +142,82 @@ def test_prepare_takes_a_dataset_column_as_it_takes_a_list():
     listed = model.prepare(list(ds["image"]), task="classify")
     assert torch.equal(column["pixel_values"], listed["pixel_values"])
     assert model.prepare(ds[0]["image"], task="classify")["input_ids"].shape[0] == 1
+
+
+def _native_batch(turns, image_modelling=False):
+    from hooked_vlm.training.vocab import build_processor
+
+    processor = build_processor("tiny-native")
+    rows = list(synthetic_dataset("train", n=len(turns)))
+    codes = torch.arange(len(turns) * 64).reshape(len(turns), 64) % 512 + 6  # code token ids
+    spec = BatchSpec(processor, load_model_config("tiny-native"), codes,
+                     image_modelling=image_modelling)
+    return processor.tokenizer, make_batch(spec, rows, turns, np.random.default_rng(0),
+                                           list(range(len(turns))))
+
+
+def test_pretrain_rows_caption_the_image_from_eoi_on():
+    tok, batch = _native_batch([("pretrain",)])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    eoi = ids.index(tok.convert_tokens_to_ids("<eoss>"))
+    assert ids[:2] == [tok.bos_token_id, tok.convert_tokens_to_ids("<racm3:break>")]
+    assert eoi == 66  # BOS, BOI, 64 codes, EOI: the image alone is the prompt
+    assert set(labels[:eoi + 1]) == {-100}  # nothing before the caption is a target ...
+    caption = tok.decode(ids[eoi + 1:sum(batch["attention_mask"][0])], skip_special_tokens=True)
+    assert caption in synthetic_dataset("train", n=1)[0]["captions"]
+    assert labels[eoi + 1] == ids[eoi + 1]  # ... the first caption word is predicted at EOI
+
+
+def test_image_modelling_makes_the_codes_and_eoi_targets():
+    tok, plain = _native_batch([("classify", "vqa")])
+    _, modelled = _native_batch([("classify", "vqa")], image_modelling=True)
+    assert torch.equal(plain["input_ids"], modelled["input_ids"])
+    ids = plain["input_ids"][0]
+    boi = int((ids == tok.convert_tokens_to_ids("<racm3:break>")).nonzero())
+    eoi = int((ids == tok.convert_tokens_to_ids("<eoss>")).nonzero())
+    changed = (plain["labels"][0] != modelled["labels"][0]).nonzero()[:, 0]
+    assert changed.tolist() == list(range(boi + 1, eoi + 1))  # every code, then EOI
+    assert torch.equal(modelled["labels"][0, boi + 1:eoi + 1], ids[boi + 1:eoi + 1])
+
+
+def test_vq_cache_gives_the_same_weights_and_mask_image_a_plain_checkpoint(tmp_path):
+    options = {**SHORT, **SHORT_IMAGE_SIDE["tiny-native"], "steps": 4, "mask_image": True,
+               "pretrain": 0.5, "image_modelling": True, "vq_silhouette": 1.0}
+    plain = train_tiny("tiny-native", tmp_path / "a", log=None, **options)
+    train_tiny("tiny-native", tmp_path / "b", log=None, vq_cache=tmp_path / "vq", **options)
+    cached = train_tiny("tiny-native", tmp_path / "c", log=None, vq_cache=tmp_path / "vq",
+                        **options)
+    assert len(list((tmp_path / "vq").glob("*.safetensors"))) == 1
+    assert plain["vq"] == cached["vq"] and plain["loss_curve"] == cached["loss_curve"]
+    a, c = (load_file(tmp_path / d / "model.safetensors") for d in "ac")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    # trained through the library's knockout hooks, saved as a plain HF checkpoint
+    assert not any("bridge" in k or "hook" in k for k in a)
+    HookedVLM.from_pretrained(tmp_path / "a", model_config="tiny-native")
+
+
+def test_mask_image_bars_text_after_the_image_from_the_image_tokens():
+    from hooked_vlm.interventions import knockout
+    from hooked_vlm.training.models import build_model
+    from hooked_vlm.training.train import _image_mask, as_placeholders
+    from hooked_vlm.training.vocab import build_processor
+
+    model = build_model("tiny-native", seed=0).eval()
+    _, batch = _native_batch([("classify", "vqa"), ("caption",)])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    around = _image_mask(model, build_processor("tiny-native"),
+                         load_model_config("tiny-native"))
+    vlm = HookedVLM.from_hf(model)
+    ids = as_placeholders(model, build_processor("tiny-native"), inputs["input_ids"])
+    layout = vlm.layout(ids, attention_mask=inputs["attention_mask"])
+    cut = knockout(vlm, layout, "text_after_image", "image", mode="mask")
+    with torch.no_grad():
+        free = model(**inputs).logits
+        with around(batch):
+            masked = model(**inputs).logits
+            with vlm.hooks(cut):  # cutting again changes nothing: the mask is in place
+                twice = model(**inputs).logits
+        after = model(**inputs).logits  # the hooks are gone again
+    torch.testing.assert_close(masked, twice)
+    assert (masked - free).abs().max() > 1e-4
+    torch.testing.assert_close(after, free)

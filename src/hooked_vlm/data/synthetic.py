@@ -173,6 +173,20 @@ def render(scene: Scene, rng: np.random.Generator) -> Image.Image:
     return image
 
 
+def silhouette(scene: Scene) -> np.ndarray:
+    """The objects' pixels of :func:`render` (the same geometry, no colour, texture or
+    jitter): a bool ``[64, 64]`` mask, True where an object is drawn.
+
+    Example:
+        >>> silhouette(sample_scene(np.random.default_rng(0))).mean()   # share of object pixels
+    """
+    image = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        _draw_shape(draw, obj.shape, obj.box, 255)
+    return np.asarray(image) > 127
+
+
 def ask(scene: Scene, qtype: str, variant: int = 0) -> tuple[str, str]:
     """Question ``variant`` (0 or 1) of type ``qtype`` about ``scene``, and its answer.
 

@@ -6,16 +6,20 @@ build the same tokens):
 - ``classify``: the classify prompt -> the main object's shape name;
 - ``vqa``: the vqa prompt with a question of a random type (:func:`synthetic.ask`) -> answer;
 - ``caption``: the caption prompt -> one of the three captions;
-- ``generate`` (tiny-native only): the generation prompt with a caption -> BOI, the 64 VQ
+- ``generate`` (native models only): the generation prompt with a caption -> BOI, the 64 VQ
   code tokens of the image, EOI. This is the image-generation half of a native model.
+- ``pretrain`` (native models only): the image alone, then one of its captions, the loss on
+  every caption token: interleaved image->text pretraining data as Chameleon and Emu3 see it.
+  The first caption word is predicted at the EOI position itself.
 
 An image row is a conversation, as in LLaVA's instruction data: the first turn is a task's
 prompt exactly as at inference (the image, then the question), later turns repeat the
 template without the image and ask about the same image. Turn order is random, so each task
 comes first equally often. This supervises several answers per 64 image tokens. A
-``generate`` row is a single turn. Every answer ends with ``</s>``; labels are ``-100`` on
-prompt and padding positions, so the loss covers answers only (image codes included for
-``generate``).
+``generate`` or ``pretrain`` row is a single turn. Every answer ends with ``</s>``; labels are
+``-100`` on prompt and padding positions, so the loss covers answers only (image codes included
+for ``generate``). With ``BatchSpec.image_modelling`` the image's own codes (and its EOI) are
+targets too wherever an image is read (next-code prediction, "image modelling").
 
 Image prompts go through the real processor (image placeholders expanded, pixels
 normalised). For tiny-native the placeholders are then replaced by the image's VQ code tokens,
@@ -40,7 +44,8 @@ from torch import Tensor
 from hooked_vlm.data import synthetic
 from hooked_vlm.model_configs import ModelConfig
 
-TASKS = ("classify", "vqa", "caption", "generate")
+TASKS = ("classify", "vqa", "caption", "generate", "pretrain")
+SINGLE_TURN = ("generate", "pretrain")  # tasks that are a whole row on their own
 IGNORE = -100
 
 
@@ -50,7 +55,8 @@ class BatchSpec:
 
     processor: Any
     model_config: ModelConfig
-    codes: Tensor | None = None  # [n_train, 64] VQ code token ids (tiny-native), by row index
+    codes: Tensor | None = None  # [n_train, 64] VQ code token ids (native models), by row index
+    image_modelling: bool = False  # the image codes and EOI of image prompts are targets too
 
     @property
     def tokenizer(self) -> Any:
@@ -62,7 +68,7 @@ def conversation(
 ) -> list[tuple[str, str]]:
     """(prompt, answer) per turn; only the first prompt holds the image. ``vqa`` turns ask
     questions of distinct types. A ``generate`` turn has the answer "" (its target is the
-    image's codes)."""
+    image's codes); a ``pretrain`` turn's prompt is the image alone."""
     cfg = spec.model_config
     qtypes = iter(rng.permutation(synthetic.QUESTION_TYPES))
     out = []
@@ -74,11 +80,14 @@ def conversation(
             prompt = cfg.prompt("vqa", question=question)
         elif task == "caption":
             prompt, answer = cfg.prompt("caption"), synthetic.captions(scene)[int(rng.integers(3))]
-        elif task == "generate":
+        elif task in SINGLE_TURN:
             if spec.codes is None or "generation_prompt" not in cfg.extra or len(turns) > 1:
-                raise ValueError(f"{cfg.name}: generate is a single turn of a VQ-code model")
+                raise ValueError(f"{cfg.name}: {task} is a single turn of a VQ-code model")
             caption = synthetic.captions(scene)[int(rng.integers(3))]
-            prompt, answer = cfg.extra["generation_prompt"].format(caption=caption), ""
+            if task == "generate":
+                prompt, answer = cfg.extra["generation_prompt"].format(caption=caption), ""
+            else:
+                prompt, answer = spec.processor.image_token, caption
         else:
             raise KeyError(f"unknown task {task!r}; known: {TASKS}")
         if k > 0:
@@ -123,13 +132,24 @@ def make_batch(
             else:
                 target = [*_word_ids(tok, answer), tok.eos_token_id]
             seq += [*ids, *target]
-            lab += [IGNORE] * len(ids) + target
+            lab += _prompt_labels(spec, ids, read_image=k == 0 and i in with_image) + target
         seqs.append(seq)
         labels.append(lab)
     batch = _pad(seqs, labels, tok.pad_token_id)
     if spec.codes is None and with_image:
         batch["pixel_values"] = first["pixel_values"]
     return batch
+
+
+def _prompt_labels(spec: BatchSpec, ids: list[int], read_image: bool) -> list[int]:
+    """Labels of a prompt: ignored, except (``spec.image_modelling``) the image's codes and its
+    EOI where the prompt holds an image: each code is predicted from the ones before it."""
+    labels = [IGNORE] * len(ids)
+    if spec.image_modelling and read_image:
+        boi, eoi = _id(spec.tokenizer, "<racm3:break>"), _id(spec.tokenizer, "<eoss>")
+        start, stop = ids.index(boi), ids.index(eoi)
+        labels[start + 1:stop + 1] = ids[start + 1:stop + 1]
+    return labels
 
 
 def _image_prompts(spec: BatchSpec, images: list[Any], prompts: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from hooked_vlm.training.vocab import N_CODES, PATCH_SIZE, vocabulary
+from hooked_vlm.training.vocab import N_CODES, PATCH_SIZE, is_native, vocabulary
 
 DECODER = {
     "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 4,
@@ -31,37 +31,35 @@ DECODER = {
 IMAGE_SIZE = 64
 
 
-def build_model(name: str, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised tiny-native or tiny-llava (fp32, SDPA attention, train mode)."""
+def build_model(name: str, seed: int = 0, layers: int = 4, vq_dim: int = 16) -> PreTrainedModel:
+    """A randomly initialised tiny native model (tiny-native, tiny-gate) or tiny-llava (fp32,
+    SDPA attention, train mode) with a decoder of ``layers`` layers (and, native, VQ codebook
+    vectors of ``vq_dim`` dimensions)."""
     vocab = vocabulary(name)
+    decoder = {**DECODER, "num_hidden_layers": layers}
     torch.manual_seed(seed)
-    if name == "tiny-native":
-        model = _native(vocab)
-    elif name == "tiny-llava":
-        model = _llava(vocab)
-    else:
-        raise KeyError(f"no tiny trained model {name!r}; available: tiny-native, tiny-llava")
+    model = _native(vocab, decoder, vq_dim) if is_native(name) else _llava(vocab, decoder)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, DECODER[key])
     return model.train()
 
 
-def _native(vocab: dict[str, int]) -> PreTrainedModel:
+def _native(vocab: dict[str, int], decoder: dict[str, int], vq_dim: int) -> PreTrainedModel:
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration
     from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
 
     vq = ChameleonVQVAEConfig(
-        embed_dim=16, num_embeddings=N_CODES, latent_channels=32, resolution=IMAGE_SIZE,
+        embed_dim=vq_dim, num_embeddings=N_CODES, latent_channels=32, resolution=IMAGE_SIZE,
         base_channels=32, channel_multiplier=[1, 1, 1, 1], num_res_blocks=0,
         attn_resolutions=[],
     )
     config = ChameleonConfig(
-        vocab_size=len(vocab), vq_config=vq.to_dict(), vocabulary_map=vocab, **DECODER,
+        vocab_size=len(vocab), vq_config=vq.to_dict(), vocabulary_map=vocab, **decoder,
     )
     return ChameleonForConditionalGeneration(config)
 
 
-def _llava(vocab: dict[str, int]) -> PreTrainedModel:
+def _llava(vocab: dict[str, int], decoder: dict[str, int]) -> PreTrainedModel:
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -73,7 +71,7 @@ def _llava(vocab: dict[str, int]) -> PreTrainedModel:
         hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=128,
     )
-    text = LlamaConfig(vocab_size=len(vocab), **DECODER)
+    text = LlamaConfig(vocab_size=len(vocab), **decoder)
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=vocab["<image>"],
         vision_feature_layer=-1, vision_feature_select_strategy="default",

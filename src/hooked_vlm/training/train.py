@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 
+from hooked_vlm.data import synthetic
 from hooked_vlm.data.synthetic import synthetic_dataset
 from hooked_vlm.model_configs import load_model_config
 from hooked_vlm.training.batches import BatchSpec, make_batch
@@ -35,7 +38,7 @@ from hooked_vlm.training.evaluate import evaluate
 from hooked_vlm.training.loop import run_loop
 from hooked_vlm.training.models import build_model
 from hooked_vlm.training.vision import pretrain_tower
-from hooked_vlm.training.vocab import build_processor
+from hooked_vlm.training.vocab import build_processor, is_native
 from hooked_vlm.training.vq import code_embeddings, fit_vq
 
 
@@ -45,12 +48,20 @@ class TrainConfig:
 
     An image row is a conversation of ``turns`` in random order (see
     :mod:`hooked_vlm.training.batches`); a fraction ``generate`` of rows are text-to-image
-    rows instead (tiny-native only).
+    rows instead, and a fraction ``pretrain`` of the others image -> caption rows with the
+    loss on every caption token (native models only). ``image_modelling``: the image codes of
+    every image a row reads are next-token targets too. ``mask_image``: during training no
+    text after the image attends to the image tokens (EOI kept), in every layer: the image can
+    reach the answer only through EOI (the ``tiny-gate`` positive control).
     """
 
     steps: int
     turns: tuple[str, ...] = ("classify", "vqa", "vqa", "caption")
     generate: float = 0.0
+    pretrain: float = 0.0
+    image_modelling: bool = False
+    mask_image: bool = False
+    layers: int = 4  # decoder layers
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 50
@@ -59,6 +70,8 @@ class TrainConfig:
     n_eval: int = 500  # held-out test examples evaluated at the end (0: no evaluation)
     vq_steps: int = 0  # autoencoder steps of the VQ tokenizer (tiny-native only)
     vq_images: int = 2048
+    vq_dim: int = 16  # dimension of the VQ codebook's vectors (Chameleon's embed_dim)
+    vq_silhouette: float = 0.0  # weight of the VQ autoencoder's object-mask loss (vq.py)
     image_weight: float = 0.25  # loss weight of a VQ-code target relative to a text target
     tower_steps: int = 0  # supervised pretraining steps of the CLIP tower (tiny-llava only)
     log_every: int = 50
@@ -70,9 +83,10 @@ DEFAULTS = {
 }
 
 
-# options of one model's image side
-ONLY_FOR = {"vq_steps": "tiny-native", "vq_images": "tiny-native", "generate": "tiny-native",
-            "image_weight": "tiny-native", "tower_steps": "tiny-llava"}
+# options of one kind of model (native: images as VQ codes; LLaVA: a CLIP tower)
+NATIVE_ONLY = ("vq_steps", "vq_images", "vq_dim", "vq_silhouette", "generate", "pretrain",
+               "image_modelling", "mask_image", "image_weight")
+LLAVA_ONLY = ("tower_steps",)
 
 
 def train_config(name: str, steps: int | None = None, **overrides: Any) -> TrainConfig:
@@ -83,12 +97,19 @@ def train_config(name: str, steps: int | None = None, **overrides: Any) -> Train
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"unknown training options {unknown}; known: {sorted(known)}")
-    foreign = sorted(k for k in overrides if ONLY_FOR.get(k, name) != name)
+    foreign = sorted(set(overrides) & set(LLAVA_ONLY if is_native(name) else NATIVE_ONLY))
     if foreign:
-        raise TypeError(f"options {foreign} do not apply to {name} (see ONLY_FOR)")
+        raise TypeError(f"options {foreign} do not apply to {name} (see NATIVE_ONLY, LLAVA_ONLY)")
     if steps is not None:
         overrides["steps"] = steps
-    return replace(DEFAULTS[name], **overrides)
+    cfg = replace(DEFAULTS[name], **overrides)
+    for share in ("generate", "pretrain"):
+        if not 0 <= getattr(cfg, share) <= 1:
+            raise ValueError(f"{share}={getattr(cfg, share)} is a fraction of rows, in [0, 1]")
+    if cfg.layers < 1:
+        raise ValueError(f"layers={cfg.layers} must be >= 1")
+    return cfg
+
 
 
 def train_tiny(
@@ -98,9 +119,14 @@ def train_tiny(
     seed: int = 0,
     steps: int | None = None,
     log: Callable[[str], None] | None = print,
+    vq_cache: str | Path | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Train ``name`` ("tiny-native" or "tiny-llava") and save it to ``out_dir``.
+    """Train tiny model ``name`` ("tiny-native", "tiny-gate", "tiny-llava") into ``out_dir``.
+
+    ``vq_cache``: a directory where a native model's fitted VQ tokenizer (and the codes of
+    the training images) is kept under a key of everything it depends on, so runs that share
+    it (the gate-emergence variants) fit it once; the weights are the same either way.
 
     ``overrides`` are :class:`TrainConfig` fields (``batch_size``, ``n_train``, ``n_eval``,
     ``vq_steps``, ...). Same ``seed`` and options give the same weights. Returns the report
@@ -121,11 +147,11 @@ def train_tiny(
         with clock("data"):
             processor = build_processor(name)
             train = synthetic_dataset("train", cfg.n_train)
-            model = build_model(name, seed)
+            model = build_model(name, seed, layers=cfg.layers, vq_dim=cfg.vq_dim)
         codes = None
         if hasattr(model.model, "vqmodel"):  # tiny-native: images enter as VQ codes
             with clock("vq"):
-                report["vq"], codes = _fit_codes(model, processor, train, cfg, seed)
+                report["vq"], codes = _fit_codes(model, processor, train, cfg, seed, vq_cache)
             say(f"VQ tokenizer: {report['vq']}")
         if hasattr(model.model, "vision_tower"):  # tiny-llava: a pretrained, frozen tower
             with clock("tower"):
@@ -135,7 +161,7 @@ def train_tiny(
                     seed=seed, held_out=held_out,
                 )
             say(f"vision tower: {report['tower']}")
-        spec = BatchSpec(processor, model_config, codes)
+        spec = BatchSpec(processor, model_config, codes, image_modelling=cfg.image_modelling)
         # the image side (VQ tokenizer, CLIP tower) had its own stage and stays frozen
         for part in ("vqmodel", "vision_tower"):
             if hasattr(model.model, part):
@@ -144,13 +170,17 @@ def train_tiny(
         image_codes = None
         if codes is not None:
             image_codes = torch.tensor(model.model.vocabulary_mapping.image_tokens)
+        weights = dict(model.named_parameters())  # by HF name, before any wrapping
+        around = _image_mask(model, processor, model_config) if cfg.mask_image else None
         with clock("train"):
             losses = run_loop(
                 model, params, step_batches(spec, train, cfg, seed), steps=cfg.steps, lr=cfg.lr,
                 warmup=min(cfg.warmup, cfg.steps), weight_decay=cfg.weight_decay,
                 log_every=cfg.log_every, log=say, image_codes=image_codes,
-                image_weight=cfg.image_weight,
+                image_weight=cfg.image_weight, around=around,
             )
+        if around is not None:  # the trained weights, in a plain (never wrapped) HF model
+            model = _plain_copy(name, seed, cfg, weights)
         report.update(loss_summary(losses, cfg.log_every))
         report["parameters"] = _parameter_counts(model)
         if cfg.n_eval:
@@ -163,6 +193,47 @@ def train_tiny(
     return report
 
 
+def _image_mask(
+    model: Any, processor: Any, model_config: Any
+) -> Callable[[dict[str, torch.Tensor]], Any]:
+    """``around(batch)`` for :func:`run_loop`: every query after the image is barred from the
+    image tokens (EOI kept) in every layer, by the library's own ``"mask"`` knockout.
+
+    Training batches hold the VQ code tokens where the processor put image placeholders; the
+    token layout reads placeholders, so it is computed from the ids with the codes put back
+    to the placeholder id (the positions are the same)."""
+    from hooked_vlm.interventions import knockout
+    from hooked_vlm.model import HookedVLM
+
+    vlm = HookedVLM.from_hf(model, processor, model_config=model_config)
+
+    def around(batch: dict[str, torch.Tensor]) -> Any:
+        ids = as_placeholders(model, processor, batch["input_ids"])
+        layout = vlm.layout(ids, attention_mask=batch["attention_mask"])
+        return vlm.hooks(knockout(vlm, layout, "text_after_image", "image", mode="mask"))
+
+    return around
+
+
+def as_placeholders(model: Any, processor: Any, ids: torch.Tensor) -> torch.Tensor:
+    """``ids`` with every VQ code token put back to the processor's image placeholder id: the
+    ids whose token layout is that of the training batch (codes sit where placeholders were).
+
+    Example:
+        >>> layout = vlm.layout(as_placeholders(model, processor, batch["input_ids"]))
+    """
+    codes = torch.tensor(model.model.vocabulary_mapping.image_tokens)
+    return torch.where(torch.isin(ids, codes), processor.image_token_id, ids)
+
+
+def _plain_copy(name: str, seed: int, cfg: TrainConfig, weights: dict[str, Any]) -> Any:
+    fresh = build_model(name, seed, layers=cfg.layers, vq_dim=cfg.vq_dim)
+    with torch.no_grad():
+        for key, p in fresh.named_parameters():
+            p.copy_(weights[key])
+    return fresh.eval()
+
+
 def step_batches(
     spec: BatchSpec, train: Any, cfg: TrainConfig, seed: int
 ) -> Callable[[int], dict[str, torch.Tensor]]:
@@ -171,35 +242,93 @@ def step_batches(
     def next_batch(step: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([seed, step])
         indices = rng.integers(len(train), size=cfg.batch_size).tolist()
-        turns = [("generate",) if rng.random() < cfg.generate
-                 else tuple(str(t) for t in rng.permutation(cfg.turns)) for _ in indices]
+        turns = [_row_turns(rng, cfg) for _ in indices]
         return make_batch(spec, [train[i] for i in indices], turns, rng, indices)
 
     return next_batch
 
 
+def _row_turns(rng: np.random.Generator, cfg: TrainConfig) -> tuple[str, ...]:
+    """One row's tasks: a single ``generate`` or ``pretrain`` turn, or a conversation (no
+    draw is spent on ``pretrain`` when it is 0, so older recipes keep their batches)."""
+    if rng.random() < cfg.generate:
+        return ("generate",)
+    if cfg.pretrain and rng.random() < cfg.pretrain:
+        return ("pretrain",)
+    return tuple(str(t) for t in rng.permutation(cfg.turns))
+
+
 def _fit_codes(
+    model: Any, processor: Any, train: Any, cfg: TrainConfig, seed: int,
+    cache: str | Path | None = None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Fit the VQ tokenizer (or read it from ``cache``), start the code tokens' embeddings
+    and output rows from the codebook, then the code-token ids of every training image (HF's
+    own ``get_image_tokens``), ``[n_train, 64]``."""
+    vqmodel = model.model.vqmodel
+    key = _vq_key(cfg, seed) if cache is not None else None
+    if key is not None and (Path(cache) / f"{key}.safetensors").exists():
+        tensors = load_file(str(Path(cache) / f"{key}.safetensors"))
+        vqmodel.load_state_dict({k.removeprefix("vq."): v for k, v in tensors.items()
+                                 if k.startswith("vq.")})
+        vq_report = json.loads((Path(cache) / f"{key}.json").read_text())
+        vqmodel.eval()
+        _init_code_embeddings(model, seed)
+        return vq_report, tensors["codes"]
+    vq_report, codes = _fit_vq_codes(model, processor, train, cfg, seed)
+    _init_code_embeddings(model, seed)
+    if key is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        tensors = {f"vq.{k}": v.contiguous() for k, v in vqmodel.state_dict().items()}
+        save_file({**tensors, "codes": codes}, str(Path(cache) / f"{key}.safetensors"))
+        (Path(cache) / f"{key}.json").write_text(json.dumps(vq_report))
+    return vq_report, codes
+
+
+def _vq_key(cfg: TrainConfig, seed: int) -> str:
+    """Everything a fitted VQ tokenizer depends on: its options, the seed, the training
+    images, and the source of the code that builds and fits it."""
+    here = Path(__file__).parent
+    sources = [here / "vq.py", here / "models.py", here / "vocab.py",
+               here.parent / "data" / "synthetic.py"]
+    options = {k: getattr(cfg, k) for k in ("vq_steps", "vq_images", "vq_dim", "vq_silhouette",
+                                            "n_train")}
+    digest = hashlib.sha256(json.dumps({"seed": seed, **options}, sort_keys=True).encode())
+    for source in sources:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _fit_vq_codes(
     model: Any, processor: Any, train: Any, cfg: TrainConfig, seed: int
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Fit the VQ tokenizer, start the code tokens' embeddings and output rows from the
-    codebook, then the code-token ids of every training image (HF's own
-    ``get_image_tokens``), ``[n_train, 64]``."""
     def pixels(start: int, stop: int) -> torch.Tensor:
         images = train[start:stop]["image"]
         return processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     vqmodel = model.model.vqmodel
-    vq_report = fit_vq(vqmodel, pixels(0, min(cfg.vq_images, len(train))),
-                       steps=cfg.vq_steps, seed=seed)
+    fitted = min(cfg.vq_images, len(train))
+    masks = None
+    if cfg.vq_silhouette:
+        scenes = [synthetic.Scene.from_json(o) for o in train[:fitted]["objects"]]
+        masks = torch.tensor(np.stack([synthetic.silhouette(s) for s in scenes]),
+                             dtype=torch.float32)[:, None]
+    vq_report = fit_vq(vqmodel, pixels(0, fitted), steps=cfg.vq_steps, seed=seed,
+                       silhouettes=masks, silhouette_weight=cfg.vq_silhouette)
     with torch.no_grad():
-        codebook = vqmodel.quantize.embedding.weight
+        codes = [model.model.get_image_tokens(pixels(s, min(s + 512, len(train))))
+                 for s in range(0, len(train), 512)]
+    return vq_report, torch.cat(codes)
+
+
+def _init_code_embeddings(model: Any, seed: int) -> None:
+    """The code tokens' input embeddings and output rows start from the codebook."""
+    with torch.no_grad():
+        codebook = model.model.vqmodel.quantize.embedding.weight
         token_ids = model.model.vocabulary_mapping.convert_img2bpe(torch.arange(len(codebook)))
         start = code_embeddings(codebook, model.config.hidden_size, seed)
         model.model.embed_tokens.weight[token_ids] = start
         model.lm_head.weight[token_ids] = start
-        codes = [model.model.get_image_tokens(pixels(s, min(s + 512, len(train))))
-                 for s in range(0, len(train), 512)]
-    return vq_report, torch.cat(codes)
 
 
 def loss_summary(losses: list[float], every: int) -> dict[str, Any]:

@@ -32,14 +32,21 @@ def text_words(model_config: ModelConfig) -> list[str]:
     return sorted(words)
 
 
+def is_native(name: str) -> bool:
+    """Whether tiny model ``name`` is native (a Chameleon: VQ code tokens) or a LLaVA."""
+    cfg = load_model_config(name)
+    if not cfg.embedded:
+        raise KeyError(f"{name!r} is not a tiny trained model (its model config is not "
+                       "embedded); tiny models: tiny-native, tiny-gate, tiny-llava")
+    return bool(cfg.native)
+
+
 def vocabulary(name: str) -> dict[str, int]:
-    """The token -> id map of ``name`` ("tiny-native" or "tiny-llava")."""
+    """The token -> id map of tiny model ``name`` (e.g. "tiny-native", "tiny-llava")."""
     words = text_words(load_model_config(name))
-    if name == "tiny-native":
+    if is_native(name):
         return chameleon_vocabulary(N_CODES, words)
-    if name == "tiny-llava":
-        return {**LLAVA_SPECIALS, **{w: len(LLAVA_SPECIALS) + i for i, w in enumerate(words)}}
-    raise KeyError(f"no tiny trained model {name!r}; available: tiny-native, tiny-llava")
+    return {**LLAVA_SPECIALS, **{w: len(LLAVA_SPECIALS) + i for i, w in enumerate(words)}}
 
 
 def build_processor(name: str) -> Any:
@@ -52,7 +59,7 @@ def build_processor(name: str) -> Any:
     cfg = load_model_config(name)
     size = cfg.image_size
     vocab = vocabulary(name)
-    if name == "tiny-native":
+    if is_native(name):
         from transformers import ChameleonImageProcessorPil, ChameleonProcessor
 
         images = ChameleonImageProcessorPil(

@@ -5,7 +5,12 @@ Two stages, both on HF's own modules (``ChameleonVQVAE.encoder`` and ``quant_con
 1. *Autoencoder.* The encoder is trained to reconstruct the image through an auxiliary
    decoder (:class:`PatchDecoder`, discarded afterwards: Chameleon's HF class has no decoder and
    nothing downstream needs one). No quantization yet: continuous latents train fast and
-   leave no dead codes.
+   leave no dead codes. Optionally (``silhouette_weight``) a second auxiliary head predicts
+   the objects' pixel mask (:func:`hooked_vlm.data.synthetic.silhouette`) from the same
+   latents: a low-level target (which pixels of each cell an object covers, whatever its
+   colour, the background's or its texture) that keeps the outline in the codes, where the
+   pixel loss spends the latent on colour and texture. It says nothing about which shape an
+   object is: the codes stay local and low-level, as a pixel tokenizer's.
 2. *Codebook by k-means.* ``quantize.embedding`` is set to the k-means centroids
    (scikit-learn) of the encoder's latent vectors, so HF's nearest-code lookup partitions the
    latent space where images actually put their latents.
@@ -30,18 +35,19 @@ from torch import Tensor, nn
 
 
 class PatchDecoder(nn.Module):
-    """Latents ``[b, c, 8, 8]`` -> pixels ``[b, 3, 64, 64]``: two 3x3 convolutions, then each
+    """Latents ``[b, c, 8, 8]`` -> pixels ``[b, out, 64, 64]``: two 3x3 convolutions, then each
     latent position predicts its own 8 x 8 pixel patch (pixel shuffle)."""
 
-    def __init__(self, channels: int, patch: int = 8, width: int = 128) -> None:
+    def __init__(self, channels: int, patch: int = 8, width: int = 128,
+                 out_channels: int = 3) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 3, padding=1), nn.SiLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 3 * patch * patch, 1), nn.PixelShuffle(patch),
+            nn.Conv2d(width, out_channels * patch * patch, 1), nn.PixelShuffle(patch),
         )
 
-    def forward(self, latents: Float[Tensor, "b c h w"]) -> Float[Tensor, "b 3 H W"]:
+    def forward(self, latents: Float[Tensor, "b c h w"]) -> Float[Tensor, "b out H W"]:
         return self.net(latents)
 
 
@@ -59,25 +65,36 @@ def fit_vq(
     batch_size: int = 64,
     lr: float = 2e-3,
     kmeans_images: int = 1024,
+    silhouettes: Float[Tensor, "n 1 H W"] | None = None,
+    silhouette_weight: float = 0.0,
 ) -> dict[str, float]:
     """Train ``vqmodel``'s encoder (in place) and set its codebook; returns a small report.
 
-    ``pixels`` are processor outputs (Chameleon scaling). The report holds the final
+    ``pixels`` are processor outputs (Chameleon scaling); ``silhouettes`` (0/1, same images)
+    add the object-mask loss with weight ``silhouette_weight``. The report holds the final
     autoencoder MSE, the MSE through the quantized latents, and how many codes the k-means
     codebook uses on the fitted images (``codes_used``) with the code perplexity.
     """
+    if silhouette_weight and silhouettes is None:
+        raise ValueError("silhouette_weight > 0 needs the images' silhouettes")
     gen = torch.Generator().manual_seed(seed)
     embed_dim = vqmodel.quantize.embedding.weight.shape[1]
     decoder = PatchDecoder(embed_dim)
+    mask_head = PatchDecoder(embed_dim, out_channels=1) if silhouette_weight else None
     params = [*vqmodel.encoder.parameters(), *vqmodel.quant_conv.parameters(),
-              *decoder.parameters()]
+              *decoder.parameters(), *(mask_head.parameters() if mask_head else ())]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(steps, 1))
     vqmodel.train()
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
-        batch = pixels[torch.randint(len(pixels), (batch_size,), generator=gen)]
-        loss = nn.functional.mse_loss(decoder(latents(vqmodel, batch)), batch)
+        index = torch.randint(len(pixels), (batch_size,), generator=gen)
+        batch = pixels[index]
+        z = latents(vqmodel, batch)
+        loss = nn.functional.mse_loss(decoder(z), batch)
+        if mask_head is not None:
+            loss = loss + silhouette_weight * nn.functional.binary_cross_entropy_with_logits(
+                mask_head(z), silhouettes[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
