@@ -184,7 +184,8 @@ class Page:
             "expression": expression, "awaitPromise": True, "returnByValue": True,
         }, session=self.session, timeout=timeout)
         if "exceptionDetails" in result:
-            raise BrowserError(f"{expression[:80]!r} threw: {_describe(result['exceptionDetails'])}")
+            details = _describe(result["exceptionDetails"])
+            raise BrowserError(f"{expression[:80]!r} threw: {details}")
         return result["result"].get("value")
 
     def settle(self) -> None:

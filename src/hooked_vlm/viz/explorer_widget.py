@@ -61,7 +61,7 @@ export default { render };
 class ExplorerWidget(anywidget.AnyWidget):
     """The explorer page as a notebook widget; ``data`` holds what it shows."""
 
-    _esm = traitlets.Unicode(_ESM).tag(sync=True)
+    _esm = _ESM
     page = traitlets.Unicode("").tag(sync=True)
     height = traitlets.Int(1750).tag(sync=True)
     token = traitlets.Int(0).tag(sync=True)
