@@ -150,9 +150,29 @@ def test_bad_requests_say_what_is_wrong():
         collect(model, inputs, images=pictures(3))
     with pytest.raises(ValueError, match="example=5"):
         collect(model, inputs, example=5)
+    with pytest.raises(ValueError, match=r"\[2\] are not text positions"):
+        collect(model, inputs, queries=[2])  # BOI, before the image
     ids = inputs["input_ids"][:, :-8]  # cut before the image ends: no text after it
     with pytest.raises(LayoutError, match="no text after its first image"):
         collect(model, {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
+
+
+def test_chosen_queries_and_the_widget(explored, tmp_path):
+    from traitlets import TraitError
+
+    from hooked_vlm.viz.explorer_widget import ExplorerWidget
+
+    last = int(explored.data.queries[-1])
+    one = collect(explored.model, explored.inputs, queries=[last])
+    assert one.queries.tolist() == [last]
+    assert np.allclose(one.weights[0], explored.data.weights[-1], atol=1e-6)
+    view = ExplorerWidget(explored.data)
+    assert 'id="explorer-data"' in view.page and "export default" in view._esm
+    assert (view.token, view.layer, view.head) == (len(explored.data.queries) - 1, 2, -1)
+    view.head = 3
+    with pytest.raises(TraitError, match="outside -1..3"):
+        view.head = 4
+    assert view.save(tmp_path / "w.html").read_text() == view.page
 
 
 # ---------------------------------------------------------------------- the page in Chromium

@@ -67,19 +67,21 @@ def logit_lens(
         raise ValueError(f"k={k} must lie in 1..{vocab} (the vocabulary size).")
     lead = resid.shape[:-1]
     flat = resid.reshape(-1, d_model)
-    ids, probs = [], []
-    for start in range(0, flat.shape[0], chunk):
+    n = flat.shape[0]
+    # outputs and one logits buffer allocated once: small results interleaved with big
+    # per-chunk temporaries fragment the CPU heap (2.4 GB peak for 18k vectors x 32k vocab)
+    ids = torch.empty(n, k, dtype=torch.long, device=W_U.device)
+    probs = torch.empty(n, k, dtype=torch.float32, device=W_U.device)
+    buffer = torch.empty(min(chunk, n), vocab, dtype=W_U.dtype, device=W_U.device)
+    for start in range(0, n, chunk):
         x = norm(flat[start : start + chunk].to(W_U.device, W_U.dtype))
-        logits = (x @ W_U).float()
+        logits = torch.matmul(x, W_U, out=buffer[: x.shape[0]])
         if b_U is not None:
-            logits = logits + b_U.float()
+            logits += b_U.to(logits.dtype)
         if exclude is not None and exclude.numel():
             logits[:, exclude.to(logits.device)] = float("-inf")
-        top = logits.log_softmax(-1).topk(k, dim=-1)
-        ids.append(top.indices)
-        probs.append(top.values.exp())
-    empty = torch.empty(0, k)
-    return LensTop(
-        torch.cat(ids).reshape(*lead, k) if ids else empty.long().reshape(*lead, k),
-        torch.cat(probs).reshape(*lead, k) if probs else empty.reshape(*lead, k),
-    )
+        top = logits.topk(k, dim=-1)
+        lse = torch.logsumexp(logits.float(), -1, keepdim=True)
+        ids[start : start + x.shape[0]] = top.indices
+        probs[start : start + x.shape[0]] = (top.values.float() - lse).exp()
+    return LensTop(ids.reshape(*lead, k), probs.reshape(*lead, k))

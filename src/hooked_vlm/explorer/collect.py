@@ -44,6 +44,7 @@ def collect(
     *,
     example: int = 0,
     k: int = 3,
+    queries: Sequence[int] | None = None,
     tiles: tuple[int, int] | None = None,
     title: str | None = None,
 ) -> ExplorerData:
@@ -56,6 +57,9 @@ def collect(
         images: the pictures of that example in prompt order (one picture alone is fine), or
             of every example of the batch; ``None`` draws the maps without a picture.
         k: lens tokens kept per patch and layer.
+        queries: the text positions to offer (default: every text token after the first
+            image). The page embeds ``layers x heads x patches`` bytes per text token (0.6 MB
+            for 32 x 32 x 576): fewer tokens, a smaller page.
         tiles: ``(rows, cols)`` of InternVL's crops (see :func:`hooked_vlm.layout.patch_grids`).
         title: the page's title (default: the model's name).
 
@@ -65,7 +69,7 @@ def collect(
     layout: TokenLayout = getattr(inputs, "layout", None) or model.layout(**inputs)
     if not 0 <= example < layout.batch_size:
         raise ValueError(f"example={example}: the inputs hold {layout.batch_size} example(s).")
-    queries = text_queries(layout, example)
+    queries = _queries(text_queries(layout, example), queries)
     groups = key_groups(layout, example)
     patches = layout.select("image_patches", allow_empty=True)[example]
     if patches.numel() == 0:
@@ -126,6 +130,19 @@ def _lens(
         notes.append(f"The logit lens leaves out {exclude.numel()} token ids that the model's "
                      "own head never emits (e.g. image codes).")
     return top, notes
+
+
+def _queries(allowed: Tensor, wanted: Sequence[int] | None) -> Tensor:
+    if wanted is None:
+        return allowed
+    chosen = torch.as_tensor(list(wanted), dtype=allowed.dtype).unique()
+    bad = chosen[~torch.isin(chosen, allowed)].tolist()
+    if bad or chosen.numel() == 0:
+        raise ValueError(
+            f"queries {list(wanted)}: {bad or 'none given'} are not text positions after the "
+            f"first image; those are {allowed.tolist()}."
+        )
+    return chosen
 
 
 def readout(model: HookedVLM) -> tuple[torch.nn.Module, Tensor, Tensor | None]:

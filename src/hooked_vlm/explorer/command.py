@@ -36,6 +36,9 @@ def explore_command(
     dtype: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 (default: the model "
                                               "config's)")] = None,
     k: Annotated[int, typer.Option(help="logit-lens tokens kept per patch", min=1)] = 3,
+    last_tokens: Annotated[int | None, typer.Option(
+        help="offer only the last N text tokens (a smaller page; default: every text token "
+        "after the first image)", min=1)] = None,
 ) -> None:
     """One prompt and its pictures as an interactive page: attention per text token, layer and
     head on the picture, attention shares, per-head image reading, the logit lens."""
@@ -51,7 +54,7 @@ def explore_command(
         raise typer.BadParameter(f"the folder {out.parent} does not exist", param_hint="--out")
     try:
         page, data = _build(model, image, out, prompt, task, question, model_config, device,
-                            dtype, k)
+                            dtype, k, last_tokens)
     except ValueError as err:  # bad prompt, model or layout: say what, not a traceback
         console.print(f"[red]cannot explore[/]: {err}")
         raise typer.Exit(code=1) from None
@@ -62,10 +65,11 @@ def explore_command(
 
 def _build(model_name: str, paths: list[Path], out: Path, prompt: str | None, task: str | None,
            question: str | None, model_config: str | None, device: str | None,
-           dtype: str | None, k: int) -> tuple[Path, Any]:
+           dtype: str | None, k: int, last_tokens: int | None) -> tuple[Path, Any]:
     import torch
     from PIL import Image
 
+    from hooked_vlm.analysis.token_attention import text_queries
     from hooked_vlm.explorer.api import write_page
     from hooked_vlm.explorer.collect import collect
     from hooked_vlm.model import HookedVLM
@@ -80,7 +84,11 @@ def _build(model_name: str, paths: list[Path], out: Path, prompt: str | None, ta
     else:
         fields = {"question": question} if question is not None else {}
         inputs = model.prepare([pictures], task=task, **fields)
-    data = collect(model, inputs, pictures, k=k, title=f"{model_name}: {prompt or task}")
+    queries = None
+    if last_tokens is not None:
+        queries = text_queries(inputs.layout, 0)[-last_tokens:].tolist()
+    data = collect(model, inputs, pictures, k=k, queries=queries,
+                   title=f"{model_name}: {prompt or task}")
     return write_page(data, out), data
 
 
