@@ -162,6 +162,9 @@ def test_chosen_queries_and_the_widget(explored, tmp_path):
 
     from hooked_vlm.viz.explorer_widget import ExplorerWidget
 
+    import hooked_vlm.explorer
+
+    assert callable(hooked_vlm.explorer.collect)  # the function, never a submodule of its name
     last = int(explored.data.queries[-1])
     one = collect(explored.model, explored.inputs, queries=[last])
     assert one.queries.tolist() == [last]
@@ -222,3 +225,12 @@ def test_cli_writes_a_page_for_two_images_that_draws_in_chromium(browser, tmp_pa
     bad = CliRunner().invoke(app, [*args[:-4], "--prompt", "USER : hello", "--out", str(out)])
     assert bad.exit_code == 1 and "image placeholder" in bad.output
 
+
+
+def test_readme_explorer_snippet_runs(tmp_path, monkeypatch):
+    from tests.test_readme_cli import _readme_code
+
+    monkeypatch.chdir(tmp_path)
+    with torch.enable_grad():
+        exec(compile(_readme_code("Exploring one example"), "README-explore", "exec"), {})
+    assert (tmp_path / "page.html").stat().st_size > 1e6

@@ -1,7 +1,7 @@
 """The explorer: one example's attention from each text token over the picture, per layer and
 head, with the logit lens on the image patches, as one offline HTML page or a notebook widget.
 
-:func:`collect` runs one forward with reducing hooks (:mod:`.collect`) into
+:func:`collect` runs one forward with reducing hooks (:mod:`.collection`) into
 :class:`ExplorerData`; :mod:`hooked_vlm.viz.explorer` draws it: :func:`explore` in a notebook
 (:mod:`hooked_vlm.viz.explorer_widget`), :func:`write_page` for a file, ``hooked-vlm explore``
 on the command line (:mod:`.command`).
@@ -22,8 +22,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "collect": "hooked_vlm.explorer.collect",
-    "readout": "hooked_vlm.explorer.collect",
+    "collect": "hooked_vlm.explorer.collection",
+    "readout": "hooked_vlm.explorer.collection",
     "ExplorerData": "hooked_vlm.explorer.data",
     "ImagePanel": "hooked_vlm.explorer.data",
     "explore": "hooked_vlm.explorer.api",
@@ -42,5 +42,5 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from hooked_vlm.explorer.api import explore, write_page
-    from hooked_vlm.explorer.collect import collect, readout
+    from hooked_vlm.explorer.collection import collect, readout
     from hooked_vlm.explorer.data import ExplorerData, ImagePanel

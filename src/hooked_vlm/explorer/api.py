@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hooked_vlm.explorer.collect import collect
+from hooked_vlm.explorer.collection import collect
 from hooked_vlm.explorer.data import ExplorerData
 from hooked_vlm.model import HookedVLM
 
@@ -16,7 +16,7 @@ def explore(model: HookedVLM, inputs: Mapping[str, Any], images: Any = None, **o
             ) -> Any:
     """The explorer for one example as a notebook widget (anywidget: ``pip install
     'hooked-vlm[notebook]'``), computed from one forward. ``images``: the example's pictures
-    (see :func:`~hooked_vlm.explorer.collect.collect`); ``options`` go to ``collect``
+    (see :func:`~hooked_vlm.explorer.collection.collect`); ``options`` go to ``collect``
     (``example``, ``k``, ``tiles``, ``title``).
 
     Example:
@@ -30,7 +30,7 @@ def explore(model: HookedVLM, inputs: Mapping[str, Any], images: Any = None, **o
         raise ImportError(
             f"the explorer widget needs anywidget ({err}): pip install 'hooked-vlm[notebook]'. "
             "Without it, write the same view as a page: hooked_vlm.explorer.write_page("
-            "hooked_vlm.explorer.collect(model, inputs, images), 'page.html')."
+            "hooked_vlm.explorer.collection(model, inputs, images), 'page.html')."
         ) from err
     return ExplorerWidget(collect(model, inputs, images, **options))
 

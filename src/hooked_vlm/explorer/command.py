@@ -71,7 +71,7 @@ def _build(model_name: str, paths: list[Path], out: Path, prompt: str | None, ta
 
     from hooked_vlm.analysis.token_attention import text_queries
     from hooked_vlm.explorer.api import write_page
-    from hooked_vlm.explorer.collect import collect
+    from hooked_vlm.explorer.collection import collect
     from hooked_vlm.model import HookedVLM
 
     torch.set_grad_enabled(False)

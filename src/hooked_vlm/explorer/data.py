@@ -1,4 +1,4 @@
-"""What the explorer shows, as plain arrays: computed once by :func:`~.collect.collect`, drawn
+"""What the explorer shows, as plain arrays: computed once by :func:`~.collection.collect`, drawn
 by :mod:`hooked_vlm.viz.explorer` (the page, the notebook widget)."""
 
 from __future__ import annotations

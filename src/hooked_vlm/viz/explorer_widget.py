@@ -76,6 +76,11 @@ class ExplorerWidget(anywidget.AnyWidget):
         super().__init__(page=explorer_html(data), token=len(data.queries) - 1,
                          layer=data.n_layers // 2, **kwargs)
 
+    def __repr__(self) -> str:
+        d = self.data
+        return (f"ExplorerWidget({d.title!r}: {len(d.queries)} text tokens x {d.n_layers} layers "
+                f"x {d.n_heads} heads over {len(d.patches)} image patches)")
+
     def save(self, path: str | Path) -> Path:
         """Write the same view as a self-contained HTML page.
 
