@@ -188,6 +188,20 @@ class Page:
             raise BrowserError(f"{expression[:80]!r} threw: {details}")
         return result["result"].get("value")
 
+    def wait_for(self, expression: str, timeout: float = 30.0) -> Any:
+        """Poll ``expression`` every 20 ms until it is truthy; its value (raises on timeout)."""
+        return self.evaluate(f"""new Promise((resolve, reject) => {{
+          const until = Date.now() + {int(timeout * 1000)};
+          const poll = () => {{
+            let value;
+            try {{ value = ({expression}); }} catch (e) {{ value = undefined; }}
+            if (value) resolve(value);
+            else if (Date.now() > until) reject(new Error({json.dumps("timed out: " + expression)}));
+            else setTimeout(poll, 20);
+          }};
+          poll();
+        }})""", timeout=timeout + 10)
+
     def settle(self) -> None:
         """Wait two animation frames: what the page scheduled has been drawn."""
         self.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")

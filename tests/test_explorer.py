@@ -160,9 +160,8 @@ def test_bad_requests_say_what_is_wrong():
 def test_chosen_queries_and_the_widget(explored, tmp_path):
     from traitlets import TraitError
 
-    from hooked_vlm.viz.explorer_widget import ExplorerWidget
-
     import hooked_vlm.explorer
+    from hooked_vlm.viz.explorer_widget import ExplorerWidget
 
     assert callable(hooked_vlm.explorer.collect)  # the function, never a submodule of its name
     last = int(explored.data.queries[-1])
@@ -234,3 +233,54 @@ def test_readme_explorer_snippet_runs(tmp_path, monkeypatch):
     with torch.enable_grad():
         exec(compile(_readme_code("Exploring one example"), "README-explore", "exec"), {})
     assert (tmp_path / "page.html").stat().st_size > 1e6
+
+
+_HOST = """<!DOCTYPE html><html><body><div id="host"></div>
+<script type="application/json" id="widget">{state}</script>
+<script type="module">
+// anywidget's side of the widget, as small as the ESM needs: get / set / on / save_changes
+const state = JSON.parse(document.getElementById("widget").textContent);
+const handlers = {{}};
+window.saved = 0;
+window.widgetState = state;
+const model = {{
+  get: (key) => state[key],
+  set: (key, value) => {{
+    const old = state[key];
+    state[key] = value;
+    if (old !== value) (handlers["change:" + key] || []).forEach((f) => f());
+  }},
+  on: (event, f) => (handlers[event] = handlers[event] || []).push(f),
+  save_changes: () => {{ window.saved += 1; }},
+}};
+window.widgetModel = model;
+const url = URL.createObjectURL(new Blob([state._esm], {{type: "text/javascript"}}));
+const module = await import(url);
+module.default.render({{model, el: document.getElementById("host")}});
+</script></body></html>
+"""
+
+
+@pytest.mark.parametrize("explored", ["tiny-llava"], indirect=True)
+def test_widget_and_page_keep_one_selection_in_chromium(explored, browser, tmp_path):
+    """The widget's front end (its ESM, under a stand-in for anywidget's model) hosts the page
+    in an iframe: Python-side changes reach the page, clicks in the page reach Python."""
+    import json
+
+    from hooked_vlm.viz.explorer_widget import ExplorerWidget
+
+    view = ExplorerWidget(explored.data)
+    state = {key: getattr(view, key) for key in ("page", "height", "token", "layer", "head",
+                                                  "panel", "_esm")}
+    host = tmp_path / "host.html"
+    host.write_text(_HOST.format(state=json.dumps(state).replace("</", "<\\/")))
+    page = browser.open(host)
+    inner = "document.querySelector('iframe').contentWindow"
+    page.wait_for(f"{inner}.document.body.dataset.ready")
+    page.evaluate("widgetModel.set('token', 1); widgetModel.set('head', 3)")  # from Python
+    assert page.wait_for(f"{inner}.hookedVlmExplorer.state().head === 3 && "
+                         f"{inner}.hookedVlmExplorer.state()")["token"] == 1
+    page.evaluate(f"{inner}.hookedVlmExplorer.select({{layer: 0, head: -1}})")  # a click
+    page.wait_for("window.saved > 0")
+    assert page.evaluate("[widgetState.layer, widgetState.head, widgetState.token]") == [0, -1, 1]
+    assert not page.errors()

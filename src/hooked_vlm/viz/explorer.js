@@ -81,7 +81,9 @@
     var h = state.head < 0 ? "all" : state.head;
     var frag = "#token=" + state.token + "&layer=" + state.layer + "&head=" + h +
                "&panel=" + state.panel;
-    if (location.hash !== frag) history.replaceState(null, "", frag);
+    // a page hosted in the widget's iframe (about:srcdoc) has no URL of its own to update
+    if (location.protocol !== "about:" && location.hash !== frag)
+      history.replaceState(null, "", frag);
     if (window.parent !== window)
       window.parent.postMessage({source: "hooked-vlm-explorer", state: state}, "*");
   }
