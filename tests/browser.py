@@ -196,7 +196,7 @@ class Page:
             let value;
             try {{ value = ({expression}); }} catch (e) {{ value = undefined; }}
             if (value) resolve(value);
-            else if (Date.now() > until) reject(new Error({json.dumps("timed out: " + expression)}));
+            else if (Date.now() > until) reject(new Error({json.dumps("timeout: " + expression)}));
             else setTimeout(poll, 20);
           }};
           poll();

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hooked_vlm.explorer.command import explore_command
+from hooked_vlm.cli_explore import explore_command
 from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -35,7 +35,7 @@ run_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(run_app, name="run")
-app.command("explore")(explore_command)  # its logic: hooked_vlm/explorer/command.py
+app.command("explore")(explore_command)  # its logic: hooked_vlm/cli_explore.py
 
 def _console() -> Any:
     from rich.console import Console

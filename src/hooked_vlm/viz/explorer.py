@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from functools import cache
@@ -35,10 +34,10 @@ from typing import Any
 
 import numpy as np
 from plotly.colors import hex_to_rgb, sequential
-from plotly.offline import get_plotlyjs
 
 from hooked_vlm.explorer.data import ExplorerData, ImagePanel
 from hooked_vlm.viz.image_overlay import cell_placement
+from hooked_vlm.viz.report import standalone_page
 
 _SCRIPT = Path(__file__).with_name("explorer.js")
 # Inferno (plotly.js knows it by no name: the stops go with the data), fading to clear at 0
@@ -110,8 +109,8 @@ def explorer_html(data: ExplorerData) -> str:
     """
     # "</" may not appear inside a <script> block; "<\/" is the same string to JSON
     payload = json.dumps(explorer_payload(data), separators=(",", ":")).replace("</", "<\\/")
-    return _PAGE.format(title=html.escape(data.title), style=_STYLE, plotly=get_plotlyjs(),
-                        payload=payload, script=explorer_script(), body=_BODY)
+    data_block = f'<script type="application/json" id="explorer-data">{payload}</script>'
+    return standalone_page(data.title, _STYLE, _BODY + data_block, explorer_script())
 
 
 @cache
@@ -196,15 +195,4 @@ _BODY = """
 <h2>Logit lens on the image patches (the selected layer)</h2>
 <div class="row"><div id="fig-lens"></div></div>
 <div id="notes"></div>
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>{style}</style>
-<script type="text/javascript">{plotly}</script>
-</head><body>
-{body}
-<script type="application/json" id="explorer-data">{payload}</script>
-<script type="text/javascript">{script}</script>
-</body></html>
 """

@@ -1,6 +1,7 @@
 """``hooked-vlm explore``: one prompt and its pictures -> the explorer page, offline.
 
-Registered in :mod:`hooked_vlm.cli` in one line; everything heavy is imported inside.
+Registered in :mod:`hooked_vlm.cli` in one line; everything heavy is imported inside, so
+``hooked-vlm --help`` stays instant (the :mod:`hooked_vlm.explorer` package imports torch).
 
 Example:
     hooked-vlm explore --model tiny-native --image cat.png \\
