@@ -85,8 +85,11 @@ def collect(
                                query_start=model.state.query_start)
         weights[hook.layer()], shares[hook.layer()] = w.cpu(), s.cpu()
 
+    lens_device = readout(model)[1].device  # layers spread over devices meet here
+
     def on_resid(value: Tensor, hook: Any) -> None:
-        resid[hook.layer()] = value[example, patches.to(value.device)].detach().clone()
+        kept = value[example, patches.to(value.device)].detach()
+        resid[hook.layer()] = kept.to(lens_device, copy=True)
 
     hooks = [(f"blocks.{layer}.attn.hook_pattern", on_pattern) for layer in range(n_layers)]
     hooks += [(f"blocks.{layer}.hook_resid_post", on_resid) for layer in range(n_layers)]
