@@ -22,8 +22,6 @@ from hooked_vlm.viz.explorer import decode_weights, explorer_payload
 from tests.browser import check_report
 from tests.conftest import wrap
 
-torch.set_grad_enabled(False)
-
 
 @dataclass
 class Explored:
@@ -57,8 +55,9 @@ def explored(request) -> Explored:
         data = collect(model, inputs, images=picture, k=3)
     finally:
         del model._bridge_call
-    logits, cache = model.run_with_cache(
-        inputs, names_filter=lambda n: n.endswith(("attn.hook_pattern", "hook_resid_post")))
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(
+            inputs, names_filter=lambda n: n.endswith(("attn.hook_pattern", "hook_resid_post")))
     return Explored(request.param, model, inputs, data, len(calls), logits, cache)
 
 
@@ -88,6 +87,7 @@ def test_reductions_in_the_hooks_equal_the_full_pattern(explored):
     assert int(groups[KEY_GROUPS.index("gate")].nonzero()) == int(gate)
 
 
+@torch.no_grad()
 def test_logit_lens_is_unembed_of_ln_final_by_hand(explored):
     """A few patches per layer: RMSNorm and the unembedding written out from the weights."""
     d, hf = explored.data, explored.model.hf_model
@@ -183,6 +183,8 @@ def test_chosen_queries_and_the_widget(explored, tmp_path):
 def test_page_draws_and_follows_the_selection_in_chromium(explored, browser, tmp_path):
     d = explored.data
     path = write_page(d, tmp_path / "page.html")
+    text = path.read_text()
+    assert "<script src" not in text and "<link" not in text  # nothing fetched: opens offline
     page = check_report(browser, path, fragment="token=0&layer=1&head=all", min_figures=5)
     assert page.evaluate("hookedVlmExplorer.state()") == {"token": 0, "layer": 1, "head": -1,
                                                           "panel": 0}
@@ -197,6 +199,16 @@ def test_page_draws_and_follows_the_selection_in_chromium(explored, browser, tmp
     want = d.weights[last, 1, 2][grid]
     assert np.allclose(after[0], want, atol=want.max() / 255 + 1e-7)
     assert np.allclose(after[1], d.reading()[last], atol=1e-4)
+    # every layer on one colour scale: the scale's top is the largest weight of any layer
+    scale = page.evaluate("document.getElementById('fig-layers').layout.coloraxis.cmax")
+    assert scale == pytest.approx(d.weights[last, :, 2][:, grid].max(), rel=0.01)
+    # a click on a token, and the slider, select tokens too
+    page.evaluate("document.querySelector('#tokens .q').click()")
+    assert page.evaluate("hookedVlmExplorer.state()")["token"] == 0
+    page.evaluate("const s = document.getElementById('token-slider'); s.value = 2; "
+                  "s.dispatchEvent(new Event('input'))")
+    assert page.evaluate("hookedVlmExplorer.state()")["token"] == 2
+    page.evaluate(f"hookedVlmExplorer.select({{token: {last}}})")
     # a click on a layer x head cell selects that head; the URL fragment follows
     page.evaluate("document.getElementById('fig-heads').emit('plotly_click', "
                   "{points: [{x: 3, y: 2}]})")

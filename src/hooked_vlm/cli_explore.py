@@ -67,7 +67,6 @@ def explore_command(
 def _build(model_name: str, paths: list[Path], out: Path, prompt: str | None, task: str | None,
            question: str | None, model_config: str | None, device: str | None,
            dtype: str | None, k: int, last_tokens: int | None) -> tuple[Path, Any]:
-    import torch
     from PIL import Image
 
     from hooked_vlm.analysis.token_attention import text_queries
@@ -75,7 +74,6 @@ def _build(model_name: str, paths: list[Path], out: Path, prompt: str | None, ta
     from hooked_vlm.explorer.collection import collect
     from hooked_vlm.model import HookedVLM
 
-    torch.set_grad_enabled(False)
     model = HookedVLM.from_pretrained(model_name, device=device, dtype=dtype,
                                       model_config=model_config)
     pictures = [Image.open(p).convert("RGB") for p in paths]
