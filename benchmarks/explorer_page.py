@@ -43,6 +43,7 @@ def main() -> None:
                         help="offer only the last N text tokens (collect's queries=)")
     parser.add_argument("--full", action="store_true", help="LLaVA-1.5-7B's real widths")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=None, help="also write the page here")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     if args.full:
@@ -75,6 +76,8 @@ def main() -> None:
     start = time.perf_counter()
     page = explorer_html(data)
     page_s = time.perf_counter() - start
+    if args.out:
+        args.out.write_text(page, encoding="utf-8")
     payload = explorer_payload(data)
     t, n_layers, n_heads, p = data.weights.shape
     lens = payload["lens"]

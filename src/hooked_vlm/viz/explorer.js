@@ -41,8 +41,10 @@
       for (g = 0; g < G; g++) out[g] += shares[((t * L + l) * H + k) * G + g] / 65535;
     return out.map(function (v) { return v / (last - first + 1); });
   }
+  var IMAGE = D.groups.indexOf("image"), GATE = D.groups.indexOf("gate");
   function reading(t, l, h) {  // image side = image + gate
-    return (shares[((t * L + l) * H + h) * G] + shares[((t * L + l) * H + h) * G + 1]) / 65535;
+    var base = ((t * L + l) * H + h) * G;
+    return (shares[base + IMAGE] + shares[base + GATE]) / 65535;
   }
   function onGrid(values, panel) {  // [rows][cols] from per-patch values
     var z = [];
