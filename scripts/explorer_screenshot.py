@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--token", type=int, default=4)
     parser.add_argument("--layer", type=int, default=2)
     parser.add_argument("--head", default="all")
-    parser.add_argument("--size", default="1300,1620", help="window width,height in pixels")
+    parser.add_argument("--size", default="1300,1680", help="window width,height in pixels")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "explorer.png")
     args = parser.parse_args()
     from hooked_vlm.data.synthetic import synthetic_dataset

@@ -257,11 +257,11 @@
                    hovertemplate: name + ", layer %{x}: %{y:.3f}<extra></extra>"});
     }
     Plotly.react("fig-shares", traces, {
-      barmode: "stack", width: 480, height: 340, margin: {l: 50, r: 10, t: 40, b: 40},
+      barmode: "stack", width: 480, height: 370, margin: {l: 50, r: 10, t: 40, b: 90},
       title: {text: "shares of " + tokenLabel() + "'s attention, " +
               (state.head < 0 ? "mean over heads" : "head " + state.head), font: {size: 12}},
       xaxis: {title: {text: "layer"}, dtick: L > 16 ? 4 : 1}, yaxis: {range: [0, 1]},
-      legend: {orientation: "h", y: -0.2},
+      legend: {orientation: "h", y: -0.28},
       shapes: [{type: "rect", xref: "x", yref: "paper", x0: state.layer - 0.5,
                 x1: state.layer + 0.5, y0: 0, y1: 1, line: {color: "#1f77b4", width: 2}}],
     }, CONFIG);
