@@ -84,3 +84,18 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (tests/browser.py). Skips when chromium is not
+    installed, unless $HOOKED_VLM_REQUIRE_CHROMIUM is set (CI: .ci/run installs it)."""
+    from tests.browser import REQUIRE_ENV, Browser, find_chromium
+
+    if find_chromium() is None:
+        reason = "chromium is not installed (apt-get install -y chromium): HTML pages unchecked"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{reason}, and ${REQUIRE_ENV} requires it")
+        pytest.skip(reason)
+    with Browser.launch() as running:
+        yield running

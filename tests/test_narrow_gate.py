@@ -27,6 +27,7 @@ from hooked_vlm.studies.narrow_gate.session import Session
 from hooked_vlm.studies.narrow_gate.stage_patching import patch_pairs
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
 from hooked_vlm.viz.report import figures_in_html
+from tests.browser import check_report
 
 # small enough for seconds per run, large enough for every analysis (homogeneity needs > 16
 # points: 2 x 10 vectors)
@@ -201,6 +202,10 @@ def test_report_has_a_section_per_stage_and_data_in_every_figure(run):
                   "patching", "Steering"):
         assert title in page
     assert "compute s (all sessions)" in page and str(summary.out_dir) not in page[:100]
+
+
+def test_report_draws_in_chromium_without_console_errors(run, browser):
+    check_report(browser, run[2].report, min_figures=11)  # tests/browser.py
 
 
 def _filled(values) -> bool:

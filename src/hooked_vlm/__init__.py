@@ -23,6 +23,7 @@ _EXPORTS = {
     "PatternEditError": "hooked_vlm.adapters.vision",
     "UnknownHookError": "hooked_vlm.hook_names",
     "VLMInputs": "hooked_vlm.inputs",
+    "explore": "hooked_vlm.explorer",
     "LayoutError": "hooked_vlm.layout",
     "TokenLayout": "hooked_vlm.layout",
     "HookedVLM": "hooked_vlm.model",
@@ -51,6 +52,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VLMConfig",
     "VLMInputs",
+    "explore",
     "get_architecture",
     "list_model_configs",
     "load_model_config",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         UnsupportedArchitectureError,
         get_architecture,
     )
+    from hooked_vlm.explorer import explore
     from hooked_vlm.hook_names import UnknownHookError
     from hooked_vlm.inputs import VLMInputs
     from hooked_vlm.layout import LayoutError, TokenLayout

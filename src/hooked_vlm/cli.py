@@ -3,6 +3,7 @@
 Examples:
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
+    hooked-vlm explore --model tiny-native --image cat.png --task caption --out page.html
     hooked-vlm demo --out results/demo    # both studies on the embedded trained models
     hooked-vlm run narrow-gate --model chameleon-7b --data synthetic --n 64 --out results/ng
     hooked-vlm run narrow-gate ... --device cuda --ray auto       # on the Ray cluster of this node
@@ -24,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hooked_vlm.cli_explore import explore_command
 from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -33,6 +35,7 @@ run_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(run_app, name="run")
+app.command("explore")(explore_command)  # its logic: hooked_vlm/cli_explore.py
 
 def _console() -> Any:
     from rich.console import Console
