@@ -77,8 +77,13 @@ class TrainConfig:
     log_every: int = 50
 
 
+# tiny-native's VQ tokenizer learns the objects' silhouettes beside the pixels: with the pixel
+# loss alone (300 steps) an MLP on the codes of 6,000 images told the main shape apart 0.65 of
+# the time and the trained model 0.36; with the silhouette loss the same probe reached 0.89.
+NATIVE = TrainConfig(steps=2000, generate=0.25, vq_steps=600, vq_images=6000, vq_silhouette=1.0)
 DEFAULTS = {
-    "tiny-native": TrainConfig(steps=2000, generate=0.25, vq_steps=300),
+    "tiny-native": NATIVE,
+    "tiny-gate": replace(NATIVE, mask_image=True),  # the image reaches text only through EOI
     "tiny-llava": TrainConfig(steps=2000, tower_steps=800),
 }
 
