@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hooked_vlm.architectures import get_architecture
+from hooked_vlm.families import get_architecture
 from hooked_vlm.model_configs import list_model_configs, load_model_config
 
 START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"

@@ -28,7 +28,7 @@ def test_readme_table_is_up_to_date():
 
 
 def test_every_model_config_is_supported_and_its_prompts_hold_the_image_token():
-    from hooked_vlm.architectures import get_architecture
+    from hooked_vlm.families import get_architecture
     from hooked_vlm.model_configs import load_model_config
 
     for name in list_model_configs():

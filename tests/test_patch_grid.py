@@ -26,7 +26,7 @@ from transformers import (
 
 from hooked_vlm import LayoutError
 from hooked_vlm.analysis import scatter_to_grid, to_picture, view_box
-from hooked_vlm.architectures import get_architecture
+from hooked_vlm.families import get_architecture
 from hooked_vlm.layout import build_layout, patch_grid, patch_grids
 from hooked_vlm.layout.patch_grid import AnyresPatches, MergedPatches, SquarePatches, TiledPatches
 from tests.conftest import ALL_ARCHS, Wrapped, wrap

@@ -56,8 +56,8 @@ def _model_for_info(name: str) -> tuple[Any, dict | None]:
     import transformers
 
     from hooked_vlm import loading
+    from hooked_vlm.families import TINY_BUILDERS, build_tiny
     from hooked_vlm.model import HookedVLM
-    from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
 
     if name.startswith("tiny:"):
         tiny = build_tiny(name.removeprefix("tiny:"))

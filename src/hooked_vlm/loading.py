@@ -20,10 +20,9 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources import build_bridge_from_module
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
 
-from hooked_vlm import adapters  # noqa: F401  (registers hooked-vlm's TL adapters)
 from hooked_vlm._guards import disable_runtime_installs
 from hooked_vlm.adapters.vision import guard_native_attention
-from hooked_vlm.architectures import (
+from hooked_vlm.families import (  # importing registers every family's TL adapter
     TOKEN_ROLES,
     Architecture,
     UnsupportedArchitectureError,

@@ -8,7 +8,7 @@ loading by HF id, local directory or model-config name.
 
 Example:
     >>> from hooked_vlm import HookedVLM
-    >>> from hooked_vlm.testing.tiny import build_tiny
+    >>> from hooked_vlm.families import build_tiny
     >>> tiny = build_tiny("chameleon")
     >>> model = HookedVLM.from_hf(tiny.model)
     >>> logits, cache = model.run_with_cache(**tiny.inputs, names_filter="blocks.0.hook_resid_post")
@@ -32,8 +32,8 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.adapters.vision import follow_edits_in_recorded_states
-from hooked_vlm.architectures import Architecture
 from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache_kwargs
+from hooked_vlm.families import Architecture
 from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.fast_layers import install_layer_bypass
 from hooked_vlm.generation import Sampler, check_generation_options

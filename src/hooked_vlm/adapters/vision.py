@@ -183,6 +183,23 @@ def make_vision_attention_editable(
     )
 
 
+def with_editable_tower(base: type[ArchitectureAdapter]) -> type[ArchitectureAdapter]:
+    """TransformerLens' adapter ``base`` with its CLIP/SigLIP tower's attention made editable.
+
+    Example:
+        >>> LlavaAdapter = with_editable_tower(LlavaArchitectureAdapter)
+    """
+
+    class Adapter(base):  # type: ignore[misc, valid-type]
+        def __init__(self, cfg: Any) -> None:
+            super().__init__(cfg)
+            make_vision_attention_editable(self)
+
+    Adapter.__name__ = Adapter.__qualname__ = f"Editable{base.__name__}"
+    Adapter.__doc__ = f"{base.__name__} whose vision-tower attention patterns are editable."
+    return Adapter
+
+
 def guard_native_attention(module: torch.nn.Module) -> list[str]:
     """Make pattern edits that cannot reach the model raise; returns the observe-only bridges.
 

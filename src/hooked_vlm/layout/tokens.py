@@ -1,6 +1,6 @@
 """The special token ids a :class:`~hooked_vlm.layout.TokenLayout` is built from.
 
-The layout owns its input types; :mod:`hooked_vlm.architectures` reads them from each HF config.
+The layout owns its input types; :mod:`hooked_vlm.families` reads them from each HF config.
 
 Example:
     >>> SpecialTokens(image=3, boi=4, eoi=5)

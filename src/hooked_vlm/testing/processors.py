@@ -1,6 +1,6 @@
 """Tiny processors (word-level tokenizer + the model's real image processor), built offline.
 
-They match the vocabularies of :mod:`hooked_vlm.testing.tiny`, so ``HookedVLM.prepare`` and
+They match the vocabularies of :mod:`hooked_vlm.families`, so ``HookedVLM.prepare`` and
 ``save_pretrained``/``from_pretrained`` round trips run end to end without any download.
 
 Example:
@@ -13,30 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
-
-from hooked_vlm.testing.tiny import TEXT_VOCAB, chameleon_vocabulary
-
-
-def word_tokenizer(vocab: dict[str, int], specials: list[str], bos: str = "<s>") -> Any:
-    """A whitespace word-level fast tokenizer over ``vocab``; ``specials`` are never split."""
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", special_tokens=[(bos, vocab[bos])]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token="</s>", pad_token="<pad>",
-        unk_token="<pad>",
-    )
-    fast.add_special_tokens({"additional_special_tokens": specials})
-    fast.padding_side = "left"
-    return fast
+from hooked_vlm.families._tiny import TEXT_VOCAB
+from hooked_vlm.families.chameleon import chameleon_vocabulary
+from hooked_vlm.families.tokenizers import word_tokenizer
 
 
 def llava_vocabulary() -> dict[str, int]:
-    """The vocabulary of :func:`hooked_vlm.testing.tiny.tiny_llava` (words start at id 8)."""
+    """The vocabulary of :func:`hooked_vlm.families.llava.tiny_llava` (words start at id 8)."""
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<image>": 3, "USER:": 4, "ASSISTANT:": 5}
     vocab.update({f"<unused{i}>": i for i in (6, 7)})
     vocab.update({f"w{i}": 8 + i for i in range(TEXT_VOCAB)})
