@@ -144,6 +144,8 @@ class HookedVLM:
         loading.attach_token_ids(hf_model.config, processor, model_config)
         loading.set_token_ids(hf_model.config, special_tokens or {})
         bridge = loading.build_bridge(hf_model.eval(), arch, name)
+        if arch.install is not None:  # family hook points (Qwen3-VL's DeepStack injections)
+            arch.install(bridge)
         install_fast_attention(bridge)
         install_layer_bypass(bridge)  # after fast attention: twins share its SDPA configs
         follow_edits_in_recorded_states(bridge)
@@ -245,9 +247,13 @@ class HookedVLM:
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
         per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
+        blocks = None
+        if arch.attention_blocks is not None:
+            blocks = arch.attention_blocks(config, input_ids, extras)
         return build_layout(
             input_ids, arch.tokens(config), attention_mask, grids, per_image,
             architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
+            attention_blocks=blocks, injections=arch.injections(config),
         )
 
     # ------------------------------------------------------------------ running

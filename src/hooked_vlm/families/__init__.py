@@ -37,7 +37,9 @@ from hooked_vlm.families import (
     llava_next,
     llava_onevision,
     mistral3,
+    qwen2_5_vl,
     qwen2_vl,
+    qwen3_vl,
 )
 from hooked_vlm.families._tiny import TinyModel
 from hooked_vlm.families.base import (
@@ -48,7 +50,7 @@ from hooked_vlm.families.base import (
 
 _MODULES = (
     llava, mistral3, llava_next, llava_onevision, janus, qwen2_vl, internvl, idefics3,
-    chameleon, emu3,
+    chameleon, emu3, qwen2_5_vl, qwen3_vl,
 )
 
 #: Every supported HF class -> its :class:`Architecture`.

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from hooked_vlm.layout import ImageGrid, LayoutError, SpecialTokens
+from hooked_vlm.layout import ImageGrid, Injection, LayoutError, SpecialTokens
 from hooked_vlm.layout.patch_grid import PatchRule
 
 # Where the HF config lacks a role's id, hooked-vlm stores it as ``<role>_token_id`` on the
@@ -75,6 +75,17 @@ class Architecture:
     # Token roles the family has (beyond the image placeholder): a role whose id is missing
     # is reported as unknown, not absent. (config) -> roles.
     roles: Callable[[Any], tuple[str, ...]] = lambda _config: ()
+    # Bidirectional attention HF puts on top of causal attention, from the forward's inputs:
+    # (config, input_ids, forward kwargs) -> block ids [batch, pos] (-1: causal) or None
+    # (see TokenLayout.attention_blocks). Knockout, patching and prefix reuse respect it.
+    attention_blocks: Callable[[Any, torch.Tensor, dict[str, Any]], torch.Tensor | None] | None = (
+        None
+    )
+    # Where image features enter the residual stream outside attention (Qwen3-VL's
+    # DeepStack): (config) -> injections, named in every layout.
+    injections: Callable[[Any], tuple[Injection, ...]] = lambda _config: ()
+    # Adds family-specific hook points to a freshly built bridge (the injections' hooks).
+    install: Callable[[Any], None] | None = None
     # TransformerLens adapters this family adds, by registry key (registered on import).
     adapters: Mapping[str, type] = field(default_factory=dict)
     # Tiny random instances for tests and `hooked-vlm info tiny:NAME`: name -> builder.

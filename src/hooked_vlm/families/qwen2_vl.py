@@ -111,7 +111,18 @@ class QwenVisionAttentionBridge(AttentionBridge):
 
 
 class Qwen2VLArchitectureAdapter(ArchitectureAdapter):
-    """Qwen2-VL: Qwen2 decoder with recomputed M-RoPE attention, hooked vision tower."""
+    """Qwen2-VL: Qwen2 decoder with recomputed M-RoPE attention, hooked vision tower.
+
+    Qwen2.5-VL and Qwen3-VL subclass it: their towers differ in the MLP's module names, the
+    position embedding module and (Qwen3-VL) DeepStack mergers; Qwen3-VL's decoder adds
+    per-head q/k RMS norms and drops the q/k/v biases.
+    """
+
+    # vision block MLP: TL name -> HF module name
+    vision_mlp: dict[str, str] = {"in": "fc1", "out": "fc2"}
+    vision_pos_embed = "rotary_pos_emb"
+    qk_norm = False
+    qkv_bias = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -121,31 +132,14 @@ class Qwen2VLArchitectureAdapter(ArchitectureAdapter):
         self.cfg.default_prepend_bos = False  # Qwen tokenizers have no BOS
         self._extract_vision_dims(cfg)
         vision_cfg = getattr(cfg, "vision_config", None)
-        if vision_cfg is not None:  # the tower's width is embed_dim; hidden_size is the LM's
-            self.cfg.vision_hidden_size = getattr(vision_cfg, "embed_dim", None)
+        if getattr(vision_cfg, "embed_dim", None):  # Qwen2-VL: hidden_size is the LM's width
+            self.cfg.vision_hidden_size = vision_cfg.embed_dim
         self.weight_processing_conversions = {
-            **self._qkvo_weight_conversions(include_biases=True),
+            **self._qkvo_weight_conversions(include_biases=self.qkv_bias),
         }
-        block = Qwen3_5VisionBlockBridge(
-            name="blocks",
-            submodules={
-                "attn": QwenVisionAttentionBridge(
-                    name="attn", config=vision_attention_config(self.cfg)
-                ),
-                "mlp": GeneralizedComponent(
-                    name="mlp",
-                    submodules={"in": LinearBridge(name="fc1"), "out": LinearBridge(name="fc2")},
-                ),
-            },
-        )
         self.component_mapping = {
             "vision_encoder": Qwen3_5VisionEncoderBridge(
-                name="model.visual",
-                config=self.cfg,
-                submodules={
-                    "pos_embed": GeneralizedComponent(name="rotary_pos_emb"),
-                    "blocks": block,
-                },
+                name="model.visual", config=self.cfg, submodules=self._vision_submodules()
             ),
             "vision_projector": VisionProjectionBridge(name="model.visual.merger"),
             "embed": EmbeddingBridge(name="model.language_model.embed_tokens"),
@@ -156,14 +150,7 @@ class Qwen2VLArchitectureAdapter(ArchitectureAdapter):
                     "ln1": RMSNormalizationBridge(name="input_layernorm", config=self.cfg),
                     "ln2": RMSNormalizationBridge(name="post_attention_layernorm", config=self.cfg),
                     "attn": PositionEmbeddingsAttentionBridge(
-                        name="self_attn",
-                        config=self.cfg,
-                        submodules={
-                            "q": LinearBridge(name="q_proj"),
-                            "k": LinearBridge(name="k_proj"),
-                            "v": LinearBridge(name="v_proj"),
-                            "o": LinearBridge(name="o_proj"),
-                        },
+                        name="self_attn", config=self.cfg, submodules=self._attention_parts()
                     ),
                     "mlp": self._gated_mlp(),
                 },
@@ -171,6 +158,28 @@ class Qwen2VLArchitectureAdapter(ArchitectureAdapter):
             "ln_final": RMSNormalizationBridge(name="model.language_model.norm", config=self.cfg),
             "unembed": UnembeddingBridge(name="lm_head", config=self.cfg),
         }
+
+    def _vision_submodules(self) -> dict[str, GeneralizedComponent]:
+        mlp = {tl: LinearBridge(name=hf) for tl, hf in self.vision_mlp.items()}
+        block = Qwen3_5VisionBlockBridge(
+            name="blocks",
+            submodules={
+                "attn": QwenVisionAttentionBridge(
+                    name="attn", config=vision_attention_config(self.cfg)
+                ),
+                "mlp": GeneralizedComponent(name="mlp", submodules=mlp),
+            },
+        )
+        return {"pos_embed": GeneralizedComponent(name=self.vision_pos_embed), "blocks": block}
+
+    def _attention_parts(self) -> dict[str, GeneralizedComponent]:
+        parts: dict[str, GeneralizedComponent] = {
+            name: LinearBridge(name=f"{name}_proj") for name in ("q", "k", "v", "o")
+        }
+        if self.qk_norm:
+            for name in ("q_norm", "k_norm"):
+                parts[name] = RMSNormalizationBridge(name=name, config=self.cfg)
+        return parts
 
 
 def qwen_positions(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:

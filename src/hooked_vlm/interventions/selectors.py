@@ -192,9 +192,10 @@ def repeat_layout(layout: TokenLayout, n: int) -> TokenLayout:
     """
     masks = {k: v.repeat_interleave(n, dim=0) for k, v in layout.masks.items()}
     spans = [s for s in layout.spans for _ in range(n)]
-    return TokenLayout(
-        masks, spans, layout.tokens, layout.architecture, layout.notes, layout.patch_rule
-    )
+    blocks = layout.attention_blocks
+    if blocks is not None:
+        blocks = blocks.repeat_interleave(n, dim=0)
+    return layout.replace(masks=masks, spans=spans, attention_blocks=blocks)
 
 
 def check_batch(positions: Positions, batch: int, what: str) -> None:

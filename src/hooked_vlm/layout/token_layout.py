@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -109,9 +110,36 @@ class ImageGrid:
         return cls(offset + rows * (cols + 1), eol)
 
 
+@dataclass(frozen=True)
+class Injection:
+    """Where image information enters the residual stream outside attention.
+
+    After decoder block ``layer``, features are added at the positions of token group
+    ``group``; hook point ``hook`` (``[batch, pos, d_model]``, zero elsewhere) carries them, so
+    ``blocks.{layer+1}.hook_resid_pre = blocks.{layer}.hook_resid_post + hook``. Qwen3-VL's
+    DeepStack adds features of early vision blocks this way.
+
+    Example:
+        >>> layout.injections[0]
+        Injection(layer=0, hook='blocks.0.hook_deepstack', group='image_patches')
+    """
+
+    layer: int
+    hook: str
+    group: str = "image_patches"
+
+
 @dataclass
 class TokenLayout:
-    """Per-example positions of each token group (see the module docstring for the groups)."""
+    """Per-example positions of each token group (see the module docstring for the groups).
+
+    ``attention_blocks`` names the bidirectional attention the model applies on top of causal
+    attention, as HF's ``block_sequence_ids``: ``[batch, pos]``, -1 where attention is causal,
+    ``k >= 0`` for the positions of block ``k``, which all attend to each other (Gemma 3's
+    images, PaliGemma's image + prompt prefix, Molmo 2's image tokens); ``None`` for causal
+    models. ``injections`` lists where image features enter the residual stream outside
+    attention (:class:`Injection`).
+    """
 
     masks: dict[str, Bool[Tensor, "batch pos"]]
     spans: list[list[ImageSpan]]
@@ -119,6 +147,8 @@ class TokenLayout:
     architecture: str = ""
     notes: str = ""
     patch_rule: PatchRule | None = None  # how the image's patch tokens form a grid (patch_grid)
+    attention_blocks: Int[Tensor, "batch pos"] | None = None
+    injections: tuple[Injection, ...] = ()
     _cache: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -183,9 +213,15 @@ class TokenLayout:
     def to(self, device: torch.device | str) -> TokenLayout:
         """The same layout with its masks on ``device``."""
         masks = {k: v.to(device) for k, v in self.masks.items()}
-        return TokenLayout(
-            masks, self.spans, self.tokens, self.architecture, self.notes, self.patch_rule
-        )
+        return self.replace(masks=masks)
+
+    def replace(self, **changes: object) -> TokenLayout:
+        """A copy with ``changes`` (``masks``, ``spans``, ...); the group cache starts empty.
+
+        Example:
+            >>> repeated = layout.replace(masks=..., spans=...)
+        """
+        return dataclasses.replace(self, _cache={}, **changes)
 
     def _check_name(self, name: str) -> None:
         if name in self.masks:
@@ -234,6 +270,8 @@ def build_layout(
     architecture: str = "",
     notes: str = "",
     patch_rule: PatchRule | None = None,
+    attention_blocks: Int[Tensor, "batch pos"] | None = None,
+    injections: Sequence[Injection] = (),
 ) -> TokenLayout:
     """Compute the :class:`TokenLayout` of a (possibly padded) batch.
 
@@ -246,6 +284,9 @@ def build_layout(
         tokens_per_image: placeholders per image, to split adjacent images of equal size.
         patch_rule: how each image's patch tokens form a grid
             (:mod:`hooked_vlm.layout.patch_grid`), for ``patch_grid``.
+        attention_blocks: bidirectional attention blocks ``[batch, pos]`` (-1: causal), as
+            the model builds them from these inputs (see :class:`TokenLayout`).
+        injections: where image features enter the residual stream outside attention.
 
     Example:
         >>> build_layout(ids, SpecialTokens(image=3, boi=4, eoi=5)).select("eoi")
@@ -268,7 +309,16 @@ def build_layout(
             "image_sizes (and image_grid_thw) match the images in the prompts."
         )
     masks = _masks_from_spans(ids, real, spans, tokens)
-    return TokenLayout(masks, spans, tokens, architecture, notes, patch_rule)
+    if attention_blocks is not None:
+        if tuple(attention_blocks.shape) != tuple(ids.shape):
+            raise LayoutError(
+                f"attention_blocks of shape {tuple(attention_blocks.shape)} do not match "
+                f"input_ids {tuple(ids.shape)}."
+            )
+        attention_blocks = attention_blocks.detach().cpu().long()
+    return TokenLayout(
+        masks, spans, tokens, architecture, notes, patch_rule, attention_blocks, tuple(injections)
+    )
 
 
 def _runs(flags: Tensor) -> list[tuple[int, int]]:
