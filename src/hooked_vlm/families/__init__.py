@@ -30,6 +30,7 @@ from transformer_lens.factories.architecture_adapter_factory import Architecture
 from hooked_vlm.families import (
     chameleon,
     emu3,
+    gemma3,
     idefics3,
     internvl,
     janus,
@@ -37,6 +38,7 @@ from hooked_vlm.families import (
     llava_next,
     llava_onevision,
     mistral3,
+    paligemma,
     qwen2_5_vl,
     qwen2_vl,
     qwen3_vl,
@@ -50,7 +52,7 @@ from hooked_vlm.families.base import (
 
 _MODULES = (
     llava, mistral3, llava_next, llava_onevision, janus, qwen2_vl, internvl, idefics3,
-    chameleon, emu3, qwen2_5_vl, qwen3_vl,
+    chameleon, emu3, qwen2_5_vl, qwen3_vl, gemma3, paligemma,
 )
 
 #: Every supported HF class -> its :class:`Architecture`.

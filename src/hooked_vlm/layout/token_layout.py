@@ -8,7 +8,8 @@ Groups (``layout.select(name)`` gives positions per example, ``layout.mask(name)
 ``[batch, pos]`` tensor):
 
 ======================  ==============================================================
-``bos``                 the beginning-of-sequence token, when the sequence starts with one
+``bos``                 the beginning-of-sequence token, when the sequence (or its text, after
+                        a leading image as in PaliGemma) starts with one
 ``boi``                 begin-of-image token (Chameleon ``<racm3:break>``,
                         Emu3 ``<|image start|>``, Janus ``<begin_of_image>``,
                         Qwen2-VL ``<|vision_start|>``, InternVL ``<img>``)
@@ -450,9 +451,12 @@ def _masks_from_spans(
                     m[name][b, pos] = True
         real_pos = real[b].nonzero().flatten()
         if real_pos.numel():
-            first, last = int(real_pos[0]), int(real_pos[-1])
-            m["last"][b, last] = True
-            if tokens.bos is not None and ids[b, first] == tokens.bos:
+            m["last"][b, int(real_pos[-1])] = True
+            # BOS opens the text: the first real token, or the first after images that lead
+            # the sequence (PaliGemma puts its image before <bos>)
+            image_side = m["image"][b] | m["boi"][b] | m["eoi"][b] | m["image_meta"][b]
+            first = next((int(p) for p in real_pos if not image_side[p]), None)
+            if first is not None and tokens.bos is not None and ids[b, first] == tokens.bos:
                 m["bos"][b, first] = True
     m["image_patches"] = m["image"] & ~m["eol"] & ~m["eof"] & ~m["image_meta"]
     m["image_and_eoi"] = m["image"] | m["eoi"]
