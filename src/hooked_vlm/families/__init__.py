@@ -38,10 +38,12 @@ from hooked_vlm.families import (
     llava_next,
     llava_onevision,
     mistral3,
+    molmo2,
     paligemma,
     qwen2_5_vl,
     qwen2_vl,
     qwen3_vl,
+    smolvlm,
 )
 from hooked_vlm.families._tiny import TinyModel
 from hooked_vlm.families.base import (
@@ -52,7 +54,7 @@ from hooked_vlm.families.base import (
 
 _MODULES = (
     llava, mistral3, llava_next, llava_onevision, janus, qwen2_vl, internvl, idefics3,
-    chameleon, emu3, qwen2_5_vl, qwen3_vl, gemma3, paligemma,
+    chameleon, emu3, qwen2_5_vl, qwen3_vl, gemma3, paligemma, smolvlm, molmo2,
 )
 
 #: Every supported HF class -> its :class:`Architecture`.

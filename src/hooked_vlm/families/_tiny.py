@@ -46,7 +46,8 @@ class TinyModel:
 
     def example(self, i: int) -> dict[str, torch.Tensor]:
         """The inputs of example ``i`` alone (one image), whatever the pixel layout: batch-first
-        pixels, Qwen-VL's flattened patches (``image_grid_thw``) or stacked tiles (InternVL).
+        pixels, Qwen-VL's flattened patches (``image_grid_thw``), stacked tiles (InternVL) or
+        crops with pooling indices (Molmo 2).
 
         Example:
             >>> one = build_tiny("qwen2_vl").example(1)
@@ -62,6 +63,12 @@ class TinyModel:
         start = sum(counts[:i])
         out = {k: v[i : i + 1] for k, v in self.inputs.items() if k != "pixel_values"}
         out["pixel_values"] = pixels[start : start + counts[i]]
+        if "image_token_pooling" in self.inputs:  # Molmo 2: pooled tokens index all crops
+            grids = self.inputs["image_grids"]
+            tokens = (grids[:, 0] * grids[:, 1] + grids[:, 2] * grids[:, 3]).tolist()
+            pool = self.inputs["image_token_pooling"][sum(tokens[:i]) : sum(tokens[: i + 1])]
+            shift = start * pixels.shape[1]
+            out["image_token_pooling"] = torch.where(pool >= 0, pool - shift, pool)
         return out
 
 

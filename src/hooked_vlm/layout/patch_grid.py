@@ -12,13 +12,15 @@ Each architecture says how its placeholders form a grid with one *patch rule* (s
 rule                families                                            views
 ==================  ==================================================  =======================
 SquarePatches       Chameleon (VQ codes), LLaVA-1.5 (after the CLS of   ``image``
-                    the "full" strategy), Janus
+                    the "full" strategy), Janus, Gemma 3, PaliGemma
 RowPatches          Emu3 (rows end in EOL), Pixtral / Mistral3 (rows    ``image``
                     separated by ``[IMG_BREAK]``)
-MergedPatches       Qwen2-VL (``image_grid_thw`` t, h, w, 2x2 merge)    ``image``
+MergedPatches       Qwen2-VL / 2.5-VL / 3-VL (``image_grid_thw`` t, h,  ``image``
+                    w, 2x2 merge)
 AnyresPatches       LLaVA-NeXT / OneVision                              ``highres``, ``base``
-TiledPatches        InternVL (tiles + thumbnail), Idefics3 (tiles +     ``tiles``, ``thumbnail``
-                    global image)                                       / ``global``
+TiledPatches        InternVL (tiles + thumbnail), Idefics3 / SmolVLM    ``tiles``, ``thumbnail``
+                    (tiles + global image)                              / ``global``
+PooledViews         Molmo 2 (``image_grids``: low-res view + crops)     ``high_res``, ``low_res``
 ==================  ==================================================  =======================
 
 Every view covers the whole picture the model saw (the processed image): a tiled view is the
@@ -141,6 +143,38 @@ class MergedPatches:
                 f"{t} x {rows} x {cols}: a still image has t = 1 and one token per merged cell."
             )
         return {"image": PatchGrid(rearrange(image.positions, "(r c) -> r c", r=rows), "image")}
+
+
+@dataclass(frozen=True)
+class PooledViews:
+    """Molmo 2: a low-resolution view of the whole picture, then the high-resolution crops
+    joined into one grid, sized by ``image_grids`` (one ``(low_rows, low_cols, high_rows,
+    high_cols)`` per image, as the processor returns it); column tokens are end-of-line.
+
+    Views: ``high_res`` (when the image has one) then ``low_res``.
+    """
+
+    def views(self, image: ImagePatches) -> dict[str, PatchGrid]:
+        grids = image.inputs.get("image_grids")
+        if grids is None or image.index >= len(grids):
+            raise LayoutError(
+                f"the patch grid of {image.where} needs `image_grids` (one (low_rows, "
+                "low_cols, high_rows, high_cols) per image of the batch, as the processor "
+                "returns it): pass patch_grid(layout, ..., **inputs)."
+            )
+        low_h, low_w, high_h, high_w = (int(x) for x in grids[image.index])
+        n, low = image.positions.numel(), low_h * low_w
+        if n != low + high_h * high_w:
+            raise LayoutError(
+                f"{image.where} has {n} patch tokens, but its image_grids row ({low_h}, "
+                f"{low_w}, {high_h}, {high_w}) gives {low} + {high_h * high_w}."
+            )
+        views = {"low_res": PatchGrid(rearrange(image.positions[:low], "(r c) -> r c", r=low_h),
+                                      "low_res")}
+        if high_h * high_w:
+            high = rearrange(image.positions[low:], "(r c) -> r c", r=high_h)
+            views = {"high_res": PatchGrid(high, "high_res"), **views}
+        return views
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,12 @@ def _spans_of(
     previous_end = -1
     runs = _content_runs(ids, real, tokens)
     for start, end, grid in _split_runs(ids, runs, tokens, tokens_per_image, grids):
+        # BOI / EOI ids that also serve inside the span (Molmo 2's <im_end> closes both its
+        # low- and high-resolution views) close it from within: the run's last id is the EOI
+        if tokens.eoi in tokens.image_inner and end > start and int(ids[end]) == tokens.eoi:
+            end -= 1
+        if tokens.boi in tokens.image_inner and end > start and int(ids[start]) == tokens.boi:
+            start += 1
         boi = _find_boi(ids, real, start, previous_end, tokens.boi)
         eoi = end + 1 if _is(ids, real, end + 1, tokens.eoi) else None
         eof = end if _is(ids, real, end, tokens.eof) else None
