@@ -87,6 +87,17 @@ def finish(model: PreTrainedModel, seed: int) -> PreTrainedModel:
     return model.eval()
 
 
+def fill_zeros(model: PreTrainedModel, seed: int, scale: float = 0.2) -> PreTrainedModel:
+    """Give every all-zero parameter (biases, Gemma 3's image projection, ...) random values,
+    so that a path that drops one changes the numbers; then :func:`finish`."""
+    gen = seeded(seed + 7)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.numel() > 1 and not p.any():
+                p.copy_(scale * torch.randn(p.shape, generator=gen))
+    return finish(model, seed)
+
+
 def words(n: int, offset: int, gen: torch.Generator) -> list[int]:
     """``n`` random word ids from ``offset`` on."""
     return (offset + torch.randint(0, TEXT_VOCAB, (n,), generator=gen)).tolist()

@@ -34,7 +34,7 @@ from transformer_lens.model_bridge.supported_architectures.gemma3_multimodal imp
 
 from hooked_vlm.adapters.vision import with_editable_tower
 from hooked_vlm.compat import get_cache
-from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, finish, rows, seeded
+from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, fill_zeros, rows, seeded
 from hooked_vlm.families.base import Architecture, decoder_tokens, n_images, roles
 from hooked_vlm.layout import LayoutError, SpecialTokens
 from hooked_vlm.layout.patch_grid import SquarePatches
@@ -132,7 +132,7 @@ def tiny_gemma3(seed: int = 0, n_layers: int = 2) -> TinyModel:
     config._attn_implementation = "eager"
     config.text_config._attn_implementation = "eager"
     config.vision_config._attn_implementation = "eager"
-    model = finish(Gemma3ForConditionalGeneration(config), seed)
+    model = fill_zeros(Gemma3ForConditionalGeneration(config), seed)
     block = [ids["boi_id"], *[ids["image_id"]] * n_img, ids["eoi_id"]]
     gen = seeded(seed + 1)
     inputs, spans = rows([block, block], first_word, gen)

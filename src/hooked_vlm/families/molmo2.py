@@ -47,7 +47,7 @@ from transformer_lens.model_bridge.generalized_components.vision_encoder import 
 
 from hooked_vlm.adapters.vision import EditableVisionAttentionBridge, VisionLayerBridge
 from hooked_vlm.compat import get_cache
-from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, finish, seeded, tag, words
+from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, fill_zeros, seeded, tag, words
 from hooked_vlm.families.base import Architecture, needs, roles, text_config, token_id
 from hooked_vlm.layout import SpecialTokens
 from hooked_vlm.layout.patch_grid import PooledViews
@@ -202,7 +202,7 @@ def tiny_molmo2(seed: int = 0, n_layers: int = 2) -> TinyModel:
               "patch_size": PATCHES, "image_size": [16, 16], "num_position_embeddings": 16}
     adapter = {"vision_feature_layer": [-1, -2], "hidden_size": 32, "num_attention_heads": 4,
                "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 37,
-               "text_hidden_size": 32}
+               "text_hidden_size": 32, "initializer_range": 0.1}
     text = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
             "head_dim": 8, "vocab_size": first_word + TEXT_VOCAB, "additional_vocab_size": 8,
             "num_hidden_layers": n_layers, "intermediate_size": 37, "qk_norm_type": "qwen3",
@@ -219,7 +219,7 @@ def tiny_molmo2(seed: int = 0, n_layers: int = 2) -> TinyModel:
     config._attn_implementation = "eager"
     for sub in ("text_config", "vision_config", "adapter_config"):
         getattr(config, sub)._attn_implementation = "eager"
-    model = finish(Molmo2ForConditionalGeneration(config), seed)
+    model = fill_zeros(Molmo2ForConditionalGeneration(config), seed)
     grids = [(2, 2, 2, 2), (2, 2, 2, 4)]
     crops = [[0, 1], [2, 3, 4]]  # the low-res crop, then the high-res ones, of each image
     pooling = [idx for g, c in zip(grids, crops, strict=True)

@@ -33,7 +33,7 @@ from transformer_lens.model_bridge.supported_architectures.gemma2 import (
 )
 
 from hooked_vlm.adapters.vision import make_vision_attention_editable
-from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, finish, seeded, words
+from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, fill_zeros, seeded, words
 from hooked_vlm.families.base import Architecture, decoder_tokens, n_images
 from hooked_vlm.families.gemma3 import extend_type_ids, extend_types
 from hooked_vlm.layout import SpecialTokens
@@ -90,8 +90,12 @@ def tiny_paligemma(seed: int = 0, n_layers: int = 2) -> TinyModel:
     Rows: 16 ``<image>`` + ``<bos>`` + 3 words + ``\\n`` (the prefix, ``token_type_ids`` 0) +
     4 words of suffix (``token_type_ids`` 1).
     """
-    from transformers import Gemma2Config, PaliGemmaConfig, PaliGemmaForConditionalGeneration
-    from transformers import SiglipVisionConfig
+    from transformers import (
+        Gemma2Config,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        SiglipVisionConfig,
+    )
 
     torch.manual_seed(seed)
     ids = {"image_id": 3, "newline_id": 4}
@@ -116,7 +120,7 @@ def tiny_paligemma(seed: int = 0, n_layers: int = 2) -> TinyModel:
     config._attn_implementation = "eager"
     config.text_config._attn_implementation = "eager"
     config.vision_config._attn_implementation = "eager"
-    model = finish(PaliGemmaForConditionalGeneration(config), seed)
+    model = fill_zeros(PaliGemmaForConditionalGeneration(config), seed)
     gen = seeded(seed + 1)
     seqs, types = [], []
     for _ in range(2):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from hooked_vlm.families._tiny import TinyModel, eager, finish
+from hooked_vlm.families._tiny import TinyModel, eager, fill_zeros
 from hooked_vlm.families.base import Architecture, boi_eoi_tokens, roles
 from hooked_vlm.families.qwen2_vl import (
     QWEN_IDS,
@@ -62,7 +62,7 @@ def tiny_qwen2_5_vl(seed: int = 0, n_layers: int = 2) -> TinyModel:
         video_token_id=ids["video_id"], vision_start_token_id=ids["boi_id"],
         vision_end_token_id=ids["eoi_id"],
     )
-    model = finish(Qwen2_5_VLForConditionalGeneration(eager(config)), seed)
+    model = fill_zeros(Qwen2_5_VLForConditionalGeneration(eager(config)), seed)
     inputs, extras = qwen_batch([(1, 8, 8), (1, 4, 8)], 3 * temporal * patch**2, seed, merge)
     return TinyModel("qwen2_5_vl", model, inputs, 16, extras)
 

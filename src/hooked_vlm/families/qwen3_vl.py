@@ -33,7 +33,7 @@ import torch
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
-from hooked_vlm.families._tiny import TinyModel, eager, finish
+from hooked_vlm.families._tiny import TinyModel, eager, fill_zeros
 from hooked_vlm.families.base import Architecture, boi_eoi_tokens, roles
 from hooked_vlm.families.qwen2_vl import (
     QWEN_GRIDS,
@@ -135,7 +135,7 @@ def tiny_qwen3_vl(seed: int = 0, n_layers: int = 2) -> TinyModel:
         vision_config=vision, image_token_id=ids["image_id"], video_token_id=ids["video_id"],
         vision_start_token_id=ids["boi_id"], vision_end_token_id=ids["eoi_id"],
     )
-    model = finish(Qwen3VLForConditionalGeneration(eager(config)), seed)
+    model = fill_zeros(Qwen3VLForConditionalGeneration(eager(config)), seed)
     inputs, extras = qwen_batch(QWEN_GRIDS, 3 * temporal * patch**2, seed, merge)
     return TinyModel("qwen3_vl", model, inputs, 4, extras)
 

@@ -26,7 +26,16 @@ from typing import Any
 
 import torch
 
-from hooked_vlm.families._tiny import TEXT_VOCAB, TinyModel, eager, finish, llama, rows, seeded, tag
+from hooked_vlm.families._tiny import (
+    TEXT_VOCAB,
+    TinyModel,
+    eager,
+    fill_zeros,
+    llama,
+    rows,
+    seeded,
+    tag,
+)
 from hooked_vlm.families.base import Architecture, fixed, roles
 from hooked_vlm.families.idefics3 import (
     NOTES,
@@ -56,7 +65,7 @@ def _model(seed: int, n_layers: int) -> Any:
     )
     inner = [IDS["fake_id"], IDS["global_id"], *IDS["tile_ids"].values()]
     tag(config, image_inner_token_ids=inner, row_break_token_id=IDS["newline_id"])
-    return finish(SmolVLMForConditionalGeneration(eager(config)), seed)
+    return fill_zeros(SmolVLMForConditionalGeneration(eager(config)), seed)
 
 
 def tiny_smolvlm(seed: int = 0, n_layers: int = 2) -> TinyModel:
