@@ -243,6 +243,9 @@ class HookedVLM:
         Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders). The
         layout carries the architecture's patch rule, so ``patch_grid(layout, ...)``
         (:mod:`hooked_vlm.layout.patch_grid`) maps each image's tokens onto the picture.
+        Video frames are numbered from ``video_grid_thw`` (Qwen-VL) or, where frames are
+        plain images to the model (SmolVLM), from ``video_frames=[frames per example]``:
+        ``layout.select("eoi", frame=k)``.
         """
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
@@ -250,10 +253,12 @@ class HookedVLM:
         blocks = None
         if arch.attention_blocks is not None:
             blocks = arch.attention_blocks(config, input_ids, extras)
+        videos = arch.video_grids(config, extras) if arch.video_grids else None
         return build_layout(
             input_ids, arch.tokens(config), attention_mask, grids, per_image,
             architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
-            attention_blocks=blocks, injections=arch.injections(config),
+            attention_blocks=blocks, injections=arch.injections(config), videos=videos,
+            video_frames=extras.get("video_frames"),
         )
 
     # ------------------------------------------------------------------ running

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from hooked_vlm.layout import ImageGrid, Injection, LayoutError, SpecialTokens
+from hooked_vlm.layout import ImageGrid, Injection, LayoutError, SpecialTokens, VideoGrid
 from hooked_vlm.layout.patch_grid import PatchRule
 
 # Where the HF config lacks a role's id, hooked-vlm stores it as ``<role>_token_id`` on the
@@ -81,6 +81,10 @@ class Architecture:
     attention_blocks: Callable[[Any, torch.Tensor, dict[str, Any]], torch.Tensor | None] | None = (
         None
     )
+    # The videos of the forward's inputs, one per video in batch order, for families whose
+    # frames have placeholders of their own (Qwen-VL's <|video_pad|>): (config, extras) ->
+    # grids. Frames that are plain images (SmolVLM) are marked by layout(video_frames=...).
+    video_grids: Callable[[Any, dict[str, Any]], list[VideoGrid]] | None = None
     # Where image features enter the residual stream outside attention (Qwen3-VL's
     # DeepStack): (config) -> injections, named in every layout.
     injections: Callable[[Any], tuple[Injection, ...]] = lambda _config: ()

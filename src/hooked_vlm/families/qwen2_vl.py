@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -52,8 +53,18 @@ from transformer_lens.model_bridge.generalized_components.vision_encoder import 
 )
 
 from hooked_vlm.compat import get_cache, without_cache
-from hooked_vlm.families._tiny import LLAMA, TEXT_VOCAB, TinyModel, eager, finish, rows, seeded
+from hooked_vlm.families._tiny import (
+    LLAMA,
+    TEXT_VOCAB,
+    TinyModel,
+    eager,
+    finish,
+    rows,
+    seeded,
+    words,
+)
 from hooked_vlm.families.base import Architecture, boi_eoi_tokens, needs, roles
+from hooked_vlm.layout import SpecialTokens, VideoGrid
 from hooked_vlm.layout.patch_grid import MergedPatches
 
 
@@ -217,6 +228,23 @@ def qwen_forward(hf_model: Any, ids: torch.Tensor, kw: dict[str, Any]) -> dict[s
     return {**kw, "position_ids": (text + deltas.to(ids.device)).expand(3, -1, -1)}
 
 
+def qwen_tokens(config: Any) -> SpecialTokens:
+    """BOI/EOI as ``<|vision_start|>`` / ``<|vision_end|>``, ``<|video_pad|>`` for videos."""
+    return dataclasses.replace(
+        boi_eoi_tokens(config), video=getattr(config, "video_token_id", None)
+    )
+
+
+def qwen_videos(config: Any, extras: dict[str, Any]) -> list[VideoGrid]:
+    """One grid per row of ``video_grid_thw``: ``t`` frames (after the temporal patch) of
+    ``h * w / merge**2`` tokens."""
+    thw = extras.get("video_grid_thw")
+    if thw is None:
+        return []
+    merge = config.vision_config.spatial_merge_size
+    return [VideoGrid(int(t), int(h) * int(w) // merge**2) for t, h, w in thw.tolist()]
+
+
 def qwen_placeholders(config: Any, extras: dict[str, Any]) -> list[int]:
     """Merged tokens of each still image: ``t * h * w / merge**2`` of its ``image_grid_thw``."""
     grid = needs(extras, "image_grid_thw", config.model_type, "one (t, h, w) patch grid per image")
@@ -251,6 +279,57 @@ def qwen_batch(
     inputs["mm_token_type_ids"] = (inputs["input_ids"] == ids["image_id"]).long()
     extras = {**ids, "grids": [(h // merge, w // merge) for _, h, w in grids],
               "image_spans": spans, "forward_keys": ["image_grid_thw", "mm_token_type_ids"]}
+    return inputs, extras
+
+
+def qwen_video_batch(
+    patch_dim: int, seed: int, merge: int = 2, frame_spans: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Two rows with videos: row 0 holds an image (1, 4, 4), two words, then a video of
+    (t, h, w) = (2, 4, 4) patches; row 1 a video (2, 4, 6). A video is one
+    ``<|vision_start|> <|video_pad|> x (t h w / merge**2) <|vision_end|>`` span (Qwen2-VL,
+    Qwen2.5-VL) or, with ``frame_spans``, one such span per frame after a timestamp word
+    (Qwen3-VL). ``extras["frame_spans"]`` holds each frame's ``(start, stop)``, BOI/EOI
+    included."""
+    ids, first_word = QWEN_IDS, 8
+    gen = seeded(seed + 1)
+    videos = [(2, 4, 4), (2, 4, 6)]
+    rows_, frame_spans_ = [], []
+    for b, (t, h, w) in enumerate(videos):
+        row = [1, *words(3, first_word, gen)]
+        if b == 0:
+            row += [ids["boi_id"], *[ids["image_id"]] * (16 // merge**2), ids["eoi_id"]]
+            row += words(2, first_word, gen)
+        per_frame, frames = h * w // merge**2, []
+        if frame_spans:
+            for _ in range(t):
+                row.append(first_word + 47)  # the frame's timestamp
+                frames.append((len(row), len(row) + per_frame + 2))
+                row += [ids["boi_id"], *[ids["video_id"]] * per_frame, ids["eoi_id"]]
+        else:
+            start = len(row) + 1
+            frames = [(start + k * per_frame, start + (k + 1) * per_frame) for k in range(t)]
+            frames[0], frames[-1] = (frames[0][0] - 1, frames[0][1]), (frames[-1][0],
+                                                                      frames[-1][1] + 1)
+            row += [ids["boi_id"], *[ids["video_id"]] * (t * per_frame), ids["eoi_id"]]
+        rows_.append(row)
+        frame_spans_.append(frames)
+    longest = max(len(r) for r in rows_)
+    rows_ = [r + words(5 + longest - len(r), first_word, gen) for r in rows_]
+    input_ids = torch.tensor(rows_)
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": torch.randn(16, patch_dim, generator=gen),
+        "image_grid_thw": torch.tensor([[1, 4, 4]]),
+        "pixel_values_videos": torch.randn(sum(t * h * w for t, h, w in videos), patch_dim,
+                                           generator=gen),
+        "video_grid_thw": torch.tensor(videos),
+        "mm_token_type_ids": (input_ids == ids["image_id"]).long()
+        + 2 * (input_ids == ids["video_id"]).long(),
+    }
+    extras = {**ids, "frame_spans": frame_spans_,
+              "video_grids": [(h // merge, w // merge) for _, h, w in videos]}
     return inputs, extras
 
 
@@ -289,20 +368,30 @@ def tiny_qwen2_vl(seed: int = 0, n_layers: int = 2) -> TinyModel:
     return TinyModel("qwen2_vl", model, inputs, 4, extras)
 
 
+def tiny_qwen2_vl_video(seed: int = 0, n_layers: int = 2) -> TinyModel:
+    """The tiny Qwen2-VL on videos (:func:`qwen_video_batch`): row 0 an image and a video of
+    2 frames of 2x2 tokens, row 1 a video of 2 frames of 2x3."""
+    model = tiny_qwen2_vl(seed, n_layers).model
+    inputs, extras = qwen_video_batch(3 * 2 * 4**2, seed)
+    return TinyModel("qwen2_vl_video", model, inputs, 4, extras)
+
+
 FAMILY = Architecture(
     "Qwen2VLForConditionalGeneration",
     native=False,
     family="Qwen2-VL",
     vision_hooks="vision_encoder.blocks.{l}",
-    special_tokens=boi_eoi_tokens,
+    special_tokens=qwen_tokens,
     patch_rule=qwen_patches,
+    video_grids=qwen_videos,
     prepare_forward=qwen_forward,
     prompt_positions=qwen_positions,
     notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
-    "M-RoPE positions.",
+    "M-RoPE positions. A video is one <|vision_start|> <|video_pad|> x (t*h*w/4) "
+    "<|vision_end|> span, split into t frames (BOI on the first, EOI on the last).",
     gate="eoi (<|vision_end|>)",
     placeholders_per_image=qwen_placeholders,
     roles=roles("boi", "eoi"),
     adapters={"Qwen2VLForConditionalGeneration": Qwen2VLArchitectureAdapter},
-    tiny={"qwen2_vl": tiny_qwen2_vl},
+    tiny={"qwen2_vl": tiny_qwen2_vl, "qwen2_vl_video": tiny_qwen2_vl_video},
 )

@@ -7,6 +7,8 @@ A selector is one of
 - ``"all"`` (every position) or ``"text_after_image"`` (text after the example's last image);
 - ``"random_<group>:k"``, e.g. ``"random_image:10"``: ``k`` positions of the group drawn per
   example with a seeded generator (the Narrow Gate control);
+- ``"<group>@frame=k"``, e.g. ``"image@frame=2"``: the group within video frame ``k`` of each
+  example (see ``TokenLayout.select(..., frame=k)``);
 - explicit positions: a list of ints (the same for every example), a list of lists (one per
   example), a 1-D int tensor, or a bool tensor ``[batch, pos]``.
 
@@ -34,6 +36,7 @@ from hooked_vlm.layout import GROUPS, LayoutError, TokenLayout
 Selector = str | Sequence[int] | Sequence[Sequence[int]] | Tensor
 _EXTENDS = frozenset({"text", "all", "text_after_image"})
 _RANDOM = re.compile(r"^random_(\w+):(\d+)$")
+_FRAME = re.compile(r"^(\w+)@frame=(\d+)$")
 
 
 class SelectorError(InterventionError):
@@ -158,12 +161,21 @@ def _named(layout: TokenLayout, name: str, seed: int) -> Tensor:
     random = _RANDOM.match(name)
     if random:
         return _random(layout, random.group(1), int(random.group(2)), seed)
+    frame = _FRAME.match(name)
+    if frame:
+        group, k = frame.group(1), int(frame.group(2))
+        try:
+            layout.select(group, frame=k)  # a clear error when a frame lacks the group
+        except LayoutError as err:
+            raise SelectorError(str(err)) from None
+        return layout.mask(group, frame=k).cpu()
     try:
         return layout.mask(name).cpu()
     except LayoutError as err:
         raise SelectorError(
             f"{err} Also accepted: 'all', 'text_after_image', 'random_<group>:k' (e.g. "
-            "'random_image:10'), explicit positions or a bool [batch, pos] mask."
+            "'random_image:10'), '<group>@frame=k' (e.g. 'image@frame=2'), explicit positions "
+            "or a bool [batch, pos] mask."
         ) from None
 
 

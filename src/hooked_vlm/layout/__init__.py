@@ -9,6 +9,7 @@ from hooked_vlm.layout.token_layout import (
     Injection,
     LayoutError,
     TokenLayout,
+    VideoGrid,
     build_layout,
 )
 from hooked_vlm.layout.tokens import SpecialTokens
@@ -22,6 +23,7 @@ __all__ = [
     "PatchGrid",
     "SpecialTokens",
     "TokenLayout",
+    "VideoGrid",
     "build_layout",
     "patch_grid",
     "patch_grids",

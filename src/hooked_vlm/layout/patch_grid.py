@@ -117,30 +117,35 @@ class RowPatches:
 
 @dataclass(frozen=True)
 class MergedPatches:
-    """Qwen2-VL: ``image_grid_thw`` ``(t, h, w)`` patches merged ``merge x merge`` gives
-    ``(h / merge) x (w / merge)`` tokens in raster order."""
+    """Qwen-VL: ``image_grid_thw`` ``(t, h, w)`` patches merged ``merge x merge`` gives
+    ``(h / merge) x (w / merge)`` tokens in raster order; a video frame's grid is its video's
+    row of ``video_grid_thw``."""
 
     merge: int
 
     def views(self, image: ImagePatches) -> dict[str, PatchGrid]:
-        thw = image.inputs.get("image_grid_thw")
+        frame = image.span.frame is not None
+        key, row = ("video_grid_thw", image.span.video) if frame else ("image_grid_thw",
+                                                                       image.index)
+        thw = image.inputs.get(key)
+        what = "video" if frame else "image"
         if thw is None:
             raise LayoutError(
-                f"the patch grid of {image.where} needs `image_grid_thw` (one (t, h, w) per "
-                "image, as the processor returns it): pass patch_grid(layout, ..., **inputs)."
+                f"the patch grid of {image.where} needs `{key}` (one (t, h, w) per {what}, as "
+                "the processor returns it): pass patch_grid(layout, ..., **inputs)."
             )
-        if image.index >= len(thw):
+        if row >= len(thw):
             raise LayoutError(
-                f"{image.where} is image {image.index} of the batch, but image_grid_thw has "
-                f"{len(thw)} rows: pass the image_grid_thw of this batch."
+                f"{image.where} is {what} {row} of the batch, but {key} has {len(thw)} rows: "
+                f"pass the {key} of this batch."
             )
-        t, h, w = (int(x) for x in thw[image.index])
+        t, h, w = (int(x) for x in thw[row])
         rows, cols = h // self.merge, w // self.merge
-        if t != 1 or rows * cols != image.positions.numel():
+        if (t != 1 and not frame) or rows * cols != image.positions.numel():
             raise LayoutError(
-                f"{image.where} has {image.positions.numel()} patch tokens, but its "
-                f"image_grid_thw ({t}, {h}, {w}) with a {self.merge}x{self.merge} merge gives "
-                f"{t} x {rows} x {cols}: a still image has t = 1 and one token per merged cell."
+                f"{image.where} has {image.positions.numel()} patch tokens, but its {key} "
+                f"({t}, {h}, {w}) with a {self.merge}x{self.merge} merge gives {rows} x {cols} "
+                f"per frame{'' if frame else ' and a still image has t = 1'}."
             )
         return {"image": PatchGrid(rearrange(image.positions, "(r c) -> r c", r=rows), "image")}
 
@@ -275,7 +280,8 @@ def patch_grids(
     Args:
         layout: a layout from ``model.layout`` (it carries the architecture's patch rule).
         example: the example (batch row).
-        image: which image of that example (0 for the first).
+        image: which image of that example (0 for the first); video frames count as images,
+            one each (``layout.spans[example][image].frame`` says which frame).
         tiles: ``(rows, cols)`` of the crops, for InternVL images split into tiles; where the
             ids tell the arrangement it is checked against them.
         inputs: the processor's outputs; ``image_grid_thw`` is read (Qwen2-VL), other keys are
@@ -292,7 +298,9 @@ def patch_grids(
         )
     span = _span(layout, example, image)
     patches = layout.mask("image_patches")[example, span.start : span.end + 1]
-    index = sum(layout.n_images()[:example]) + image
+    # the image's row in per-image inputs (image_grid_thw, image_grids): still images only
+    earlier = [s for spans in layout.spans[:example] for s in spans] + layout.spans[example][:image]
+    index = sum(s.frame is None for s in earlier)
     where = f"example {example}, image {image}"
     views = rule.views(
         ImagePatches(patches.nonzero().flatten() + span.start, span, index, inputs, tiles, where)

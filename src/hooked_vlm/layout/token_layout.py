@@ -53,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -78,7 +78,11 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSpan:
-    """One image inside one sequence; positions are absolute indices into the sequence."""
+    """One image (or video frame) inside one sequence; positions are absolute indices.
+
+    ``frame`` is the frame's index in its video and ``video`` the video's index among the
+    batch's videos, for frames; both are ``None`` for still images.
+    """
 
     start: int  # first image position
     end: int  # last image position (inclusive)
@@ -87,6 +91,27 @@ class ImageSpan:
     eof: int | None = None
     meta: tuple[int, ...] = ()
     eol: tuple[int, ...] = ()
+    frame: int | None = None
+    video: int | None = None
+
+    @property
+    def positions(self) -> range:
+        """Every position the image owns: BOI (and any header) through EOI."""
+        first = self.boi if self.boi is not None else self.start
+        last = self.eoi if self.eoi is not None else self.end
+        return range(min(first, *self.meta) if self.meta else first, last + 1)
+
+
+@dataclass(frozen=True)
+class VideoGrid:
+    """The placeholders of one video: ``frames`` frames of ``per_frame`` tokens each.
+
+    Example:
+        >>> VideoGrid(frames=2, per_frame=4)   # Qwen2-VL: video_grid_thw (4, 4, 4), 2x2 merge
+    """
+
+    frames: int
+    per_frame: int
 
 
 @dataclass(frozen=True)
@@ -160,26 +185,78 @@ class TokenLayout:
     def seq_len(self) -> int:
         return self.masks["text"].shape[1]
 
-    def mask(self, name: str) -> Bool[Tensor, "batch pos"]:
-        """Bool mask ``[batch, pos]`` of group ``name`` (may be empty for some examples)."""
-        self._check_name(name)
-        return self.masks[name]
+    def mask(self, name: str, frame: int | None = None) -> Bool[Tensor, "batch pos"]:
+        """Bool mask ``[batch, pos]`` of group ``name`` (may be empty for some examples);
+        with ``frame``, only the positions of video frame ``frame`` (of every video).
 
-    def select(self, name: str, allow_empty: bool = False) -> list[Int[Tensor, " n"]]:
-        """Positions of group ``name``, one 1-D tensor per example.
+        Example:
+            >>> layout.mask("image", frame=0)   # the first frame of each example's video
+        """
+        self._check_name(name)
+        if frame is None:
+            return self.masks[name]
+        return self.masks[name] & self._frame_mask(name, frame)
+
+    def select(
+        self, name: str, allow_empty: bool = False, frame: int | None = None
+    ) -> list[Int[Tensor, " n"]]:
+        """Positions of group ``name``, one 1-D tensor per example; with ``frame``, those of
+        video frame ``frame`` only.
 
         Raises :class:`LayoutError` when an example has none, unless ``allow_empty``: an empty
         selection is almost always a mistake (asking for EOI on a text-only example, say).
+
+        Example:
+            >>> layout.select("eoi", frame=3)   # Qwen3-VL: each example's 4th frame's EOI
         """
-        self._check_name(name)
-        if name not in self._cache:
-            self._cache[name] = [row.nonzero().flatten() for row in self.masks[name]]
-        positions = self._cache[name]
+        key = name if frame is None else f"{name}@frame={frame}"
+        if key not in self._cache:
+            self._cache[key] = [row.nonzero().flatten() for row in self.mask(name, frame)]
+        positions = self._cache[key]
         if not allow_empty:
             empty = [i for i, p in enumerate(positions) if p.numel() == 0]
             if empty:
-                raise LayoutError(self._empty_message(name, empty))
+                message = self._empty_message(name, empty)
+                if frame is not None:
+                    message = self._empty_frame_message(name, frame, empty, message)
+                raise LayoutError(message)
         return positions
+
+    def frames(self) -> list[int]:
+        """The number of video frames in each example (0 without a video)."""
+        return [sum(s.frame is not None for s in spans) for spans in self.spans]
+
+    def _frame_mask(self, name: str, frame: int) -> Bool[Tensor, "batch pos"]:
+        if name not in IMAGE_GROUPS:
+            raise LayoutError(
+                f"group {name!r} is not part of an image, so it has no frames; frame= "
+                f"selects among the image groups: {', '.join(sorted(IMAGE_GROUPS))}."
+            )
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+            raise LayoutError(f"frame must be a frame index (int >= 0), got {frame!r}.")
+        owned = torch.zeros_like(self.masks["text"])
+        for b, spans in enumerate(self.spans):
+            for span in spans:
+                if span.frame == frame:
+                    owned[b, list(span.positions)] = True
+        return owned.to(self.masks[name].device)
+
+    def _empty_frame_message(
+        self, name: str, frame: int, empty: Sequence[int], message: str
+    ) -> str:
+        frames = self.frames()
+        short = [b for b in empty if frames[b] <= frame]
+        if short:
+            return (
+                f"example(s) {short} have {[frames[b] for b in short]} video frame(s), so "
+                f"frame {frame} does not exist (frames are numbered from 0; a layout marks "
+                "them from the model's video inputs, or from video_frames= where frames are "
+                "images, see the family's notes)."
+            )
+        return (
+            f"frame {frame} of example(s) {list(empty)} has no {name!r} position: "
+            f"{self.notes} ({message})"
+        )
 
     def gather(
         self, activations: Float[Tensor, "batch pos *rest"], name: str
@@ -273,6 +350,8 @@ def build_layout(
     patch_rule: PatchRule | None = None,
     attention_blocks: Int[Tensor, "batch pos"] | None = None,
     injections: Sequence[Injection] = (),
+    videos: Sequence[VideoGrid] | None = None,
+    video_frames: Sequence[int] | None = None,
 ) -> TokenLayout:
     """Compute the :class:`TokenLayout` of a (possibly padded) batch.
 
@@ -288,6 +367,12 @@ def build_layout(
         attention_blocks: bidirectional attention blocks ``[batch, pos]`` (-1: causal), as
             the model builds them from these inputs (see :class:`TokenLayout`).
         injections: where image features enter the residual stream outside attention.
+        videos: one :class:`VideoGrid` per video in batch order, for families whose videos
+            have placeholders of their own (``tokens.video``): each video's span is split
+            into frames (Qwen2-VL: one span per video), or its frame spans are numbered
+            (Qwen3-VL: one span per frame).
+        video_frames: per example, how many of its last image spans are frames of a video,
+            for families whose frames are plain images to the model (SmolVLM).
 
     Example:
         >>> build_layout(ids, SpecialTokens(image=3, boi=4, eoi=5)).select("eoi")
@@ -309,6 +394,8 @@ def build_layout(
             "more image grids/sizes were given than images found in input_ids: check that "
             "image_sizes (and image_grid_thw) match the images in the prompts."
         )
+    if videos is not None or video_frames is not None or tokens.video is not None:
+        spans = _number_frames(ids, spans, tokens, videos, video_frames)
     masks = _masks_from_spans(ids, real, spans, tokens)
     if attention_blocks is not None:
         if tuple(attention_blocks.shape) != tuple(ids.shape):
@@ -335,11 +422,105 @@ def _isin(ids: Tensor, members: Sequence[int | None]) -> Tensor:
     return torch.isin(ids, torch.tensor([m for m in members if m is not None], dtype=ids.dtype))
 
 
+def _number_frames(
+    ids: Tensor,
+    spans: list[list[ImageSpan]],
+    tokens: SpecialTokens,
+    videos: Sequence[VideoGrid] | None,
+    video_frames: Sequence[int] | None,
+) -> list[list[ImageSpan]]:
+    """Mark video frames: split each video span into its frames, or number frame spans."""
+    queue = list(videos or [])
+    counts = list(video_frames) if video_frames is not None else None
+    if counts is not None and len(counts) != len(spans):
+        raise LayoutError(
+            f"video_frames gives {len(counts)} count(s) for {len(spans)} example(s): pass one "
+            "per example (0 where the example has no video)."
+        )
+    n_videos, out = 0, []
+    for b, example in enumerate(spans):
+        first_frame = len(example) - (counts[b] if counts is not None else 0)
+        if first_frame < 0:
+            raise LayoutError(
+                f"video_frames says example {b} holds {counts[b]} frames, but it has only "
+                f"{len(example)} image span(s)."
+            )
+        numbered: list[ImageSpan] = []
+        current: list[Any] | None = None  # [video index, grid, next frame]
+        for i, span in enumerate(example):
+            if i >= first_frame:
+                if i == first_frame:
+                    n_videos += 1
+                numbered.append(dataclasses.replace(span, frame=i - first_frame,
+                                                    video=n_videos - 1))
+                continue
+            video_ids = ids[b, span.start : span.end + 1] == (-1 if tokens.video is None
+                                                               else tokens.video)
+            count = int(video_ids.sum())
+            if count == 0:
+                numbered.append(span)
+                continue
+            if current is None:
+                if not queue:
+                    raise LayoutError(
+                        f"example {b} holds a video (video placeholder {tokens.video}) but no "
+                        "video grid is left for it: pass video_grid_thw as the processor "
+                        "returns it, one (t, h, w) per video."
+                    )
+                current = [n_videos, queue.pop(0), 0]
+                n_videos += 1
+            video, grid, frame = current
+            if frame == 0 and count == grid.frames * grid.per_frame:  # a whole video
+                numbered += _split_frames(span, grid, video)
+                current = None
+            elif count == grid.per_frame:  # one frame of it
+                numbered.append(dataclasses.replace(span, frame=frame, video=video))
+                current[2] += 1
+                if current[2] == grid.frames:
+                    current = None
+            else:
+                raise LayoutError(
+                    f"the video span at positions {span.start}..{span.end} of example {b} holds "
+                    f"{count} video placeholders, but its video grid gives {grid.frames} "
+                    f"frame(s) of {grid.per_frame}: check video_grid_thw against the prompt."
+                )
+        if current is not None:
+            raise LayoutError(
+                f"example {b} ends after frame {current[2] - 1} of a video of "
+                f"{current[1].frames} frames: check video_grid_thw against the prompt."
+            )
+        out.append(numbered)
+    if queue:
+        raise LayoutError(
+            f"{len(queue)} video grid(s) were given beyond the videos found in input_ids: check "
+            "video_grid_thw against the prompts."
+        )
+    return out
+
+
+def _split_frames(span: ImageSpan, grid: VideoGrid, video: int) -> list[ImageSpan]:
+    """A video's span cut into its frames: BOI (and header) on the first, EOI on the last."""
+    frames = []
+    for k in range(grid.frames):
+        start = span.start + k * grid.per_frame
+        end = start + grid.per_frame - 1
+        frames.append(ImageSpan(
+            start, end,
+            boi=span.boi if k == 0 else None,
+            eoi=span.eoi if k == grid.frames - 1 else None,
+            eof=span.eof if k == grid.frames - 1 else None,
+            meta=tuple(p for p in span.meta if p <= end and (k == 0 or p >= start)),
+            eol=tuple(p for p in span.eol if start <= p <= end),
+            frame=k, video=video,
+        ))
+    return frames
+
+
 def _content_runs(ids: Tensor, real: Tensor, tokens: SpecialTokens) -> list[tuple[int, int]]:
     """Runs of content ids holding a placeholder, joined across row-break-only gaps."""
-    content = _isin(ids, [tokens.image, tokens.eof, *tokens.image_inner]) & real
+    content = _isin(ids, [tokens.image, tokens.video, tokens.eof, *tokens.image_inner]) & real
     breaks = _isin(ids, [tokens.row_break]) & real
-    placeholder = (ids == tokens.image) & real
+    placeholder = _isin(ids, [tokens.image, tokens.video]) & real
     runs: list[tuple[int, int]] = []
     for start, end in _runs(content):
         if runs and bool(breaks[runs[-1][1] + 1 : start].all()):

@@ -31,6 +31,9 @@ class SpecialTokens:
     eof: int | None = None
     pad: int | None = None
     image_inner: tuple[int, ...] = ()
+    # The placeholder of video frames where it differs from ``image`` (Qwen-VL's
+    # <|video_pad|>); a video's span is split into frames (see TokenLayout's frame index).
+    video: int | None = None
     # Roles the family has whose id neither the HF config nor a tokenizer gave (a bare HF
     # Janus without its processor, say): a layout error then says how to name the id.
     unknown: tuple[str, ...] = ()
