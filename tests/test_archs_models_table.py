@@ -18,6 +18,14 @@ def test_table_has_a_row_per_model_config_and_vila_u():
     assert len(widths) == 1  # every row has the same number of cells
 
 
+def test_table_lists_every_family():
+    from hooked_vlm.families import ARCHITECTURES
+
+    table = load_script("models_table").render_table()
+    for arch in ARCHITECTURES.values():
+        assert f"| {arch.family} (" in table, arch.family
+
+
 def test_readme_table_is_up_to_date():
     script = load_script("models_table")
     readme = script.README.read_text()

@@ -53,8 +53,9 @@ class Architecture:
     tokens_per_image: Callable[[Any], int | None] | None = None
     notes: str = ""
     family: str = ""  # README table group (a model config's `family:` overrides it)
-    # The position a Narrow Gate study reads as the image's summary, and why (README).
-    gate: str = "eoi"
+    # The family's gate candidate, the EOI analogue a Narrow Gate study reads, and why
+    # (markdown, shown in README's models table).
+    gate: str = "`eoi`"
     # Per-layer vision-tower hooks ("" for VQ tokenizers, which have none); every pattern
     # under them is editable.
     vision_hooks: str = "vision_encoder.encoder_layers.{l}"

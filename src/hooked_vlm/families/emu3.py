@@ -105,7 +105,7 @@ FAMILY = Architecture(
     grid_from_inputs=_grid,
     notes="<|image start|>{h}*{w}<|image token|> + rows of codes ending in "
     "<|extra_200|> (EOL) + <|extra_201|> (EOF) + <|image end|> (EOI).",
-    gate="eoi (<|image end|>)",
+    gate="`eoi` (`<|image end|>`)",
     placeholders_per_image=grid_placeholders(_grid),
     roles=roles("boi", "eoi", "eof"),
     tiny={"emu3": tiny_emu3},

@@ -153,7 +153,8 @@ FAMILY = Architecture(
     tl_adapter=lambda _config: KEY,
     notes="<start_of_image> (BOI) + <image_soft_token> x 256 + <end_of_image> (EOI); "
     "bidirectional attention among each image's tokens (token_type_ids).",
-    gate="eoi (<end_of_image>), the first causal position after the bidirectional image block",
+    gate="`eoi` (`<end_of_image>`), the first causal position after the bidirectional "
+    "image block",
     placeholders_per_image=_placeholders,
     prepare_forward=extend_type_ids("token_type_ids", 0),
     attention_blocks=image_blocks,

@@ -126,7 +126,7 @@ FAMILY = Architecture(
     patch_rule=_patches,
     notes="<begin_of_image> (BOI) + 576 <image_placeholder> features + <end_of_image> "
     "(EOI); understanding path (SigLIP + aligner) only.",
-    gate="eoi (<end_of_image>)",
+    gate="`eoi` (`<end_of_image>`)",
     placeholders_per_image=_placeholders,
     roles=roles("boi", "eoi"),
     adapters={"JanusForConditionalGeneration": JanusArchitectureAdapter},

@@ -134,7 +134,7 @@ FAMILY = Architecture(
     notes="LLaVA-1.5 has no BOI/EOI of its own: the image is a run of <image> features. "
     "With a Pixtral tower (pixtral-12b): rows of [IMG] separated by [IMG_BREAK] (eol), "
     "[IMG_END] as EOI; needs image_sizes.",
-    gate="last_image (no EOI token; with a Pixtral tower: [IMG_END], the EOI)",
+    gate="`last_image` (no EOI token; with a Pixtral tower: `[IMG_END]`, the `eoi`)",
     placeholders_per_image=_placeholders,
     roles=_roles,
     adapters={"hooked_vlm.Llava": LlavaAdapter, _pixtral.ADAPTER_KEY: _pixtral.PixtralAdapter},

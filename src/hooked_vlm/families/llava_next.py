@@ -145,7 +145,7 @@ FAMILY = Architecture(
     tl_adapter=fixed("hooked_vlm.LlavaNext"),
     notes="No BOI/EOI: <image> features of the base image, then the unpadded high-res "
     "grid row by row, each row closed by the learned image_newline (eol).",
-    gate="last_image (no EOI: the last image_newline of the high-res grid)",
+    gate="`last_image` (no EOI: the last `image_newline` of the high-res grid)",
     placeholders_per_image=grid_placeholders(anyres_grid),
     adapters={"hooked_vlm.LlavaNext": LlavaNextAdapter},
     tiny={"llava_next": tiny_llava_next},

@@ -63,7 +63,7 @@ FAMILY = Architecture(
     tl_adapter=fixed("hooked_vlm.LlavaOnevision"),
     notes="As LLaVA-NeXT (base image + rows closed by image_newline, eol), with "
     "anyres_max down-scaling; no BOI/EOI.",
-    gate="last_image (no EOI: the last image_newline)",
+    gate="`last_image` (no EOI: the last `image_newline`)",
     placeholders_per_image=grid_placeholders(anyres_grid),
     adapters={"hooked_vlm.LlavaOnevision": LlavaOnevisionAdapter},
     tiny={"llava_onevision": tiny_llava_onevision},

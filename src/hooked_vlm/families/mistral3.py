@@ -49,7 +49,7 @@ FAMILY = Architecture(
     tl_adapter=fixed(_pixtral.ADAPTER_KEY),
     notes="Pixtral layout after a 2x2 patch merger: rows of [IMG], [IMG_BREAK] between "
     "rows (eol), [IMG_END] (EOI); no BOI.",
-    gate="eoi ([IMG_END])",
+    gate="`eoi` (`[IMG_END]`)",
     placeholders_per_image=_pixtral.pixtral_placeholders,
     roles=roles("row_break", "eoi"),
     adapters={_pixtral.ADAPTER_KEY: _pixtral.PixtralAdapter},

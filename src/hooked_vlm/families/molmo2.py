@@ -257,7 +257,8 @@ FAMILY = Architecture(
     notes="<low_res_im_start> (BOI) + low-res rows of <im_patch> closed by <im_col> (eol) + "
     "<im_end><im_start> (meta) + high-res rows + <im_end> (EOI); image features are added to "
     "the <im_patch> embeddings; bidirectional attention among all image tokens.",
-    gate="eoi (the closing <im_end>, the last position of the bidirectional image block)",
+    gate="`eoi` (the closing `<im_end>`, the last position of the bidirectional image "
+    "block)",
     placeholders_per_image=_placeholders,
     prepare_forward=_forward,
     attention_blocks=image_block,

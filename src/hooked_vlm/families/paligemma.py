@@ -147,8 +147,8 @@ FAMILY = Architecture(
     patch_rule=lambda config: SquarePatches(_side(config)),
     notes="<image> x 256 first (no BOI/EOI), then <bos> prompt \\n: a bidirectional prefix "
     "(token_type_ids 0); the answer is causal.",
-    gate="last_image (no EOI; the image and the prompt see each other, so the prompt's "
-    "closing \\n, the last prefix position, is the other candidate)",
+    gate="`last_image` (no EOI; image and prompt see each other, so the prompt's closing "
+    "`\\n`, the last prefix position, is the other candidate)",
     placeholders_per_image=_placeholders,
     prepare_forward=extend_type_ids("token_type_ids", 1),
     attention_blocks=prefix_block,

@@ -91,7 +91,7 @@ FAMILY = Architecture(
     notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
     "M-RoPE positions; windowed vision tower (patterns in window order). A video is one "
     "<|vision_start|> <|video_pad|> x (t*h*w/4) <|vision_end|> span, split into t frames.",
-    gate="eoi (<|vision_end|>)",
+    gate="`eoi` (`<|vision_end|>`)",
     placeholders_per_image=qwen_placeholders,
     roles=roles("boi", "eoi"),
     adapters={"Qwen2_5_VLForConditionalGeneration": Qwen2_5_VLAdapter},

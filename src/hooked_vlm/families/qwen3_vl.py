@@ -165,8 +165,8 @@ FAMILY = Architecture(
     "interleaved M-RoPE; DeepStack adds vision features at the image positions after decoder "
     "blocks 0..k-1 (blocks.{l}.hook_deepstack). A video is one <|vision_start|> "
     "<|video_pad|> x (h*w/4) <|vision_end|> span per frame, after its timestamp.",
-    gate="eoi (<|vision_end|>); DeepStack also writes image features straight into the image "
-    "positions of the first decoder blocks",
+    gate="`eoi` (`<|vision_end|>`); DeepStack also writes image features straight into "
+    "the image positions of the first decoder blocks",
     placeholders_per_image=qwen_placeholders,
     roles=roles("boi", "eoi"),
     injections=_injections,

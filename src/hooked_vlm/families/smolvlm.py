@@ -127,8 +127,8 @@ FAMILY = Architecture(
     tl_adapter=fixed("hooked_vlm.Idefics3"),
     notes=NOTES + " Video frames are images after a 'Frame from MM:SS:' caption "
     "(layout(..., video_frames=[n per example]) marks them).",
-    gate="last_image (no EOI: the closing <fake_token_around_image> of the global image; of "
-    "the last frame for a video)",
+    gate="`last_image` (no EOI: the closing `<fake_token_around_image>` of the global "
+    "image; of the last frame for a video)",
     roles=roles("row_break"),
     adapters={"hooked_vlm.Idefics3": Idefics3Adapter},
     tiny={"smolvlm": tiny_smolvlm, "smolvlm_video": tiny_smolvlm_video},

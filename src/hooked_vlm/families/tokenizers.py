@@ -18,15 +18,24 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 
-def word_tokenizer(vocab: dict[str, int], specials: list[str], bos: str = "<s>") -> Any:
-    """A whitespace word-level fast tokenizer over ``vocab``; ``specials`` are never split."""
+def word_tokenizer(
+    vocab: dict[str, int],
+    specials: list[str],
+    bos: str = "<s>",
+    eos: str = "</s>",
+    add_bos: bool = True,
+) -> Any:
+    """A whitespace word-level fast tokenizer over ``vocab``; ``specials`` are never split
+    (a special ``"\n"`` survives the whitespace split). ``add_bos=False`` leaves BOS to the
+    caller (PaliGemma's processor places it after the image)."""
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", special_tokens=[(bos, vocab[bos])]
-    )
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, vocab[bos])]
+        )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token="<pad>",
         unk_token="<pad>",
     )
     fast.add_special_tokens({"additional_special_tokens": specials})

@@ -136,11 +136,12 @@ class PrefixCache:
         ``last_only``, of the final position only (``[batch, 1, vocab]``: the unembedding of the
         other positions is skipped).
 
-        Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``.
+        Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``
+        and the prefix is reused (a recomputing prefix takes any intervention).
         """
         hooks = list(fwd_hooks)
         hook_start = getattr(fwd_hooks, "start", None)
-        if hook_start is not None and hook_start < self.start:
+        if self.full_inputs is None and hook_start is not None and hook_start < self.start:
             raise InterventionError(
                 f"this intervention changes position {hook_start}, inside the reused prefix "
                 f"(positions < {self.start}): build the PrefixCache with start <= {hook_start}."
