@@ -273,6 +273,34 @@ def test_deepstack_injections_are_named_hooked_and_editable():
     assert (removed - clean).abs().max().item() > 1e-4
 
 
+def test_the_flow_analysis_names_the_injections():
+    from hooked_vlm.analysis import (
+        flow_contributions,
+        flow_masks,
+        image_key_values,
+        injected_layers,
+        key_categories,
+        text_to_image_mass,
+    )
+
+    w = wrap("qwen3_vl")
+    layout = w.model.layout(**w.inputs)
+    one = w.model.layout(**w.tiny.example(0))
+    queries, keys = flow_masks(one)
+    masses = {}
+
+    def reduce(pattern, hook):
+        masses[hook.layer()] = image_key_values(text_to_image_mass(pattern, queries, keys), keys)
+
+    with torch.no_grad():
+        w.model.run_with_hooks(w.tiny.example(0), fwd_hooks=[(
+            lambda n: n.startswith("blocks.") and n.endswith("hook_pattern"), reduce)])
+    per_key = torch.stack([masses[layer].sum(0) for layer in sorted(masses)])
+    flow = flow_contributions(per_key, *key_categories(one), injections=layout.injections)
+    assert flow.injected_after == (0, 1) == injected_layers(layout.injections)
+    assert flow_contributions(per_key, *key_categories(one)).injected_after == ()
+
+
 # ------------------------------------------------------------------------------ processors
 def _image(h: int, w: int, seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
