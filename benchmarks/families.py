@@ -19,6 +19,7 @@ import argparse
 import copy
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,9 @@ def main() -> None:
         if not softcapped:
             sdpa.set_attn_implementation("sdpa")
         hooked = HookedVLM.from_hf(copy.deepcopy(eager))
+        cases = [partial(sdpa, **inputs), partial(eager, **inputs), partial(hooked, inputs)]
         with torch.no_grad():
-            base, slow, ours = interleaved(
-                [lambda: sdpa(**inputs), lambda: eager(**inputs), lambda: hooked(inputs)],
-                args.repeats, args.device,
-            )
+            base, slow, ours = interleaved(cases, args.repeats, args.device)
         label = "(eager)" if softcapped else ""
         print(f"{name:12s} {inputs['input_ids'].shape[1]:5d} {base * 1e3:9.1f}{label:2s} "
               f"{slow / base:9.2f} {ours / base:10.2f}")
