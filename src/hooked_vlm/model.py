@@ -481,10 +481,15 @@ class HookedVLM:
         prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         extra = dict(self.model_config.processor_kwargs) if self.model_config else {}
         extra.update(processor_kwargs or {})
+        if self.architecture.nested_images and len(images) == len(prompts):
+            images = [[image] for image in images]  # one image per prompt, as it expects
         batch = self.processor(
             images=images, text=prompts, return_tensors="pt", padding=True, **extra
         )
-        inputs = VLMInputs({k: v for k, v in batch.items() if isinstance(v, Tensor)})
+        # labels (PaliGemma's processor adds them) would make HF compute a training loss
+        inputs = VLMInputs(
+            {k: v for k, v in batch.items() if isinstance(v, Tensor) and k != "labels"}
+        )
         inputs.layout = self.layout(**inputs)
         return inputs
 

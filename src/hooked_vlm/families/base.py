@@ -91,6 +91,9 @@ class Architecture:
     injections: Callable[[Any], tuple[Injection, ...]] = lambda _config: ()
     # Adds family-specific hook points to a freshly built bridge (the injections' hooks).
     install: Callable[[Any], None] | None = None
+    # The processor takes one list of images per prompt (Gemma 3, Idefics3, SmolVLM): a flat
+    # list would be read as every image in the first prompt.
+    nested_images: bool = False
     # TransformerLens adapters this family adds, by registry key (registered on import).
     adapters: Mapping[str, type] = field(default_factory=dict)
     # Tiny random instances for tests and `hooked-vlm info tiny:NAME`: name -> builder.

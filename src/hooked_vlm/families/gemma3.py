@@ -158,6 +158,7 @@ FAMILY = Architecture(
     placeholders_per_image=_placeholders,
     prepare_forward=extend_type_ids("token_type_ids", 0),
     attention_blocks=image_blocks,
+    nested_images=True,
     roles=roles("boi", "eoi"),
     adapters={KEY: Gemma3Adapter},
     tiny={"gemma3": tiny_gemma3},

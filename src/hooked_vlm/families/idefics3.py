@@ -113,6 +113,7 @@ FAMILY = Architecture(
     tl_adapter=fixed("hooked_vlm.Idefics3"),
     notes=NOTES,
     gate="`last_image` (no EOI: the closing `<fake_token_around_image>` of the global image)",
+    nested_images=True,
     roles=roles("row_break"),
     adapters={"hooked_vlm.Idefics3": Idefics3Adapter},
     tiny={"idefics3": tiny_idefics3},

@@ -129,6 +129,7 @@ FAMILY = Architecture(
     "(layout(..., video_frames=[n per example]) marks them).",
     gate="`last_image` (no EOI: the closing `<fake_token_around_image>` of the global "
     "image; of the last frame for a video)",
+    nested_images=True,
     roles=roles("row_break"),
     adapters={"hooked_vlm.Idefics3": Idefics3Adapter},
     tiny={"smolvlm": tiny_smolvlm, "smolvlm_video": tiny_smolvlm_video},

@@ -24,10 +24,13 @@ def word_tokenizer(
     bos: str = "<s>",
     eos: str = "</s>",
     add_bos: bool = True,
+    roles: dict[str, str] | None = None,
 ) -> Any:
     """A whitespace word-level fast tokenizer over ``vocab``; ``specials`` are never split
     (a special ``"\n"`` survives the whitespace split). ``add_bos=False`` leaves BOS to the
-    caller (PaliGemma's processor places it after the image)."""
+    caller (PaliGemma's processor places it after the image). ``roles`` names special tokens
+    a processor reads off its tokenizer (``{"boi_token": "<start_of_image>"}`` gives
+    ``tokenizer.boi_token`` and ``.boi_token_id``), saved with it."""
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if add_bos:
@@ -36,7 +39,7 @@ def word_tokenizer(
         )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token="<pad>",
-        unk_token="<pad>",
+        unk_token="<pad>", **({"extra_special_tokens": roles} if roles else {}),
     )
     fast.add_special_tokens({"additional_special_tokens": specials})
     fast.padding_side = "left"

@@ -77,14 +77,15 @@ class PrefixCache:
         """
         ids, kw = split_inputs(inputs, {}, model.device, model.dtype)
         start = int(start)
-        if not 0 < start < ids.shape[1]:
+        mask = kw.pop("attention_mask", torch.ones_like(ids))
+        full = {**kw, "attention_mask": mask}
+        reaches = 0 <= start < ids.shape[1] and _block_reaches(model, ids, full, start)
+        if not (0 < start < ids.shape[1] or reaches):
             raise InterventionError(
                 f"prefix start must be inside the sequence (1..{ids.shape[1] - 1}), got "
                 f"{start}: an intervention touching position 0 cannot reuse a prefix."
             )
-        mask = kw.pop("attention_mask", torch.ones_like(ids))
-        full = {**kw, "attention_mask": mask}
-        if _block_reaches(model, ids, full, start):
+        if reaches:  # start 0 too: PaliGemma's prefix block opens the sequence
             return cls._recompute(model, ids, full, start)
         store: dict[str, Tensor] = {}
 
@@ -114,9 +115,10 @@ class PrefixCache:
         cls, model: HookedVLM, ids: Tensor, full: dict[str, Any], start: int
     ) -> PrefixCache:
         warnings.warn(
-            f"no prefix can be reused before position {start}: a bidirectional attention "
-            f"block of {model.cfg.architecture} reaches it, and HF builds that block only on a "
-            "prompt's first forward. Every run recomputes the whole prompt (exact, slower).",
+            f"no prefix can be reused (start {start}): a bidirectional attention block of "
+            f"{model.cfg.architecture} reaches position {start} or beyond, and HF builds that "
+            "block only on a prompt's first forward. Every run recomputes the whole prompt "
+            "(exact, slower).",
             stacklevel=3,
         )
         logits = model({"input_ids": ids, **full})

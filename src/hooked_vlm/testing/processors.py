@@ -1,6 +1,7 @@
 """Tiny processors (word-level tokenizer + the model's real image processor), built offline.
 
-Video processors are left out (HF's need torchvision); see :func:`without_video`.
+Video processors are left out (HF's need torchvision; see
+:func:`hooked_vlm.loading.image_only`).
 
 They match the vocabularies of :mod:`hooked_vlm.families`, so ``HookedVLM.prepare`` and
 ``save_pretrained``/``from_pretrained`` round trips run end to end without any download.
@@ -18,6 +19,7 @@ from typing import Any
 from hooked_vlm.families._tiny import TEXT_VOCAB
 from hooked_vlm.families.chameleon import chameleon_vocabulary
 from hooked_vlm.families.tokenizers import word_tokenizer
+from hooked_vlm.loading import image_only
 
 
 def llava_vocabulary() -> dict[str, int]:
@@ -62,18 +64,18 @@ def _words(first: int) -> dict[str, int]:
     return {f"w{i}": first + i for i in range(TEXT_VOCAB)}
 
 
-def without_video(cls: type) -> type:
-    """Processor class ``cls`` that can be built without its video processor: HF's video
-    processors need torchvision, which hooked-vlm never installs; images are unaffected."""
+def tokenizer_only(cls: type) -> type:
+    """Processor class ``cls`` built with its tokenizer alone (Molmo 2's image and video
+    processors both need torchvision): its own token strings, no pixels."""
 
-    class ImageProcessorOnly(cls):  # type: ignore[misc, valid-type]
+    class TokenizerOnly(cls):  # type: ignore[misc, valid-type]
         def check_argument_for_proper_class(self, name: str, arg: Any) -> Any:
             if name in ("video_processor", "image_processor") and arg is None:
                 return None
             return super().check_argument_for_proper_class(name, arg)
 
-    ImageProcessorOnly.__name__ = cls.__name__
-    return ImageProcessorOnly
+    TokenizerOnly.__name__ = cls.__name__
+    return TokenizerOnly
 
 
 def _qwen(cls_name: str) -> Any:
@@ -89,7 +91,7 @@ def _qwen(cls_name: str) -> Any:
         patch_size=4, temporal_patch_size=2, merge_size=2,
         size={"shortest_edge": 256, "longest_edge": 1024},
     )
-    cls = without_video(getattr(transformers, cls_name))
+    cls = image_only(getattr(transformers, cls_name))
     return cls(image_processor=image_processor, tokenizer=word_tokenizer(vocab, specials))
 
 
@@ -101,10 +103,8 @@ def _gemma3() -> Any:
              "image_token": "<image_soft_token>"}
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<start_of_image>": 3, "<end_of_image>": 4,
              "<image_soft_token>": 5, "<unused6>": 6, "<unused7>": 7, **_words(8)}
-    tokenizer = word_tokenizer(vocab, list(roles.values()), bos="<bos>", eos="<eos>")
-    for role, token in roles.items():
-        setattr(tokenizer, role, token)
-        setattr(tokenizer, f"{role}_id", vocab[token])
+    tokenizer = word_tokenizer(vocab, list(roles.values()), bos="<bos>", eos="<eos>",
+                               roles=roles)
     image_processor = Gemma3ImageProcessorPil(size={"height": 24, "width": 24})
     return Gemma3Processor(image_processor, tokenizer, image_seq_length=9)
 
@@ -135,9 +135,9 @@ def _smolvlm() -> Any:
     image_processor = SmolVLMImageProcessorPil(
         do_image_splitting=True, size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
     )
-    return without_video(SmolVLMProcessor)(
+    return image_only(SmolVLMProcessor)(
         image_processor=image_processor, tokenizer=word_tokenizer(vocab, specials),
-        video_processor=None, image_seq_len=4,
+        image_seq_len=4,
     )
 
 
@@ -150,7 +150,7 @@ def _molmo2() -> Any:
                 "<frame_start>", "<frame_end>", "<im_low>"]
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **_words(8),
              **{t: 56 + i for i, t in enumerate(specials)}}
-    return without_video(Molmo2Processor)(tokenizer=word_tokenizer(vocab, specials))
+    return tokenizer_only(Molmo2Processor)(tokenizer=word_tokenizer(vocab, specials))
 
 
 NEW_PROCESSORS = {
