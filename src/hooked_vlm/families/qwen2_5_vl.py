@@ -23,19 +23,12 @@ from __future__ import annotations
 import torch
 
 from hooked_vlm.families._tiny import TinyModel, eager, fill_zeros
-from hooked_vlm.families.base import Architecture, roles
 from hooked_vlm.families.qwen2_vl import (
     QWEN_IDS,
     Qwen2VLArchitectureAdapter,
     qwen_batch,
-    qwen_forward,
-    qwen_patches,
-    qwen_placeholders,
-    qwen_positions,
+    qwen_family,
     qwen_text,
-    qwen_tokens,
-    qwen_video_batch,
-    qwen_videos,
 )
 
 
@@ -70,30 +63,9 @@ def tiny_qwen2_5_vl(seed: int = 0, n_layers: int = 2) -> TinyModel:
     return TinyModel("qwen2_5_vl", model, inputs, 16, extras)
 
 
-
-def tiny_qwen2_5_vl_video(seed: int = 0, n_layers: int = 2) -> TinyModel:
-    """The tiny Qwen2.5.VL on videos (:func:`.qwen2_vl.qwen_video_batch`)."""
-    model = tiny_qwen2_5_vl(seed, n_layers).model
-    inputs, extras = qwen_video_batch(3 * 2 * 4**2, seed, frame_spans=False)
-    return TinyModel("qwen2_5_vl_video", model, inputs, 4, extras)
-
-
-FAMILY = Architecture(
-    "Qwen2_5_VLForConditionalGeneration",
-    native=False,
-    family="Qwen2.5-VL",
-    vision_hooks="vision_encoder.blocks.{l}",
-    special_tokens=qwen_tokens,
-    patch_rule=qwen_patches,
-    video_grids=qwen_videos,
-    prepare_forward=qwen_forward,
-    prompt_positions=qwen_positions,
+FAMILY = qwen_family(
+    "Qwen2_5_VLForConditionalGeneration", "Qwen2.5-VL", Qwen2_5_VLAdapter, tiny_qwen2_5_vl,
     notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
     "M-RoPE positions; windowed vision tower (patterns in window order). A video is one "
     "<|vision_start|> <|video_pad|> x (t*h*w/4) <|vision_end|> span, split into t frames.",
-    gate="`eoi` (`<|vision_end|>`)",
-    placeholders_per_image=qwen_placeholders,
-    roles=roles("boi", "eoi"),
-    adapters={"Qwen2_5_VLForConditionalGeneration": Qwen2_5_VLAdapter},
-    tiny={"qwen2_5_vl": tiny_qwen2_5_vl, "qwen2_5_vl_video": tiny_qwen2_5_vl_video},
 )

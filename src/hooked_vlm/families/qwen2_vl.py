@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -368,30 +369,52 @@ def tiny_qwen2_vl(seed: int = 0, n_layers: int = 2) -> TinyModel:
     return TinyModel("qwen2_vl", model, inputs, 4, extras)
 
 
-def tiny_qwen2_vl_video(seed: int = 0, n_layers: int = 2) -> TinyModel:
-    """The tiny Qwen2-VL on videos (:func:`qwen_video_batch`): row 0 an image and a video of
-    2 frames of 2x2 tokens, row 1 a video of 2 frames of 2x3."""
-    model = tiny_qwen2_vl(seed, n_layers).model
-    inputs, extras = qwen_video_batch(3 * 2 * 4**2, seed)
-    return TinyModel("qwen2_vl_video", model, inputs, 4, extras)
+def qwen_family(
+    hf_class: str,
+    family: str,
+    adapter: type,
+    image_builder: Callable[..., TinyModel],
+    notes: str,
+    gate: str = "`eoi` (`<|vision_end|>`)",
+    frame_spans: bool = False,
+    **extra: Any,
+) -> Architecture:
+    """The :class:`Architecture` of a Qwen-VL family: Qwen2-VL's layout, M-RoPE and video
+    rules; tiny instances ``image_builder`` and its video variant (:func:`qwen_video_batch`,
+    one span per frame with ``frame_spans``). ``extra`` sets more fields (Qwen3-VL's
+    DeepStack)."""
+    name = image_builder.__name__.removeprefix("tiny_")
+
+    def video(seed: int = 0, n_layers: int = 2) -> TinyModel:
+        model = image_builder(seed, n_layers).model
+        inputs, extras = qwen_video_batch(3 * 2 * 4**2, seed, frame_spans=frame_spans)
+        return TinyModel(f"{name}_video", model, inputs, 4, extras)
+
+    video.__doc__ = (f"The tiny {family} on videos (:func:`qwen_video_batch`): row 0 an image "
+                     "and a video of 2 frames of 2x2 tokens, row 1 a video of 2 frames of 2x3.")
+    return Architecture(
+        hf_class,
+        native=False,
+        family=family,
+        vision_hooks="vision_encoder.blocks.{l}",
+        special_tokens=qwen_tokens,
+        patch_rule=qwen_patches,
+        video_grids=qwen_videos,
+        prepare_forward=qwen_forward,
+        prompt_positions=qwen_positions,
+        notes=notes,
+        gate=gate,
+        placeholders_per_image=qwen_placeholders,
+        roles=roles("boi", "eoi"),
+        adapters={hf_class: adapter},
+        tiny={name: image_builder, f"{name}_video": video},
+        **extra,
+    )
 
 
-FAMILY = Architecture(
-    "Qwen2VLForConditionalGeneration",
-    native=False,
-    family="Qwen2-VL",
-    vision_hooks="vision_encoder.blocks.{l}",
-    special_tokens=qwen_tokens,
-    patch_rule=qwen_patches,
-    video_grids=qwen_videos,
-    prepare_forward=qwen_forward,
-    prompt_positions=qwen_positions,
+FAMILY = qwen_family(
+    "Qwen2VLForConditionalGeneration", "Qwen2-VL", Qwen2VLArchitectureAdapter, tiny_qwen2_vl,
     notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
     "M-RoPE positions. A video is one <|vision_start|> <|video_pad|> x (t*h*w/4) "
     "<|vision_end|> span, split into t frames (BOI on the first, EOI on the last).",
-    gate="`eoi` (`<|vision_end|>`)",
-    placeholders_per_image=qwen_placeholders,
-    roles=roles("boi", "eoi"),
-    adapters={"Qwen2VLForConditionalGeneration": Qwen2VLArchitectureAdapter},
-    tiny={"qwen2_vl": tiny_qwen2_vl, "qwen2_vl_video": tiny_qwen2_vl_video},
 )

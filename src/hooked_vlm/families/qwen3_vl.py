@@ -34,20 +34,13 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
 from hooked_vlm.families._tiny import TinyModel, eager, fill_zeros
-from hooked_vlm.families.base import Architecture, roles
 from hooked_vlm.families.qwen2_vl import (
     QWEN_GRIDS,
     QWEN_IDS,
     Qwen2VLArchitectureAdapter,
     qwen_batch,
-    qwen_forward,
-    qwen_patches,
-    qwen_placeholders,
-    qwen_positions,
+    qwen_family,
     qwen_text,
-    qwen_tokens,
-    qwen_video_batch,
-    qwen_videos,
 )
 from hooked_vlm.layout import Injection
 
@@ -143,34 +136,15 @@ def tiny_qwen3_vl(seed: int = 0, n_layers: int = 2) -> TinyModel:
     return TinyModel("qwen3_vl", model, inputs, 4, extras)
 
 
-
-def tiny_qwen3_vl_video(seed: int = 0, n_layers: int = 2) -> TinyModel:
-    """The tiny Qwen3VL on videos (:func:`.qwen2_vl.qwen_video_batch`)."""
-    model = tiny_qwen3_vl(seed, n_layers).model
-    inputs, extras = qwen_video_batch(3 * 2 * 4**2, seed, frame_spans=True)
-    return TinyModel("qwen3_vl_video", model, inputs, 4, extras)
-
-
-FAMILY = Architecture(
-    "Qwen3VLForConditionalGeneration",
-    native=False,
-    family="Qwen3-VL",
-    vision_hooks="vision_encoder.blocks.{l}",
-    special_tokens=qwen_tokens,
-    patch_rule=qwen_patches,
-    video_grids=qwen_videos,
-    prepare_forward=qwen_forward,
-    prompt_positions=qwen_positions,
+FAMILY = qwen_family(
+    "Qwen3VLForConditionalGeneration", "Qwen3-VL", Qwen3VLAdapter, tiny_qwen3_vl,
     notes="<|vision_start|> (BOI) + <|image_pad|> x (h*w/4) + <|vision_end|> (EOI); "
     "interleaved M-RoPE; DeepStack adds vision features at the image positions after decoder "
     "blocks 0..k-1 (blocks.{l}.hook_deepstack). A video is one <|vision_start|> "
     "<|video_pad|> x (h*w/4) <|vision_end|> span per frame, after its timestamp.",
     gate="`eoi` (`<|vision_end|>`); DeepStack also writes image features straight into "
     "the image positions of the first decoder blocks",
-    placeholders_per_image=qwen_placeholders,
-    roles=roles("boi", "eoi"),
+    frame_spans=True,
     injections=_injections,
     install=install_deepstack_hooks,
-    adapters={"Qwen3VLForConditionalGeneration": Qwen3VLAdapter},
-    tiny={"qwen3_vl": tiny_qwen3_vl, "qwen3_vl_video": tiny_qwen3_vl_video},
 )
