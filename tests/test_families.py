@@ -324,8 +324,7 @@ def test_layout_and_patch_grid_follow_the_processors_tokens(name):
     processor = tiny_processor(name)
     model = HookedVLM.from_hf(tiny.model, processor)
     pictures = [_image(24, 40, 0), _image(20, 20, 1)]
-    nested = [[p] for p in pictures] if name == "gemma3" else pictures
-    inputs = model.prepare(nested, [PROMPTS[name], PROMPTS[name].replace("w3", "w4 w5")])
+    inputs = model.prepare(pictures, [PROMPTS[name], PROMPTS[name].replace("w3", "w4 w5")])
     layout, ids = inputs.layout, inputs["input_ids"]
     image_id = model.architecture.tokens(model.hf_model.config).image
     for b in range(2):
