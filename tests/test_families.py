@@ -27,7 +27,7 @@ from hooked_vlm.interventions import PrefixCache, knockout
 from hooked_vlm.layout import patch_grid, patch_grids
 from hooked_vlm.model_configs import list_model_configs, load_model_config
 from hooked_vlm.testing.processors import tiny_processor
-from tests.conftest import Wrapped, image_dependent, wrap
+from tests.conftest import NEW_ARCHS, Wrapped, image_dependent, wrap
 from tests.test_parity import TOL, finite_max_diff, hf_layer_outputs
 
 VIDEOS = ["qwen2_vl_video", "qwen2_5_vl_video", "qwen3_vl_video", "smolvlm_video"]
@@ -92,6 +92,23 @@ def test_videos_match_hf_and_generate_as_hf(video: Wrapped):
     got = video.model.generate(video.inputs, max_new_tokens=4, eos_token_id=[], fwd_hooks=watch)
     assert torch.equal(got, expected)
     assert seen.count(1) == 3 * video.model.cfg.n_layers  # the hooks ran at every step
+
+
+@pytest.mark.parametrize("name", NEW_ARCHS)
+def test_kv_cached_generation_with_pattern_hooks_equals_hf_generate(name):
+    """Pattern hooks on every layer put each decode step on the recomputed path (with HF's
+    mask: bidirectional blocks on the prompt, causal after it); greedy output equals HF's."""
+    w = wrap(name)
+    w.reference.generation_config.eos_token_id = None
+    with torch.no_grad():
+        expected = w.reference.generate(**w.inputs, max_new_tokens=4, do_sample=False)
+    steps = []
+    watch = [("blocks.0.attn.hook_pattern", lambda p, hook: steps.append(p.shape[-2])),
+             (lambda n: n.startswith("blocks.") and n.endswith("attn.hook_pattern"),
+              lambda p, hook: None)]
+    got = w.model.generate(w.inputs, max_new_tokens=4, eos_token_id=[], fwd_hooks=watch)
+    assert torch.equal(got, expected)
+    assert steps[1:] == [1, 1, 1]
 
 
 def test_frames_are_image_spans_with_a_frame_index(video: Wrapped):
