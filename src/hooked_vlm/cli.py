@@ -1,6 +1,7 @@
 """``hooked-vlm``: inspect a model's layout and hooks, run the demo and the studies, fine-tune.
 
 Examples:
+    hooked-vlm info                       # every supported family, its configs and tiny models
     hooked-vlm info tiny:chameleon
     hooked-vlm info llava-1.5-7b          # reads only the config: no weights are downloaded
     hooked-vlm explore --model tiny-native --image cat.png --task caption --out page.html
@@ -59,12 +60,14 @@ def _model_for_info(name: str) -> tuple[Any, dict | None]:
     import transformers
 
     from hooked_vlm import loading
+    from hooked_vlm.families import TINY_BUILDERS, build_tiny
     from hooked_vlm.model import HookedVLM
-    from hooked_vlm.testing.tiny import TINY_BUILDERS, build_tiny
 
     if name.startswith("tiny:"):
         tiny = build_tiny(name.removeprefix("tiny:"))
-        return HookedVLM.from_hf(tiny.model), tiny.inputs
+        frames = tiny.extras.get("video_frames")  # frames that are images: say so (SmolVLM)
+        layout_inputs = {**tiny.inputs, **({"video_frames": frames} if frames else {})}
+        return HookedVLM.from_hf(tiny.model), layout_inputs
     try:
         source = loading.resolve_source(name)
         config = transformers.AutoConfig.from_pretrained(
@@ -91,14 +94,43 @@ def _hook_patterns(names: list[str]) -> list[str]:
     return list(seen)
 
 
+def _families_table() -> Any:
+    """Every supported family: HF class, kind, model configs and tiny instances."""
+    from rich.table import Table
+
+    from hooked_vlm.families import ARCHITECTURES
+    from hooked_vlm.model_configs import list_model_configs, load_model_config
+
+    configs: dict[str, list[str]] = {}
+    for name in list_model_configs():
+        configs.setdefault(load_model_config(name).architecture, []).append(name)
+    table = Table(title="supported families (hooked-vlm info NAME for one of them)")
+    for column in ("family", "HF class", "kind", "model configs", "tiny instances"):
+        table.add_column(column)
+    for arch in sorted(ARCHITECTURES.values(), key=lambda a: a.family.lower()):
+        table.add_row(
+            arch.family, arch.hf_class, "native" if arch.native else "encoder",
+            ", ".join(configs.get(arch.hf_class, [])) or "-",
+            ", ".join(f"tiny:{t}" for t in arch.tiny) or "-",
+        )
+    return table
+
+
 @app.command()
 def info(
-    model: Annotated[str, typer.Argument(help="tiny:NAME, a model-config name, dir or HF id")],
+    model: Annotated[
+        str | None,
+        typer.Argument(help="tiny:NAME, a model-config name, dir or HF id; none: every family"),
+    ] = None,
 ):
-    """Show a model's sizes, special tokens, token layout and hook names."""
+    """Show a model's sizes, special tokens, token layout and hook names (no argument: list
+    every supported family with its model configs and tiny instances)."""
     from rich.table import Table
 
     console = _console()
+    if model is None:
+        console.print(_families_table())
+        return
     vlm, inputs = _model_for_info(model)
     c = vlm.cfg
     table = Table(title=f"{model}: {c.architecture}", show_header=False)
@@ -107,6 +139,7 @@ def info(
     tokens = vlm.architecture.tokens(vlm.hf_model.config)
     table.add_row("special tokens", ", ".join(f"{k}={v}" for k, v in vars(tokens).items()))
     table.add_row("layout", vlm.architecture.notes)
+    table.add_row("gate candidate", vlm.architecture.gate)
     console.print(table)
     if inputs is not None:
         layout = vlm.layout(**inputs)
@@ -115,6 +148,15 @@ def info(
         groups.add_column("positions")
         for name, mask in layout.masks.items():
             groups.add_row(name, _ranges(mask[0].nonzero().flatten().tolist()))
+        for k in range(layout.frames()[0]):
+            groups.add_row(f"image@frame={k}", _ranges(
+                layout.mask("image", frame=k)[0].nonzero().flatten().tolist()))
+        if layout.attention_blocks is not None:
+            bidirectional = (layout.attention_blocks[0] >= 0).nonzero().flatten().tolist()
+            groups.add_row("bidirectional", _ranges(bidirectional))
+        for injection in layout.injections:
+            groups.add_row(f"injected by {injection.hook}", _ranges(
+                layout.mask(injection.group)[0].nonzero().flatten().tolist()))
         console.print(groups)
     hooks = Table(title=f"hook names ({len(vlm.hook_names)} in all; {{l}} = layer)")
     hooks.add_column("name")

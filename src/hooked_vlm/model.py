@@ -8,7 +8,7 @@ loading by HF id, local directory or model-config name.
 
 Example:
     >>> from hooked_vlm import HookedVLM
-    >>> from hooked_vlm.testing.tiny import build_tiny
+    >>> from hooked_vlm.families import build_tiny
     >>> tiny = build_tiny("chameleon")
     >>> model = HookedVLM.from_hf(tiny.model)
     >>> logits, cache = model.run_with_cache(**tiny.inputs, names_filter="blocks.0.hook_resid_post")
@@ -32,8 +32,8 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.adapters.vision import follow_edits_in_recorded_states
-from hooked_vlm.architectures import Architecture
 from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache_kwargs
+from hooked_vlm.families import Architecture
 from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.fast_layers import install_layer_bypass
 from hooked_vlm.generation import Sampler, check_generation_options
@@ -144,6 +144,8 @@ class HookedVLM:
         loading.attach_token_ids(hf_model.config, processor, model_config)
         loading.set_token_ids(hf_model.config, special_tokens or {})
         bridge = loading.build_bridge(hf_model.eval(), arch, name)
+        if arch.install is not None:  # family hook points (Qwen3-VL's DeepStack injections)
+            arch.install(bridge)
         install_fast_attention(bridge)
         install_layer_bypass(bridge)  # after fast attention: twins share its SDPA configs
         follow_edits_in_recorded_states(bridge)
@@ -241,13 +243,22 @@ class HookedVLM:
         Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders). The
         layout carries the architecture's patch rule, so ``patch_grid(layout, ...)``
         (:mod:`hooked_vlm.layout.patch_grid`) maps each image's tokens onto the picture.
+        Video frames are numbered from ``video_grid_thw`` (Qwen-VL) or, where frames are
+        plain images to the model (SmolVLM), from ``video_frames=[frames per example]``:
+        ``layout.select("eoi", frame=k)``.
         """
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
         per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
+        blocks = None
+        if arch.attention_blocks is not None:
+            blocks = arch.attention_blocks(config, input_ids, extras)
+        videos = arch.video_grids(config, extras) if arch.video_grids else None
         return build_layout(
             input_ids, arch.tokens(config), attention_mask, grids, per_image,
             architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
+            attention_blocks=blocks, injections=arch.injections(config), videos=videos,
+            video_frames=extras.get("video_frames"),
         )
 
     # ------------------------------------------------------------------ running
@@ -470,10 +481,15 @@ class HookedVLM:
         prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         extra = dict(self.model_config.processor_kwargs) if self.model_config else {}
         extra.update(processor_kwargs or {})
+        if self.architecture.nested_images and len(images) == len(prompts):
+            images = [[image] for image in images]  # one image per prompt, as it expects
         batch = self.processor(
             images=images, text=prompts, return_tensors="pt", padding=True, **extra
         )
-        inputs = VLMInputs({k: v for k, v in batch.items() if isinstance(v, Tensor)})
+        # labels (PaliGemma's processor adds them) would make HF compute a training loss
+        inputs = VLMInputs(
+            {k: v for k, v in batch.items() if isinstance(v, Tensor) and k != "labels"}
+        )
         inputs.layout = self.layout(**inputs)
         return inputs
 

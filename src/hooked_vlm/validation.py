@@ -123,10 +123,11 @@ def check_image_inputs(model: HookedVLM, ids: Tensor, kw: Mapping[str, Any]) -> 
             f"the image placeholder tokens (id {image_id}) do not fit the images given: {err} "
             f"{_WHERE}"
         ) from None
-    found = [
+    found = [  # still images only: video frames have inputs of their own
         (b, k, int((ids[b, s.start : s.end + 1] == image_id).sum()))
         for b, spans in enumerate(layout.spans)
         for k, s in enumerate(spans)
+        if s.frame is None
     ]
     if len(found) != len(expected):
         raise ImageTokenMismatchError(
