@@ -74,12 +74,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports lazily
     from hooked_vlm.adapters.vision import PatternEditError
+    from hooked_vlm.explorer import explore
     from hooked_vlm.families import (
         ARCHITECTURES,
         UnsupportedArchitectureError,
         get_architecture,
     )
-    from hooked_vlm.explorer import explore
     from hooked_vlm.hook_names import UnknownHookError
     from hooked_vlm.inputs import VLMInputs
     from hooked_vlm.layout import LayoutError, TokenLayout
