@@ -15,29 +15,29 @@ stage              what it measures (data)
 =================  ===========================================================================
 
 Example:
-    >>> from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
+    >>> from hooked_vlm.studies import run_study
+    >>> from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig
     >>> config = NarrowGateConfig(model="tiny-native", data="synthetic", n=16)
-    >>> summary = run_narrow_gate(config, "results/narrow_gate")   # resumes if killed
-    >>> summary.report                                             # the HTML report
+    >>> summary = run_study(NARROW_GATE, config, "results/narrow_gate")   # resumes if killed
+    >>> summary.report                                                    # the HTML report
 """
 
-from hooked_vlm.studies.narrow_gate.config import (
-    STAGES,
-    ConfigError,
-    NarrowGateConfig,
-    parse_stages,
-)
+from hooked_vlm.studies.narrow_gate.config import STAGES, NarrowGateConfig
 from hooked_vlm.studies.narrow_gate.report import write_report
-from hooked_vlm.studies.narrow_gate.runner import run_narrow_gate
-from hooked_vlm.studies.stages import Progress, Summary
+from hooked_vlm.studies.narrow_gate.session import NarrowGateSession
+from hooked_vlm.studies.narrow_gate.stage_flow import FLOW
+from hooked_vlm.studies.narrow_gate.stage_knockout import KNOCKOUT, PROGRESSIVE
+from hooked_vlm.studies.narrow_gate.stage_patching import PATCHING, STEERING
+from hooked_vlm.studies.narrow_gate.stage_representations import GAP, OVERLAP
+from hooked_vlm.studies.study import Study
 
-__all__ = [
-    "STAGES",
-    "ConfigError",
-    "NarrowGateConfig",
-    "Progress",
-    "Summary",
-    "parse_stages",
-    "run_narrow_gate",
-    "write_report",
-]
+NARROW_GATE = Study(
+    "narrow-gate", NarrowGateConfig, NarrowGateSession,
+    (GAP, FLOW, OVERLAP, KNOCKOUT, PROGRESSIVE, PATCHING, STEERING), write_report,
+    "The Narrow Gate study (Serra et al.): seven stages and an HTML report. Modality gap, "
+    "attention flow, label overlap, knockouts, patching and steering at the image's gate token "
+    "(EOI, or the last image token). Resumes where a run stopped.",
+)
+assert tuple(NARROW_GATE.stage_names()) == STAGES
+
+__all__ = ["NARROW_GATE", "STAGES", "NarrowGateConfig", "NarrowGateSession", "write_report"]
