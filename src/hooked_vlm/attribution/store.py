@@ -142,7 +142,7 @@ class MaskStore:
         return cls(path, full)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, writable: bool = False) -> MaskStore:
+    def from_path(cls, path: str | os.PathLike, writable: bool = False) -> MaskStore:
         """An existing store, as its ``meta.json`` describes it (read-only by default)."""
         path = Path(path)
         if not (path / "meta.json").exists():
@@ -282,7 +282,7 @@ class MaskStore:
     def _check_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"the store at {self.path} was opened read-only "
-                             "(MaskStore.load(path, writable=True) to write).")
+                             "(MaskStore.from_path(path, writable=True) to write).")
 
     def _split(self, split: str) -> str:
         if split not in self.shapes:
@@ -325,7 +325,7 @@ def merge_stores(sources: Sequence[str | os.PathLike], path: str | os.PathLike) 
         >>> store = merge_stores(sorted(Path("runs/coco").glob("shard-*")), "runs/coco/all")
         >>> fit_store(store)                     # raises if a unit is missing in every shard
     """
-    stores = [MaskStore.load(source) for source in sources]
+    stores = [MaskStore.from_path(source) for source in sources]
     if not stores:
         raise StoreError("merge_stores needs at least one source store.")
     first = stores[0]

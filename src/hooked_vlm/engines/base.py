@@ -67,7 +67,7 @@ class Shard:
     array must cut the same list, whatever the others have finished when it starts.
 
     Example:
-        >>> Shard.parse("1/3").of(list(range(10)))   # --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+        >>> Shard.parse("1/3").of(list(range(10)))   # --shard $SLURM_ARRAY_TASK_ID/N
         [3, 4, 5, 6]
     """
 

@@ -23,27 +23,24 @@ Example:
     >>> run_study(HEAD_ATTRIBUTION, config, "results/ha",               # units on a Ray cluster
     ...           engine=RayEngine(address="auto"))
 """
+from __future__ import annotations
 
-from hooked_vlm.studies.head_attribution.config import STAGES, HeadAttributionConfig
-from hooked_vlm.studies.head_attribution.report import write_report
-from hooked_vlm.studies.head_attribution.session import HeadAttributionSession
-from hooked_vlm.studies.head_attribution.stage_baselines import BASELINES
-from hooked_vlm.studies.head_attribution.stage_consistency import CONSISTENCY
-from hooked_vlm.studies.head_attribution.stage_curves import CURVES
-from hooked_vlm.studies.head_attribution.stage_fit import FIT
-from hooked_vlm.studies.head_attribution.stage_masks import MASKS
-from hooked_vlm.studies.head_attribution.stage_tokens import TOKENS
-from hooked_vlm.studies.study import Study
+import importlib
+from typing import Any
 
-HEAD_ATTRIBUTION = Study(
-    "head-attribution", HeadAttributionConfig, HeadAttributionSession,
-    (MASKS, FIT, BASELINES, CURVES, TOKENS, CONSISTENCY), write_report,
-    "Head attribution (Kim et al. 2025): which heads carry image information to the text. "
-    "Random multi-head ablations into a resumable store, a linear fit scored on held-out masks, "
-    "leave-one-out and attention-weight baselines, faithfulness/completeness and top-k vs "
-    "random-k, text positions and image tokens inside the top heads, class consistency.",
-)
-assert tuple(HEAD_ATTRIBUTION.stage_names()) == STAGES
+# Names are imported on first use: the command line reads the config for --help
+# without importing the stages (and torch).
+_EXPORTS = {
+    "HEAD_ATTRIBUTION": "hooked_vlm.studies.head_attribution.study",
+    "HeadAttributionConfig": "hooked_vlm.studies.head_attribution.config",
+    "STAGES": "hooked_vlm.studies.head_attribution.config",
+    "HeadAttributionSession": "hooked_vlm.studies.head_attribution.session",
+    "write_report": "hooked_vlm.studies.head_attribution.report",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["HEAD_ATTRIBUTION", "STAGES", "HeadAttributionConfig", "HeadAttributionSession",
-           "write_report"]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,23 +21,24 @@ Example:
     >>> summary = run_study(NARROW_GATE, config, "results/narrow_gate")   # resumes if killed
     >>> summary.report                                                    # the HTML report
 """
+from __future__ import annotations
 
-from hooked_vlm.studies.narrow_gate.config import STAGES, NarrowGateConfig
-from hooked_vlm.studies.narrow_gate.report import write_report
-from hooked_vlm.studies.narrow_gate.session import NarrowGateSession
-from hooked_vlm.studies.narrow_gate.stage_flow import FLOW
-from hooked_vlm.studies.narrow_gate.stage_knockout import KNOCKOUT, PROGRESSIVE
-from hooked_vlm.studies.narrow_gate.stage_patching import PATCHING, STEERING
-from hooked_vlm.studies.narrow_gate.stage_representations import GAP, OVERLAP
-from hooked_vlm.studies.study import Study
+import importlib
+from typing import Any
 
-NARROW_GATE = Study(
-    "narrow-gate", NarrowGateConfig, NarrowGateSession,
-    (GAP, FLOW, OVERLAP, KNOCKOUT, PROGRESSIVE, PATCHING, STEERING), write_report,
-    "The Narrow Gate study (Serra et al.): seven stages and an HTML report. Modality gap, "
-    "attention flow, label overlap, knockouts, patching and steering at the image's gate token "
-    "(EOI, or the last image token). Resumes where a run stopped.",
-)
-assert tuple(NARROW_GATE.stage_names()) == STAGES
+# Names are imported on first use: the command line reads the config for --help
+# without importing the stages (and torch).
+_EXPORTS = {
+    "NARROW_GATE": "hooked_vlm.studies.narrow_gate.study",
+    "NarrowGateConfig": "hooked_vlm.studies.narrow_gate.config",
+    "STAGES": "hooked_vlm.studies.narrow_gate.config",
+    "NarrowGateSession": "hooked_vlm.studies.narrow_gate.session",
+    "write_report": "hooked_vlm.studies.narrow_gate.report",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["NARROW_GATE", "STAGES", "NarrowGateConfig", "NarrowGateSession", "write_report"]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
