@@ -9,9 +9,9 @@ Every file of BEFORE must exist in AFTER with the same content, read by kind:
   ``wall_seconds``, ``unit_seconds``, ``reduce_seconds``: they differ between any two runs);
 - anything else: bytes.
 
-HTML and logs are not results and are skipped. Files only AFTER has are listed (a newer layout
-may add integrity files: checksums, locks); ``--allow-new`` accepts them, otherwise they fail
-the comparison. ``--ignore`` skips paths (relative, fnmatch patterns), e.g. a config whose
+HTML and logs are not results and are skipped. Files only AFTER has, and JSON fields only
+AFTER has, are listed (a newer layout may add integrity data: checksums, fingerprints);
+``--allow-new`` accepts them, otherwise they fail the comparison. ``--ignore`` skips paths (relative, fnmatch patterns), e.g. a config whose
 schema changed; their JSON differences are still printed for the record. Exit status 0: same.
 
 Example:
@@ -66,28 +66,29 @@ def without_wall_clock(value: Any) -> Any:
     return value
 
 
-def json_differences(a: Any, b: Any, where: str = "") -> list[str]:
+def json_differences(a: Any, b: Any, added: list[str], where: str = "") -> list[str]:
+    """Differences of ``a`` (before) and ``b`` (after); fields only ``b`` has go to ``added``."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(a.keys() | b.keys(), key=str):
             if key not in b:
                 out.append(f"{where}{key}: only before ({a[key]!r:.80})")
             elif key not in a:
-                out.append(f"{where}{key}: only after ({b[key]!r:.80})")
+                added.append(f"{where}{key}")
             else:
-                out += json_differences(a[key], b[key], f"{where}{key}.")
+                out += json_differences(a[key], b[key], added, f"{where}{key}.")
         return out
     if a != b:
         return [f"{where.rstrip('.')}: {a!r:.80} before, {b!r:.80} after"]
     return []
 
 
-def compare_file(a: Path, b: Path) -> list[str]:
+def compare_file(a: Path, b: Path, added: list[str]) -> list[str]:
     if a.suffix in (".npy", ".npz", ".safetensors"):
         return same_arrays(arrays(a), arrays(b))
     if a.suffix == ".json":
         return json_differences(without_wall_clock(json.loads(a.read_text())),
-                                without_wall_clock(json.loads(b.read_text())))
+                                without_wall_clock(json.loads(b.read_text())), added)
     return [] if a.read_bytes() == b.read_bytes() else ["bytes differ"]
 
 
@@ -105,12 +106,16 @@ def compare(before: Path, after: Path, ignore: list[str], allow_new: bool) -> bo
             print(f"MISSING  {rel}")
             ok = ok and ignored
             continue
-        problems = compare_file(before / rel, after / rel)
+        added: list[str] = []
+        problems = compare_file(before / rel, after / rel, added)
         if problems:
             print(f"{'IGNORED' if ignored else 'DIFFERS'}  {rel}")
             for problem in problems[:20]:
                 print(f"           {problem}")
             ok = ok and ignored
+        if added:
+            print(f"ADDED    {rel}: {', '.join(added)}")
+            ok = ok and (allow_new or ignored)
     for rel in sorted(new - old):
         print(f"NEW      {rel}")
         ok = ok and allow_new
