@@ -116,8 +116,9 @@ class UnitStore:
         return self.root / f"{check_key(key)}{suffix}"
 
     def _marker(self, key: str) -> dict | None:
+        path = self._path(key, ".done.json")
         try:
-            return json.loads(self._path(key, ".done.json").read_text())
+            return json.loads(path.read_text())
         except FileNotFoundError:
             return None
         except (ValueError, OSError):

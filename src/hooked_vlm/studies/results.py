@@ -72,7 +72,7 @@ def _check_or_write(root: Path, identity: dict[str, Any], running: Any) -> None:
         differ = differences(found, identity)
         if finished(root):
             hint = (" The weights or processor differ: this directory was computed with "
-                    "another checkpoint." if any(d.startswith("fingerprint.") for d in differ)
+                    "another checkpoint." if any(d.startswith("fingerprint") for d in differ)
                     else "")
             raise ConfigError(
                 f"{root} holds results of a different configuration ({'; '.join(differ)}).{hint} "
