@@ -188,6 +188,20 @@ def test_head_attribution_study_with_its_masks_on_ray_workers_equals_one_process
                  ("fit", "baselines", "curves", "tokens", "consistency"))
 
 
+@pytest.mark.ray
+def test_a_study_of_ones_own_on_a_ray_worker_equals_one_process(ray_cluster, tmp_path):
+    """tests/own_study.py (the README's "Your own study"), untouched: its job pickles, a Ray
+    worker builds its session and computes every unit, this process reduces and reports."""
+    from tests.own_study import STUDY, CutConfig, CutResult
+
+    run_study(STUDY, CutConfig(n=3), tmp_path / "one")
+    summary = run_study(STUDY, CutConfig(n=3), tmp_path / "ray",
+                        engine=RayEngine(workers=1, gpus_per_worker=0))
+    assert summary.timings["cut"].computed == 5 and summary.report.exists()
+    assert CutResult.load(tmp_path / "ray").logit.tobytes() == \
+        CutResult.load(tmp_path / "one").logit.tobytes()
+
+
 # ---------------------------------------------------------------------- Narrow Gate
 
 
