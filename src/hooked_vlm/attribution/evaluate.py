@@ -109,6 +109,12 @@ class Evaluator:
             )
         if not examples:
             raise ConfigError("no examples given.")
+        vocab = model.cfg.d_vocab
+        for i, ex in enumerate(examples):
+            outside = [t for t in (ex.answer, ex.foil) if t is not None and t >= vocab]
+            if outside:
+                raise ConfigError(f"example {i}: token id {outside[0]} is outside the model's "
+                                  f"vocabulary of {vocab}")
         self.model = model
         self.examples = examples
         self.config = config
