@@ -129,7 +129,7 @@ def load_study_data(
     """
     if task is not None and task not in TASK_FIELDS:
         raise ValueError(f"unknown task {task!r}; supported: {sorted(TASK_FIELDS)}")
-    if n is not None and (not isinstance(n, int) or n < 1):
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive int or None (all examples), got {n!r}")
     if source == "synthetic":
         for name, value in (("schema", schema), ("image_root", image_root), ("revision", revision)):
@@ -217,6 +217,10 @@ def _open_local(
         raise ValueError(f"{path} is empty: a data file needs rows (and a header for csv)")
     try:
         raw = _read_local(path, cache_dir)
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):  # datasets' words for an empty table
+            raise
+        raise ValueError(f"{path} holds no rows") from None
     except (datasets.exceptions.DatasetGenerationError, StopIteration, ArrowException) as err:
         cause = err.__cause__ or err.__context__ or err
         detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
