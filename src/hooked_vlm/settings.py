@@ -82,15 +82,12 @@ class Settings:
         if missing:
             raise ConfigError(f"the config needs {', '.join(missing)} (given: "
                               f"{', '.join(sorted(values)) or 'nothing'})")
-        hints = _hints(cls)
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            inner = _settings_class(hints[f.name])
-            given = values.get(f.name)
-            if inner is None or not isinstance(given, Mapping):
-                continue
+            inner, given = _nested(cls).get(f.name), values.get(f.name)
             default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
                        else f.default)
-            if isinstance(default, inner):  # fields given on top of the field's default
+            if inner is not None and isinstance(given, Mapping) and isinstance(default, inner):
+                # fields given on top of the field's default
                 values[f.name] = inner._merge(default.to_dict(), inner._gather(given))
         return cls(**values)
 
@@ -122,16 +119,14 @@ class Settings:
     def _gather(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         """Field names for aliases; top-level names of nested settings' fields gathered into
         their mapping."""
-        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        nested = {n: _settings_class(h) for n, h in _hints(cls).items() if n in names}
-        nested = {n: c for n, c in nested.items() if c is not None}
+        nested = _nested(cls)
         out: dict[str, Any] = {}
         for key, value in values.items():
             key = cls.ALIASES.get(key, key)
             owner = next((n for n, c in nested.items() if key in c.accepted_names()), None)
-            if key in names:
-                if key in nested and isinstance(value, Mapping):
-                    value = {**out.get(key, {}), **nested[key]._gather(value)}
+            if key in nested and isinstance(value, Mapping):
+                out[key] = {**out.get(key, {}), **nested[key]._gather(value)}
+            elif key in cls.field_names():
                 out[key] = value
             elif owner is not None:
                 out.setdefault(owner, {})[key] = value
@@ -145,12 +140,11 @@ class Settings:
     @classmethod
     def _merge(cls, base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         """``base`` updated by ``given``; nested mappings merged key by key."""
-        out = dict(base)
-        for one, other in cls.EXCLUSIVE:
-            if one in given and other not in given:
-                out.pop(other, None)
+        out = {k: v for k, v in base.items()
+               if not any(k == other and one in given and other not in given
+                          for one, other in cls.EXCLUSIVE)}
         for key, value in given.items():
-            inner = _settings_class(_hints(cls)[key])
+            inner = _nested(cls).get(key)
             if inner is not None and isinstance(value, Mapping) and isinstance(out.get(key),
                                                                              Mapping):
                 value = inner._merge(dict(out[key]), dict(value))
@@ -170,44 +164,29 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
     @classmethod
-    def accepted_names(cls) -> list[str]:
-        """Every name a value may be given under: fields, aliases, nested settings' names."""
-        return [*cls.option_names(), *cls.ALIASES, *(
-            a for hint in _hints(cls).values() if (inner := _settings_class(hint)) is not None
-            for a in inner.accepted_names() if a not in inner.option_names())]
-
-    @classmethod
-    def option_names(cls) -> list[str]:
-        """Every name a value may be given under: the fields, nested settings' fields flat."""
-        out = []
-        for name, hint in _hints(cls).items():
-            if name not in cls.field_names():
-                continue
-            inner = _settings_class(hint)
-            out += inner.option_names() if inner is not None else [name]
-        return out
-
-    @classmethod
     def option_hints(cls) -> dict[str, Any]:
-        """Type hint of every option (nested settings' fields flat)."""
+        """Type hint of every option: the fields, nested settings' fields flat."""
         out: dict[str, Any] = {}
         for name, hint in _hints(cls).items():
             if name in cls.field_names():
-                inner = _settings_class(hint)
+                inner = _nested(cls).get(name)
                 out.update(inner.option_hints() if inner is not None else {name: hint})
         return out
+
+    @classmethod
+    def accepted_names(cls) -> list[str]:
+        """Every name a value may be given under: options and aliases, nested ones too."""
+        return [*cls.option_hints(), *cls.ALIASES,
+                *(a for inner in _nested(cls).values() for a in inner.ALIASES)]
 
     @classmethod
     def field_docs(cls) -> dict[str, str]:
         """Each option's help, from the ``Attributes:`` section of the class docstrings (a
         line ``a, b: text`` documents both)."""
         docs: dict[str, str] = {}
-        for name, hint in _hints(cls).items():
-            inner = _settings_class(hint)
-            if inner is not None and name in cls.field_names():
-                docs.update(inner.field_docs())
-        docs.update(_parse_attributes(cls.__doc__ or ""))
-        return docs
+        for inner in _nested(cls).values():
+            docs.update(inner.field_docs())
+        return {**docs, **_parse_attributes(cls.__doc__ or "")}
 
 
 # ---------------------------------------------------------------------- type checks
@@ -310,6 +289,12 @@ def _settings_class(hint: Any) -> type[Settings] | None:
     return None
 
 
+def _nested(cls: type) -> dict[str, type[Settings]]:
+    """The fields of ``cls`` that hold settings of their own, with their classes."""
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return {n: c for n, h in _hints(cls).items() if n in fields and (c := _settings_class(h))}
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -355,11 +340,6 @@ def check_count(name: str, value: int) -> None:
     """``value`` must be >= 0."""
     if value < 0:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
-
-
-def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 DEVICE = re.compile(r"^(cpu|meta|mps|(cuda|xpu)(:\d+)?)$")
