@@ -28,8 +28,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hooked_vlm._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -79,10 +78,4 @@ _EXPORTS = {
     "Shard": "hooked_vlm.engines",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'hooked_vlm.attribution' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

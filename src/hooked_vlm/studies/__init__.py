@@ -17,8 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hooked_vlm._lazy import lazy_exports
 
 # The trained tiny models that ship in the package (hooked_vlm/embedded/): the demo runs both
 # studies on them, offline. tiny-native is a Chameleon (images as VQ codes between BOI and EOI),
@@ -41,10 +40,5 @@ _EXPORTS = {
     "STUDIES": "hooked_vlm.studies.registry",
 }
 
-__all__ = ["DEMO_CHOICES", "DEMO_DEFAULT", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'hooked_vlm.studies' has no attribute {name!r}")
+__getattr__, _names = lazy_exports(__name__, _EXPORTS)
+__all__ = ["DEMO_CHOICES", "DEMO_DEFAULT", *_names]

@@ -25,8 +25,7 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hooked_vlm._lazy import lazy_exports
 
 # Names are imported on first use: the command line reads the config for --help
 # without importing the stages (and torch).
@@ -37,10 +36,4 @@ _EXPORTS = {
     "HeadAttributionSession": "hooked_vlm.studies.head_attribution.session",
     "write_report": "hooked_vlm.studies.head_attribution.report",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -23,8 +23,7 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hooked_vlm._lazy import lazy_exports
 
 # Names are imported on first use: the command line reads the config for --help
 # without importing the stages (and torch).
@@ -35,10 +34,4 @@ _EXPORTS = {
     "NarrowGateSession": "hooked_vlm.studies.narrow_gate.session",
     "write_report": "hooked_vlm.studies.narrow_gate.report",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
