@@ -65,6 +65,15 @@ def test_a_start_that_cannot_run_writes_nothing(tmp_path, args, messages):
     _refused(args, tmp_path / "out", *messages)
 
 
+def test_too_few_masks_for_a_regularised_fit_are_noted_loudly():
+    from hooked_vlm.studies.head_attribution import HeadAttributionConfig, HeadAttributionSession
+
+    config = HeadAttributionConfig.from_dict({"model": "tiny-llava", "data": "synthetic", "n": 1,
+                                              "masks": 8, "regression": "ridge"})
+    session = HeadAttributionSession(config, "unused", weights=False)
+    assert any("masks = 8 < 17 unknowns" in note for note in session.notes)
+
+
 def test_device_without_the_hardware_is_refused_before_loading(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

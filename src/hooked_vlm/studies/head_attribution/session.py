@@ -83,8 +83,13 @@ class HeadAttributionSession(Session):
 
     # ------------------------------------------------------------------ settings
     def _check_masks(self) -> None:
-        """Refuse a least-squares fit with fewer masks than it has unknowns."""
+        """Refuse a least-squares fit with fewer masks than it has unknowns (ridge and lasso
+        are regularised: a note says the fit is not identified by the masks alone)."""
         masks, unknowns = self.config.attribution.n_masks, self.n_heads_total + 1
+        if masks < unknowns and self.config.regression != "ols":
+            self.notes.append(f"masks = {masks} < {unknowns} unknowns (heads + intercept): the "
+                              f"{self.config.regression} fit is set by its regularization as "
+                              "much as by the masks; read the attributions with care")
         if self.config.regression == "ols" and masks < unknowns:
             raise ConfigError(
                 f"masks = {masks}: the OLS fit has {unknowns} unknowns (one per head, "
