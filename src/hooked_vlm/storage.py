@@ -94,6 +94,35 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def differences(found: Mapping, wanted: Mapping, form: str = "{key}: {found!r} there, "
+                "{wanted!r} now", prefix: str = "") -> list[str]:
+    """One line per differing (nested) entry of two descriptions, in ``form``.
+
+    Example:
+        >>> differences({"n": 16}, {"n": 32})
+        ['n: 16 there, 32 now']
+    """
+    out = []
+    for key in sorted(found.keys() | wanted.keys(), key=str):
+        a, b = found.get(key, "<unset>"), wanted.get(key, "<unset>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, form, f"{prefix}{key}.")
+        elif a != b:
+            out.append(form.format(key=f"{prefix}{key}", found=a, wanted=b))
+    return out
+
+
+def any_done(folder: Path) -> bool:
+    """Whether a memory-mapped store in ``folder`` has a unit done (unreadable flags: yes)."""
+    for flags in Path(folder).glob("*.done.npy"):
+        try:
+            if np.load(flags, mmap_mode="r").any():
+                return True
+        except (ValueError, OSError):
+            return True
+    return False
+
+
 def check_key(key: str) -> str:
     """``key`` if it is path-like (letters, digits and ``_.=+-`` separated by ``/``)."""
     if not isinstance(key, str) or not _KEY.match(key) or ".." in key.split("/"):

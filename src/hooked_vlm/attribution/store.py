@@ -53,7 +53,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from hooked_vlm.storage import Arrays, StoreError, checksum
+from hooked_vlm.storage import Arrays, StoreError, any_done, checksum, differences
 
 FORMAT = 2
 _ARRAYS = {"": (np.float32, np.nan), "done": (np.uint8, 0), "sum": (np.uint64, 0),
@@ -127,10 +127,10 @@ class MaskStore:
         _create_exclusive(path / "meta.json", lambda tmp: tmp.write_text(text))
         found = _read_meta(path)
         if found != full:
-            if _any_done(path):
+            if any_done(path):
                 raise StoreError(
                     f"the store at {path} was made for another run; differing entries: "
-                    f"{_differences(found, full)}. Use a new directory, or the same settings.")
+                    f"{_stored_vs_now(found, full)}. Use a new directory, or the same settings.")
             _clear(path)  # nothing done: the store is made anew for this run
             _create_exclusive(path / "meta.json", lambda tmp: tmp.write_text(text))
             if _read_meta(path) != full:
@@ -226,7 +226,7 @@ class MaskStore:
         if other.meta != self.meta:
             raise StoreError(
                 f"{other.path} holds another run than {self.path}; differing entries: "
-                f"{_differences(other.meta, self.meta)}."
+                f"{_stored_vs_now(other.meta, self.meta)}."
             )
         copied = 0
         for key in self.units():
@@ -333,7 +333,7 @@ def merge_stores(sources: Sequence[str | os.PathLike], path: str | os.PathLike) 
         if store.meta != first.meta:
             raise StoreError(
                 f"{store.path} and {first.path} hold different runs; differing entries: "
-                f"{_differences(first.meta, store.meta)}. Only shards of one run merge."
+                f"{_stored_vs_now(first.meta, store.meta)}. Only shards of one run merge."
             )
     target = MaskStore.open(path, first.meta["run"], first.shapes, first.chunk_size)
     for name in sorted({n for store in stores for n in store.tensor_names()}):
@@ -372,16 +372,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise StoreError(f"{path / 'meta.json'} is not a mask store's description")
     return found
-
-
-def _any_done(path: Path) -> bool:
-    for flags in path.glob("*.done.npy"):
-        try:
-            if np.load(flags, mmap_mode="r").any():
-                return True
-        except (ValueError, OSError):
-            return True
-    return False
 
 
 def _clear(path: Path) -> None:
@@ -462,12 +452,5 @@ def _normalised(data: dict[str, Any]) -> dict[str, Any]:
         raise StoreError(f"the run description must be JSON-serialisable: {err}") from None
 
 
-def _differences(found: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(found) | set(wanted)):
-        a, b = found.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
-    return out
+def _stored_vs_now(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    return differences(found, wanted, "{key}: stored {found!r}, now {wanted!r}")

@@ -32,10 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from hooked_vlm.settings import ConfigError
-from hooked_vlm.storage import write_atomic
+from hooked_vlm.storage import any_done, differences, write_atomic
 
 # what a run writes at the top of its directory; a take-over removes their leftovers
 OUTPUTS = ("units", "store", "results", "session.json", "report.html", "summary.json")
@@ -111,32 +109,8 @@ def _read_identity(path: Path) -> dict[str, Any] | None:
 def finished(root: Path) -> bool:
     """Whether anything under ``root`` was finished: a unit's done-marker, a memory-mapped
     store's done flag, or a stage's results."""
-    if any(root.rglob("*.done.json")) or any(root.rglob("results/*.json")):
-        return True
-    for flags in root.rglob("*.done.npy"):
-        try:
-            if np.load(flags, mmap_mode="r").any():
-                return True
-        except (ValueError, OSError):
-            return True  # unreadable flags: never assume nothing was done
-    return False
-
-
-def differences(found: Mapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``key: X there, Y now`` for every differing (nested) entry.
-
-    Example:
-        >>> differences({"n": 16}, {"n": 32})
-        ['n: 16 there, 32 now']
-    """
-    out = []
-    for key in sorted(found.keys() | wanted.keys(), key=str):
-        a, b = found.get(key, "<unset>"), wanted.get(key, "<unset>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} there, {b!r} now")
-    return out
+    return (any(root.rglob("*.done.json")) or any(root.rglob("results/*.json"))
+            or any(any_done(flags.parent) for flags in root.rglob("*.done.npy")))
 
 
 def read_json(path: Path, default: Any = None) -> Any:
