@@ -12,9 +12,11 @@ mkdir -p "$work"
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 ng=(run narrow-gate --model tiny-native --data synthetic --n 16)
 ha=(run head-attribution --model tiny-llava --data synthetic --n 4 --masks 256 --alpha 0.5)
-# config.json and the store's meta.json are the identity (their schema changed: fingerprints);
-# the comparison prints their differences and holds everything else to the bytes
-ignore=(--allow-new --ignore config.json --ignore store/meta.json)
+# config.json and the store's meta.json are the identity (their schema changed: fingerprints),
+# timings*.json a log of this run (how many units it computed); the comparison prints their
+# differences and holds everything else to the bytes
+ignore=(--allow-new --ignore config.json --ignore store/meta.json --ignore 'timings*.json')
+only="${ONLY:-killed shards ray}"  # which variants to run
 status=0
 check() {
     python scripts/compare_results.py "$1" "$2" "${ignore[@]}" | grep -v "done.json: bytes" \
@@ -23,13 +25,23 @@ check() {
 }
 for study in ng ha; do
     declare -n cmd=$study
-    # SIGKILL after 15 s, then the same command resumes
+    # SIGKILL once the first units are done (Narrow Gate: 5 unit files; head attribution:
+    # its mask store has units), then the same command resumes
     out="$work/$study-killed"
+    if [[ " $only " == *" killed "* ]]; then
     rm -rf "$out"
-    timeout -s KILL 15 hooked-vlm "${cmd[@]}" --out "$out" > /dev/null 2>&1
-    echo "$study: killed with exit $? after 15 s; units done: $(find "$out" -name '*.done.json' | wc -l)"
+    hooked-vlm "${cmd[@]}" --out "$out" > /dev/null 2>&1 &
+    pid=$!
+    until [ "$(find "$out" -name '*.done.json' 2>/dev/null | wc -l)" -ge 5 ] || \
+          python -c "import numpy as n, sys; sys.exit(0 if n.load('$out/store/train.done.npy').sum() >= 3 else 1)" 2>/dev/null; do
+        sleep 0.2
+    done
+    kill -9 $pid; wait $pid
+    echo "$study: SIGKILLed (exit $?) with $(find "$out" -name '*.done.json' | wc -l) unit files done"
     hooked-vlm "${cmd[@]}" --out "$out" > /dev/null 2>&1 || status=1
     echo "== $study: SIGKILL + resume"; check "$base/$study-before" "$out"
+    fi
+    [[ " $only " == *" shards "* ]] || continue
     # two shards at once, then the merge
     out="$work/$study-shards"
     rm -rf "$out"
@@ -39,6 +51,7 @@ for study in ng ha; do
     wait $first || status=1
     hooked-vlm "${cmd[@]}" --out "$out" > /dev/null 2>&1 || status=1
     echo "== $study: 2 shards + merge"; check "$base/$study-before" "$out"
+    [[ " $only " == *" ray "* ]] || continue
     # Ray: two CPU workers on a private cluster
     out="$work/$study-ray"
     rm -rf "$out"
