@@ -11,8 +11,10 @@ Every file of BEFORE must exist in AFTER with the same content, read by kind:
 
 HTML and logs are not results and are skipped. Files only AFTER has, and JSON fields only
 AFTER has, are listed (a newer layout may add integrity data: checksums, fingerprints);
-``--allow-new`` accepts them, otherwise they fail the comparison. ``--ignore`` skips paths (relative, fnmatch patterns), e.g. a config whose
-schema changed; their JSON differences are still printed for the record. Exit status 0: same.
+``--allow-new`` accepts them, otherwise they fail the comparison. ``--ignore`` skips paths
+(relative, fnmatch patterns), e.g. a config whose schema changed, or ``timings*.json`` (a log
+of what each run computed); their JSON differences are still printed for the record. Exit
+status 0: same.
 
 Example:
     >>> python scripts/compare_results.py /work/baselines/ng-before results/ng-after
