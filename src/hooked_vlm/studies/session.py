@@ -85,8 +85,15 @@ class Session:
         return str(self.model.device) if self.has_weights() else self.config.device
 
     def info(self) -> dict[str, Any]:
-        """What the report's header says about the run (``session.json``)."""
-        return {}
+        """What the report's header says about the run (``session.json``): the model here, a
+        study's session adds its data."""
+        if self.model is None:
+            return {}
+        cfg = self.model.cfg
+        return {"model": self.config.model, "model_config": self.model.model_config.name,
+                "architecture": cfg.architecture, "native": cfg.native, "n_layers": cfg.n_layers,
+                "d_model": cfg.d_model, "device": self.device(),
+                "dtype": str(self.model.dtype).removeprefix("torch.")}
 
 
 def load_study_model(
@@ -133,6 +140,17 @@ def load_study_model(
         raise ConfigError(f"{name!r} ships no processor: the study needs one to turn images "
                           "and prompts into inputs")
     return model
+
+
+def load_data(source: str, what: str, **options: Any) -> Any:
+    """``load_study_data(source, **options)``; a source it cannot use is a :class:`ConfigError`
+    naming ``what`` it was for."""
+    from hooked_vlm.data import load_study_data
+
+    try:
+        return load_study_data(source, **options)
+    except (ValueError, OSError, RuntimeError) as err:
+        raise ConfigError(f"{what}: {err}") from None
 
 
 def check_device_present(device: str) -> None:

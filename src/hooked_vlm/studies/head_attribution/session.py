@@ -28,7 +28,7 @@ from hooked_vlm.attribution import Evaluator, Example, MaskStore, open_store
 from hooked_vlm.attribution.targets import answer_token
 from hooked_vlm.settings import ConfigError
 from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
-from hooked_vlm.studies.session import Session, load_study_model
+from hooked_vlm.studies.session import Session, load_data, load_study_model
 
 TOKEN_HEADS_SHARE = 0.1  # token level: top 10% of heads unless token_heads is given
 
@@ -39,18 +39,13 @@ class HeadAttributionSession(Session):
     def __init__(
         self, config: HeadAttributionConfig, out_dir: str | Path, weights: bool = True
     ) -> None:
-        from hooked_vlm.data import load_study_data
-
         super().__init__(config, out_dir)
         self.model = load_study_model(
             config.model, device=config.device, dtype=config.dtype,
             model_config=config.model_config, tasks=[config.task], weights=weights,
         )
-        try:
-            self.data = load_study_data(config.data, split=config.split, n=config.n,
-                                        seed=config.seed, task=config.task)
-        except (ValueError, OSError, RuntimeError) as err:
-            raise ConfigError(f"data: {err}") from None
+        self.data = load_data(config.data, "data", split=config.split, n=config.n,
+                              seed=config.seed, task=config.task)
         self.n_layers, self.n_heads = self.model.cfg.n_layers, self.model.cfg.n_heads
         self.n_heads_total = self.n_layers * self.n_heads
         config.attribution.splits(self.n_layers, self.n_heads)  # refuses a k the model lacks
@@ -144,18 +139,14 @@ class HeadAttributionSession(Session):
 
     def info(self) -> dict[str, Any]:
         """What the report's header says about the model, the data and the examples."""
-        model, config = self.model, self.config
+        cfg, config = self.model.cfg, self.config
         return {
-            "model": config.model, "model_config": model.model_config.name,
-            "architecture": model.cfg.architecture, "native": model.cfg.native,
-            "n_layers": self.n_layers, "n_heads": self.n_heads,
-            "n_kv_heads": model.cfg.n_kv_heads, "d_model": model.cfg.d_model,
+            **super().info(), "n_heads": self.n_heads, "n_kv_heads": cfg.n_kv_heads,
             "data": config.data, "split": config.split, "task": config.task,
             "prompt": self.model.model_config.prompts[config.task],
             "ks": self.ks, "token_heads": self.token_heads, "token_rows": self.token_rows,
             "examples": {"id": list(self.data["id"]), "label": self.labels,
                          "answer": self.answers, "answer_id": self.answer_ids},
-            "device": self.device(), "dtype": str(model.dtype).removeprefix("torch."),
         }
 
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from hooked_vlm.settings import ConfigError
 from hooked_vlm.studies.narrow_gate.config import NarrowGateConfig
-from hooked_vlm.studies.session import Session, chunked, load_study_model
+from hooked_vlm.studies.session import Session, chunked, load_data, load_study_model
 
 
 def unit_seed(*parts: object) -> int:
@@ -99,15 +99,8 @@ class NarrowGateSession(Session):
 
     def info(self) -> dict[str, Any]:
         """What the report's header says about the model and data."""
-        model, config = self.model, self.config
-        return {
-            "model": config.model, "model_config": model.model_config.name,
-            "architecture": model.cfg.architecture,
-            "native": model.cfg.native, "n_layers": model.cfg.n_layers,
-            "d_model": model.cfg.d_model, "gate": self.gate, "gate_note": self.gate_note,
-            "data": {task: config.data[task] for task in config.data}, "n": config.n,
-            "device": self.device(), "dtype": str(model.dtype).removeprefix("torch."),
-        }
+        return {**super().info(), "gate": self.gate, "gate_note": self.gate_note,
+                "data": dict(self.config.data), "n": self.config.n}
 
     # ------------------------------------------------------------------ data
     def has_task(self, task: str) -> bool:
@@ -115,18 +108,12 @@ class NarrowGateSession(Session):
 
     def data(self, task: str) -> Any:
         """The ``n`` examples of ``task`` (a ``datasets.Dataset`` in the canonical schema)."""
-        from hooked_vlm.data import load_study_data
-
         if task not in self._data:
             if not self.has_task(task):
                 raise ConfigError(f"no data configured for task {task!r}")
-            try:
-                self._data[task] = load_study_data(
-                    self.config.data[task], split=self.config.splits.get(task), n=self.config.n,
-                    seed=self.config.seed, task=task,
-                )
-            except (ValueError, OSError, RuntimeError) as err:  # a source it cannot use
-                raise ConfigError(f"data for {task}: {err}") from None
+            self._data[task] = load_data(self.config.data[task], f"data for {task}",
+                                         split=self.config.splits.get(task), n=self.config.n,
+                                         seed=self.config.seed, task=task)
         return self._data[task]
 
     def chunks(self, task: str) -> list[range]:
