@@ -22,8 +22,9 @@ import yaml
 from typer.testing import CliRunner
 
 from hooked_vlm.cli import app
-from hooked_vlm.studies.narrow_gate import ConfigError, NarrowGateConfig, run_narrow_gate
-from hooked_vlm.studies.narrow_gate.session import Session
+from hooked_vlm.settings import ConfigError
+from hooked_vlm.studies import run_study
+from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig, NarrowGateSession
 from hooked_vlm.studies.narrow_gate.stage_patching import patch_pairs
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
 from hooked_vlm.viz.report import figures_in_html
@@ -59,6 +60,10 @@ def config_for(assets, family: str, **changes) -> NarrowGateConfig:
     model_dir, yaml_path = models[family]
     return NarrowGateConfig(model=str(model_dir), model_config=str(yaml_path), data=str(data),
                             **{**FAST, **changes})
+
+
+def run_narrow_gate(config: NarrowGateConfig, out: Path):
+    return run_study(NARROW_GATE, config, out)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +172,7 @@ def test_patching_rates_and_self_patching_changes_nothing(run):
         assert all(0 <= s <= 1 + 1e-6 for s in v[sweep]["similarity"])
     pairs = units(out, "patching")
     assert all(np.all(u["target"] != u["source"]) for u in pairs)
-    session = Session(config)
+    session = NarrowGateSession(config, out)
     targets = [0, 1, 2]
     same = patch_pairs(session, [(t, t) for t in targets])
     for sweep in ("resid", "attn"):
@@ -234,16 +239,16 @@ def test_stages_without_their_data_are_skipped_or_refused(assets, tmp_path):
     config = config_for(assets, "chameleon").replace(data={"caption": str(assets[1])})
     summary = run_narrow_gate(config, tmp_path / "caption-only")
     assert list(summary.headline) == ["gap", "flow", "knockout"]
-    assert any("'overlap' needs data for classify" in note for note in summary.notes)
+    assert any("'overlap' skipped: needs data for classify" in note for note in summary.notes)
     assert set(results(tmp_path / "caption-only", "knockout")["metrics"]) == {"cider"}
-    with pytest.raises(ConfigError, match="'steering' needs data for classify"):
+    with pytest.raises(ConfigError, match="'steering' cannot run: needs data for classify"):
         run_narrow_gate(config.replace(stages=("steering",)), tmp_path / "caption-only")
 
 
 def test_config_change_on_an_existing_directory_is_refused(run):
     config, out, _ = run
-    with pytest.raises(ValueError, match="n: 10 there, 12 now"):
-        run_narrow_gate(config.replace(n=12), out)
+    with pytest.raises(ConfigError, match="n: 10 there, 8 now"):
+        run_narrow_gate(config.replace(n=8), out)
 
 
 def test_config_parsing(tmp_path):
@@ -253,7 +258,7 @@ def test_config_parsing(tmp_path):
     assert config.stages == ("gap", "knockout") and config.n == 5
     assert "stages" not in config.identity() and config.identity()["data"] == {
         "caption": "a", "classify": "b"}
-    with pytest.raises(ConfigError, match="unknown study config key"):
+    with pytest.raises(ConfigError, match="unknown NarrowGateConfig field 'nn'"):
         NarrowGateConfig.from_dict({"model": "m", "data": "d", "nn": 3})
     with pytest.raises(ConfigError, match="unknown stage 'gapp'"):
         NarrowGateConfig(model="m", data="d", stages=("gapp",))
@@ -269,16 +274,17 @@ def test_sigkill_midway_resumes_to_the_same_results(assets, run, tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys, torch
         torch.set_num_threads(1)  # as the reference run (same kernels, same bits)
-        from hooked_vlm.studies import units
-        from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
-        saves, original = [0], units.UnitStore.save
+        from hooked_vlm import storage
+        from hooked_vlm.studies import run_study
+        from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig
+        saves, original = [0], storage.UnitStore.save
         def save(self, key, arrays, seconds):
             saves[0] += 1
             if saves[0] == 9:  # the 9th unit is computed but never saved
                 os.kill(os.getpid(), signal.SIGKILL)
             original(self, key, arrays, seconds)
-        units.UnitStore.save = save
-        run_narrow_gate(NarrowGateConfig.from_yaml(sys.argv[1]), sys.argv[2])
+        storage.UnitStore.save = save
+        run_study(NARROW_GATE, NarrowGateConfig.from_yaml(sys.argv[1]), sys.argv[2])
     """)
     killed = subprocess.run([sys.executable, "-c", script, str(config_path), str(out)],
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)

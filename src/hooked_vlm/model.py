@@ -45,6 +45,8 @@ from hooked_vlm.validation import (
     ImageTokenMismatchError,
     check_image_inputs,
     check_input_names,
+    check_new_tokens,
+    check_pos_slice,
     forward_input_names,
 )
 
@@ -301,6 +303,7 @@ class HookedVLM:
             >>> cache["blocks.3.hook_resid_post"].shape
         """
         ids, kw = self._inputs(inputs, kwargs)
+        check_pos_slice(pos_slice, ids.shape[1])
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
         with self._running(kw):
@@ -417,6 +420,7 @@ class HookedVLM:
         """
         sampler = Sampler.build(do_sample, temperature, top_k, top_p, seed, self.device)
         check_generation_options(kwargs)
+        check_new_tokens(max_new_tokens)
         ids, kw = self._inputs(inputs, kwargs)
         mask = kw.pop("attention_mask", None)
         mask = torch.ones_like(ids) if mask is None else mask
@@ -474,6 +478,9 @@ class HookedVLM:
             images, Iterable
         )
         images = [images] if single else list(images)
+        if not images:
+            raise ValueError("prepare() got no images: give one image (PIL, array, tensor or "
+                             "path) or a list of them")
         if prompts is None:
             if task is None or self.model_config is None:
                 raise ValueError("give prompts, or a task with a model config that has templates")

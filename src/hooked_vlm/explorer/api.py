@@ -41,7 +41,7 @@ def write_page(data: ExplorerData, path: str | Path) -> Path:
     Example:
         >>> write_page(collect(model, inputs, images=picture), "page.html")
     """
-    from hooked_vlm.studies.results import write_atomic
+    from hooked_vlm.storage import write_atomic
     from hooked_vlm.viz.explorer import explorer_html
 
     path = Path(path)

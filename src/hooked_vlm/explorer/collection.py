@@ -29,7 +29,7 @@ from hooked_vlm.analysis.token_attention import key_groups, query_attention, tex
 from hooked_vlm.explorer.data import ExplorerData, ImagePanel
 from hooked_vlm.layout import LayoutError, TokenLayout, patch_grids
 from hooked_vlm.model import HookedVLM
-from hooked_vlm.studies.common import picture_fit, thumbnail
+from hooked_vlm.pictures import picture_fit, thumbnail
 
 PICTURE_SIDE = 384  # pictures are embedded at most this many pixels a side
 _DISPLAY_GROUPS = (("bos", "bos"), ("boi", "boi"), ("eoi", "eoi"), ("eol", "row"),

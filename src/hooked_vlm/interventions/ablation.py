@@ -13,7 +13,8 @@ applies to example ``b`` of the forward, so B masks over one input run as a batc
     the head's keys and values at the ``keys`` positions (image by default) are replaced by a
     baseline (:func:`kv_baseline`), as seen by the ``queries`` rows only (text by default):
     image positions themselves still see the real image. Exact per query head, also with
-    grouped-query attention. Masks must be 0/1.
+    grouped-query attention. An edge already masked (a ``"mask"`` knockout, padding) stays
+    masked: it composes with other interventions. Masks must be 0/1.
 ``"knockout"``
     the head's ``queries`` → ``keys`` edges get −inf before the softmax (per batch row and
     head, through ``hook_attn_mask``): each row renormalises over the keys it keeps, and the

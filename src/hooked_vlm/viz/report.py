@@ -69,7 +69,7 @@ def report_html(
     details: Mapping[str, Any] | None = None,
     header_tables: Sequence[Table] = (),
 ) -> str:
-    """The report as one HTML page (write it with e.g. ``studies.results.write_atomic``).
+    """The report as one HTML page (write it with e.g. ``hooked_vlm.storage.write_atomic``).
 
     ``header``: key facts shown at the top (model, data, n, ...); ``details``: anything longer
     (the full config) shown folded; ``header_tables``: e.g. the timings.
