@@ -80,8 +80,11 @@ class Session:
             self.model.hf_model.parameters()).device.type != "meta"
 
     def device(self) -> str:
-        """Where the model runs: its device, or the configured one (loaded without weights)."""
-        return str(self.model.device) if self.has_weights() else self.config.device
+        """Where the model runs: its device, or the configured one (loaded without weights;
+        "cpu" for a config of one's own that names none)."""
+        if self.has_weights():
+            return str(self.model.device)  # type: ignore[union-attr]
+        return str(getattr(self.config, "device", "cpu"))
 
     def info(self) -> dict[str, Any]:
         """What the report's header says about the run (``session.json``): the model here, a
@@ -89,7 +92,10 @@ class Session:
         if self.model is None:
             return {}
         cfg = self.model.cfg
-        return {"model": self.config.model, "model_config": self.model.model_config.name,
+        # a config of one's own need not name its model (it may build it in code)
+        name = getattr(self.config, "model", None) or getattr(
+            self.model.hf_model.config, "name_or_path", None)
+        return {"model": name, "model_config": getattr(self.model.model_config, "name", None),
                 "architecture": cfg.architecture, "native": cfg.native, "n_layers": cfg.n_layers,
                 "d_model": cfg.d_model, "device": self.device(),
                 "dtype": str(self.model.dtype).removeprefix("torch.")}
