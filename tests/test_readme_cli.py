@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -63,12 +64,17 @@ def test_demo_runs_on_the_trained_models_writes_its_page_and_resumes(tmp_path):
     knockout = json.loads((out / "narrow-gate/tiny-llava/results/knockout.json").read_text())
     clean = next(r for r in knockout["values"]["table"] if r["condition"] == "none")
     assert ng["knockout"]["vqa_accuracy"]["clean"] == clean["vqa_accuracy"]
+    masked = {r["condition"]: r["vqa_accuracy"] for r in knockout["values"]["table"]}
+    relative = ng["relative"]["mask"]["vqa_accuracy"]
+    for cut in ("gate", "image", "all"):  # the Fig. 1 (right) points: cut over clean
+        assert relative[cut] == pytest.approx(masked[f"mask/{cut}"] / clean["vqa_accuracy"])
     fit = json.loads((out / "head-attribution/tiny-llava/results/fit.json").read_text())
     ha = row["head_attribution"]
     assert ha["fit"]["pearson"] == fit["values"]["quality"]["pooled_pearson"]
     assert ha["top_heads"] == fit["values"]["top_heads"][:3]
     page = (out / "report.html").read_text()
-    assert len(figures_in_html(page)) == 3
+    # gate share, knockout bars, gate vs image cut per mode (zero, mask), top-k share
+    assert len(figures_in_html(page)) == 5
     for study in ("narrow-gate", "head-attribution"):
         assert f"{study}/tiny-llava/report.html" in page
         assert (out / study / "tiny-llava" / "report.html").exists()

@@ -3,6 +3,7 @@
 Example:
     >>> gate_share_figure({"tiny-native": ([0, 1], [0.4, 0.6])}, {"tiny-native": "EOI"})
     >>> topk_share_figure({"tiny-llava": ([1, 2, 4], [0.1, 0.3, 0.8], [0.0, 0.0, 0.1])})
+    >>> gate_vs_image_figure({"tiny-gate": (0.2, 0.9)}, "VQA accuracy", "mask")
 """
 
 from __future__ import annotations
@@ -75,4 +76,33 @@ def topk_share_figure(
     fig.update_layout(title="Ablating the top-k attributed heads vs k random heads",
                       xaxis_title="k (heads ablated)", xaxis_type="log",
                       yaxis_title="share of the all-heads effect", **_LAYOUT)
+    return fig
+
+
+def gate_vs_image_figure(
+    points: Mapping[str, tuple[float | None, float | None]], metric: str, mode: str
+) -> go.Figure:
+    """The Narrow Gate paper's Fig. 1 (right): per model, the performance left with text->gate
+    edges cut (x) and with text->image-token edges cut (y), each over the clean performance.
+
+    A model with a narrow gate sits low on x and high on y (cutting the gate costs what
+    cutting the image costs, cutting the rest of the image costs little); a model that reads
+    the image tokens sits near x = 1, y low. ``points[model] = (gate, image)``.
+
+    Example:
+        >>> gate_vs_image_figure({"tiny-gate": (0.2, 0.9), "tiny-llava": (1.0, 0.3)},
+        ...                      "VQA accuracy", "mask")
+    """
+    fig = go.Figure()
+    for i, (model, (gate, image)) in enumerate(points.items()):
+        if gate is None or image is None:
+            continue
+        fig.add_trace(go.Scatter(x=[gate], y=[image], mode="markers+text", text=[model],
+                                 textposition="top center", name=model,
+                                 marker={"size": 12, "color": COLORS[i % len(COLORS)]}))
+    fig.add_shape(type="line", x0=0, y0=0, x1=1.1, y1=1.1, line={"color": "#bbb", "dash": "dot"})
+    fig.update_layout(
+        title=f"{metric} left after the cut, relative to clean (mode {mode!r}, every layer)",
+        xaxis_title="text→gate cut", yaxis_title="text→image tokens cut (gate kept)",
+        xaxis_range=[-0.05, 1.2], yaxis_range=[-0.05, 1.2], showlegend=False, **_LAYOUT)
     return fig

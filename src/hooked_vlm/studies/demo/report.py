@@ -7,8 +7,13 @@ from typing import Any
 
 from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.demo.config import DemoConfig
-from hooked_vlm.studies.demo.contrast import KNOCKOUT_METRICS, KNOCKOUT_MODE
-from hooked_vlm.viz.demo import gate_share_figure, knockout_contrast_figure, topk_share_figure
+from hooked_vlm.studies.demo.contrast import KNOCKOUT_METRICS, KNOCKOUT_MODE, KNOCKOUT_MODES
+from hooked_vlm.viz.demo import (
+    gate_share_figure,
+    gate_vs_image_figure,
+    knockout_contrast_figure,
+    topk_share_figure,
+)
 from hooked_vlm.viz.report import FigureItem, Section, Table, report_html
 
 INTRO = (
@@ -17,8 +22,10 @@ INTRO = (
     "text→image attention lands on it, knocking out text→[EOI] hurts about as much as knocking "
     "out the whole image, and patching [EOI]'s residual from another image changes the answer. "
     "LLM-backed models (LLaVA) have no such gate: information flows from many image tokens. "
-    "This page runs both studies on two small models trained here on synthetic shapes "
-    "(tiny-native: Chameleon; tiny-llava: LLaVA) and shows what they find, as found."
+    "This page runs both studies on small models trained here on synthetic shapes "
+    "(tiny-native: a Chameleon trained as natively as we can here; tiny-gate: the same "
+    "architecture trained so that the image can reach text only through EOI, the positive "
+    "control the study must detect; tiny-llava: a LLaVA) and shows what they find, as found."
 )
 
 
@@ -35,12 +42,48 @@ def contrast_table(rows: list[dict[str, Any]]) -> Table:
         lines.append([f"{title}: clean / gate KO / image KO", *(
             " / ".join(f"{r['knockout'][metric][c]:.3f}" for c in ("clean", "gate", "image"))
             if metric in r["knockout"] else "–" for r in ng)])
-    lines.append(["gate patching from another class: max flip rate (layer)",
-                  *(f"{r['patching']['flip_rate']:.3f} ({r['patching']['layer']})" for r in ng)])
+    for mode in KNOCKOUT_MODES:
+        lines.append([f"VQA accuracy left, relative to clean, mode {mode!r}: gate / image / all "
+                      "cut", *(_relative(r, mode, "vqa_accuracy") for r in ng)])
+    lines += [
+        ["gate patching from another class: max flip rate (layer)",
+         *(f"{r['patching']['flip_rate']:.3f} ({r['patching']['layer']})" for r in ng)],
+        ["steering at the gate: max share of answers moved to the target class",
+         *(_number(r.get("steering") and r["steering"]["flip_toward_target"]) for r in ng)],
+        ["χ of the gate's residual with the class, last layer (chance)", *(
+            f"{_number(r['overlap']['gate_last'])} ({r['overlap']['chance']:.2f})"
+            if r.get("overlap") else "–" for r in ng)],
+        ["modality gap: max median cosine of text and image tokens (layer)", *(
+            f"{r['gap']['cosine_max']:.3f} ({r['gap']['layer']})" if r.get("gap") else "–"
+            for r in ng)],
+    ]
     return Table(["", *(r["model"] for r in ng)], lines,
                  f"Knockout (KO): text queries may not read the gate / the image tokens (gate "
                  f"kept) in any layer, mode {KNOCKOUT_MODE!r}. Examples per task: "
                  f"{', '.join(str(r['n']) for r in ng)}.")
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _relative(row: dict[str, Any], mode: str, metric: str) -> str:
+    cuts = row.get("relative", {}).get(mode, {}).get(metric)
+    return " / ".join(_number(cuts.get(c)) for c in ("gate", "image", "all")) if cuts else "–"
+
+
+def gate_vs_image(ng: dict[str, dict[str, Any]], mode: str) -> FigureItem:
+    """The paper's Fig. 1 (right) for ``mode``: VQA left with the gate cut vs the image cut."""
+    points = {}
+    for model, row in ng.items():
+        cuts = row.get("relative", {}).get(mode, {}).get("vqa_accuracy") or {}
+        points[model] = (cuts.get("gate"), cuts.get("image"))
+    return FigureItem(
+        gate_vs_image_figure(points, "VQA accuracy", mode),
+        "The Narrow Gate paper's Fig. 1 (right) on these models: a model whose text reads the "
+        "image through the gate sits top-left (little left with the gate cut, x; most left "
+        "with the other image tokens cut, y); one that reads the image tokens sits "
+        "bottom-right.")
 
 
 def attribution_table(rows: list[dict[str, Any]]) -> Table:
@@ -84,7 +127,8 @@ def write_demo_report(out_dir: Path, config: DemoConfig, rows: list[dict[str, An
          FigureItem(knockout_contrast_figure({m: r["knockout"] for m, r in ng.items()},
                                              KNOCKOUT_METRICS),
                     "If text reads the image through the gate, the middle bar drops as far as "
-                    "the right one; if it reads the image tokens, only the right one drops.")],
+                    "the right one; if it reads the image tokens, only the right one drops."),
+         *(gate_vs_image(ng, mode) for mode in KNOCKOUT_MODES)],
         [contrast_table(rows)],
     )
     ha = {r["narrow_gate"]["model"]: r["head_attribution"] for r in rows}
