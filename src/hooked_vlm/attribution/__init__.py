@@ -12,6 +12,10 @@
    :mod:`.consistency`): faithfulness / completeness curves against leave-one-out and
    attention-weight rankings, top-k vs random-k, token-level scores, class consistency.
 
+Beside the regression, :mod:`.atp`: attribution patching (AtP, with Kramár et al.'s AtP*
+correction), every head's effect under the same ablation from one forward and one backward
+per example, per head and per token.
+
 Example:
     >>> from hooked_vlm.attribution import *
     >>> config = AttributionConfig(n_masks=2000, n_heldout=200, alpha=0.5)
@@ -22,6 +26,7 @@ Example:
     >>> quality.summary(), attribution.pooled_coef.shape        # [n_layers, n_heads]
 """
 
+from hooked_vlm.attribution.atp import AtP, AtPExample, atp_example, attribution_patching
 from hooked_vlm.attribution.baselines import (
     image_attention,
     leave_one_out,
@@ -66,6 +71,8 @@ from hooked_vlm.engines import parse_shard, shard
 
 __all__ = [
     "TARGETS",
+    "AtP",
+    "AtPExample",
     "Attribution",
     "AttributionConfig",
     "AttributionJob",
@@ -87,6 +94,8 @@ __all__ = [
     "Target",
     "Unit",
     "blank_image",
+    "atp_example",
+    "attribution_patching",
     "class_consistency",
     "fit_attribution",
     "fit_quality",
