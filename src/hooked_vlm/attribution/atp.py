@@ -182,10 +182,11 @@ def attribution_patching(
     indices = range(evaluator.n_examples) if examples is None else list(examples)
     out = []
     for i in indices:
+        ablation = evaluator.ablation(i)  # checks the index
         ex = evaluator.examples[i]
         out.append(atp_example(
             evaluator.model, ex.inputs, lambda logits, ex=ex: evaluator.target(logits, ex),
-            evaluator.config.mode, recompute=recompute, **evaluator.ablation(i),
+            evaluator.config.mode, recompute=recompute, **ablation,
         ))
     return AtP(evaluator.config.mode, out)
 
