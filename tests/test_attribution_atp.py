@@ -153,6 +153,21 @@ def test_token_level_estimates_match_single_position_ablations(planted, mode):
     assert np.corrcoef(keys.scores, measured)[0, 1] > 0.99
 
 
+def test_the_suffix_run_on_the_prefix_equals_the_full_run(planted):
+    """Queries from position 0 on leave no prefix to reuse: that run is a full forward with
+    autograd; per query the estimates must equal the suffix run's (a head output's gradient
+    does not depend on which queries are ablated)."""
+    model, examples = planted
+    inputs, answer = examples[0].inputs, examples[0].answer
+    suffix = atp_example(model, inputs, lambda lg: lg[:, answer], "zero")
+    full = atp_example(model, inputs, lambda lg: lg[:, answer], "zero", queries="all")
+    assert full.query_positions[0] == 0
+    where = np.searchsorted(full.query_positions, suffix.query_positions)
+    np.testing.assert_array_equal(full.query_positions[where], suffix.query_positions)
+    np.testing.assert_allclose(full.queries["linear"][..., where], suffix.queries["linear"],
+                               rtol=1e-4, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def float64_llava():
     evaluator = tiny_evaluator(n_examples=1)
@@ -214,14 +229,18 @@ def test_linear_estimates_are_the_derivative_of_the_real_ablation(float64_llava)
 ])
 def test_one_clean_forward_one_baseline_forward_one_backward_per_example(monkeypatch, mode,
                                                                           baseline, forwards):
+    """Per example: the clean forward (kept as the prefix), the baseline's forward (the
+    dataset-mean baseline reads every example once), and autograd over the text suffix only:
+    one forward of the positions after the prefix and one backward."""
     evaluator = tiny_evaluator(n_examples=2, config=replace(TINY_CONFIG, mode=mode,
                                                             baseline=baseline))
-    counts = {"forward": 0, "backward": 0}
+    seq_len = evaluator.model.layout(**evaluator.examples[0].inputs).seq_len  # no forward
+    counts = {"full": 0, "suffix": 0, "backward": 0}
     bridge_call, grad = HookedVLM._bridge_call, torch.autograd.grad
 
-    def counting_call(self, *args, **kwargs):
-        counts["forward"] += 1
-        return bridge_call(self, *args, **kwargs)
+    def counting_call(self, ids, *args, **kwargs):
+        counts["full" if ids.shape[1] == seq_len else "suffix"] += 1
+        return bridge_call(self, ids, *args, **kwargs)
 
     def counting_grad(*args, **kwargs):
         counts["backward"] += 1
@@ -231,7 +250,7 @@ def test_one_clean_forward_one_baseline_forward_one_backward_per_example(monkeyp
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
     monkeypatch.setattr(torch.Tensor, "backward", lambda *a, **k: pytest.fail("backward()"))
     atp = attribution_patching(evaluator)
-    assert counts == {"forward": 2 * forwards, "backward": 2}
+    assert counts == {"full": 2 * forwards, "suffix": 2, "backward": 2}
     assert atp.scores().shape == (2, L, H) and np.isfinite(atp.scores()).all()
     assert (atp.n_recomputed == (L * H if mode in KEY_MODES else 0)).all()
 

@@ -3,9 +3,9 @@
 The regression (:mod:`.fit`) measures the target under thousands of random head masks per
 example. Attribution patching (Nanda 2023; Kramár et al. 2024, "AtP*") estimates, for every
 head at once, the effect of ablating that head alone (every other head kept, what leave-one-out
-measures) from one clean forward that records each layer's attention rows, one baseline
-forward (the baseline keys/values, shared with the regression; none for ``"knockout"``) and
-one backward of the target to every layer's ``hook_z``. The ablation is the regression's own
+measures) from one clean forward, one baseline forward (the baseline keys/values, shared with
+the regression; none for ``"knockout"``) and one backward of the target to every layer's
+``hook_z``. The ablation is the regression's own
 (``mode``, ``queries``, ``keys`` of :class:`~hooked_vlm.attribution.AttributionConfig`); with
 ``S`` a head's scores (``hook_attn_scores``), ``A`` its pattern, ``v`` its values and
 ``g_q = ∂y/∂z_q`` from the backward (so ``∂y/∂S_qk = A_qk (g_q·v_k − g_q·z_q)``):
@@ -40,10 +40,12 @@ Token level: the same estimates per text query position (the head ablated for th
 and per key (that image token alone replaced or cut, for every text query), per head; sum them
 over the heads you choose (:meth:`AtPExample.query_scores`, :meth:`AtPExample.key_scores`).
 
-The backward covers only positions the ablation can change: keys and values before the first
-ablated query are detached in the forward (exact: nothing there depends on an ablated edge),
-so it costs about the text suffix's share of a forward. Attention must be recomputed by the
-bridge (key modes), and a hook that edits the pattern after the softmax is refused: AtP*
+Cost: nothing before the first ablated query depends on an ablated edge, so the clean forward
+is kept as a reused prefix (:class:`~hooked_vlm.interventions.PrefixCache`, fused attention, no
+autograd), and autograd runs over the text suffix only: one suffix forward recording the
+attention rows, one backward. On a medium LLaVA (576 image + 21 text tokens) that is about 1.2
+forwards, plus the baseline's forward (``benchmarks/atp.py``). Attention must be recomputed by
+the bridge (key modes), and a hook that edits the pattern after the softmax is refused: AtP*
 recomputes patterns from scores (edits of the mask or the scores are seen and kept).
 
 Example:
@@ -69,6 +71,7 @@ from hooked_vlm.attribution.evaluate import Evaluator
 from hooked_vlm.attribution.token_level import KEY_MODES, PositionScores
 from hooked_vlm.interventions._common import InterventionError, check_mode, editable_attention
 from hooked_vlm.interventions.ablation import ABLATION_MODES, KVBaseline
+from hooked_vlm.interventions.prefix import PrefixCache
 from hooked_vlm.interventions.selectors import Selector, resolve
 
 if TYPE_CHECKING:
@@ -203,7 +206,8 @@ def atp_example(
     mean: Float[Tensor, "n_layers n_heads d_head"] | None = None,
     recompute: int | None = None,
 ) -> AtPExample:
-    """AtP of every head on one example (``inputs`` of batch 1): one forward, one backward.
+    """AtP of every head on one example (``inputs`` of batch 1): the clean forward (kept as a
+    prefix), a forward of the text suffix with autograd, one backward.
 
     ``target`` maps the last position's logits ``[1, vocab]`` to ``[1]``; ``mode``,
     ``queries``, ``keys``, ``baseline`` and ``mean`` are those of
@@ -243,11 +247,22 @@ def atp_example(
             f"mode 'mean' needs mean=[n_layers, n_heads, d_head] = "
             f"{(cfg.n_layers, cfg.n_heads, cfg.d_head)} (see mean_head_outputs)."
         )
-    recorder = _Recorder(rows.to(model.device), start, mode)
-    last = layout.select("last")[0]
+    recorder = _Recorder(rows.to(model.device), layout.seq_len, mode)
+    if not len(rows):
+        raise InterventionError(
+            f"no {queries!r} query reaches a {keys!r} key: the ablation changes nothing, so "
+            "there is nothing to attribute."
+        )
+    last = int(layout.select("last")[0][0])
+    if start > 0:  # the clean forward, kept as a prefix; autograd runs over the suffix only
+        with model.hooks(recorder.prefix_hooks(cfg.n_layers)):
+            prefix = PrefixCache.build(model, inputs, start)
+        run = lambda: prefix.run(recorder.hooks(cfg.n_layers), grad=True)  # noqa: E731
+    else:
+        run = lambda: model.run_with_hooks(inputs, fwd_hooks=recorder.hooks(cfg.n_layers))  # noqa: E731
     with torch.enable_grad():
-        logits = model.run_with_hooks(inputs, fwd_hooks=recorder.hooks(cfg.n_layers))
-        y = target(logits[torch.arange(1), last.to(logits.device)])
+        logits = run()
+        y = target(logits[:, last - (layout.seq_len - logits.shape[1])])
         if tuple(y.shape) != (1,):
             raise InterventionError(
                 f"the target must map logits [1, vocab] to [1]; got shape {tuple(y.shape)}."
@@ -287,49 +302,63 @@ def atp_example(
 # ---------------------------------------------------------------------- the forward's record
 class _Recorder:
     """Forward hooks keeping, per layer, what the estimates need at the query ``rows`` (scores,
-    pattern, rotated queries, values), and adding a zero leaf ``delta`` to ``hook_z`` there:
-    the backward's ``∂y/∂delta`` is ``∂y/∂z`` at those rows. Keys and values before ``start``
-    are detached (nothing there depends on an ablated edge), which keeps the backward to the
-    suffix."""
+    pattern, rotated queries, every position's values), and adding a zero leaf ``delta`` to
+    ``hook_z`` there: the backward's ``∂y/∂delta`` is ``∂y/∂z`` at those rows. A forward may
+    cover the whole sequence or its last positions only (a suffix on a reused prefix, whose
+    values :meth:`prefix_hooks` keep while the prefix is built)."""
 
-    def __init__(self, rows: Tensor, start: int, mode: str) -> None:
-        self.rows, self.start, self.mode = rows, start, mode
+    def __init__(self, rows: Tensor, seq_len: int, mode: str) -> None:
+        self.rows, self.seq_len, self.mode = rows, seq_len, mode
         self.layers: dict[int, dict[str, Tensor]] = {}
         self.deltas: list[Tensor] = []
+
+    def prefix_hooks(self, n_layers: int) -> list[tuple[str, Callable[..., Any]]]:
+        return [(f"blocks.{layer}.attn.hook_v", self._values(layer, "prefix_v"))
+                for layer in range(n_layers)]
 
     def hooks(self, n_layers: int) -> list[tuple[str, Callable[..., Any]]]:
         out: list[tuple[str, Callable[..., Any]]] = []
         for layer in range(n_layers):
-            self.layers[layer] = record = {}
             prefix = f"blocks.{layer}.attn."
-            out += [(prefix + "hook_k", self._cut), (prefix + "hook_v", self._keep("v", record)),
-                    (prefix + "hook_z", self._delta(record))]
+            out += [(prefix + "hook_v", self._values(layer, "v")),
+                    (prefix + "hook_z", self._delta(layer))]
             if self.mode in KEY_MODES:
-                out += [(prefix + "hook_attn_scores", self._keep("scores", record, rows=2)),
-                        (prefix + "hook_pattern", self._keep("pattern", record, rows=2))]
+                out += [(prefix + "hook_attn_scores", self._rows(layer, "scores", 2)),
+                        (prefix + "hook_pattern", self._rows(layer, "pattern", 2))]
             if self.mode == "baseline_kv":
-                out.append((prefix + "hook_rot_q", self._keep("q", record, rows=1)))
+                out.append((prefix + "hook_rot_q", self._rows(layer, "q", 1)))
         return out
 
-    def _cut(self, t: Tensor, hook: object) -> Tensor:
-        if self.start == 0 or not t.requires_grad:
-            return t
-        return torch.cat([t[:, : self.start].detach(), t[:, self.start :]], 1)
+    def _record(self, layer: int) -> dict[str, Tensor]:
+        return self.layers.setdefault(layer, {})
 
-    def _keep(self, name: str, record: dict[str, Tensor], rows: int | None = None
-              ) -> Callable[[Tensor, object], Tensor]:
-        def hook(t: Tensor, hook: object) -> Tensor:
-            record[name] = (t if rows is None else t.index_select(rows, self.rows)).detach()[0]
-            return self._cut(t, hook) if name == "v" else t
+    def _local(self, t: Tensor, dim: int) -> Tensor:
+        """The rows as indices of ``t``, which holds the last ``t.shape[dim]`` positions."""
+        return self.rows - (self.seq_len - t.shape[dim])
+
+    def _values(self, layer: int, name: str) -> Callable[[Tensor, object], None]:
+        def hook(v: Tensor, hook: object) -> None:
+            record = self._record(layer)
+            v = v.detach()[0]
+            if name == "v" and v.shape[0] < self.seq_len:  # a suffix: the prefix's first
+                v = torch.cat([record["prefix_v"][: self.seq_len - v.shape[0]], v])
+            record[name] = v
 
         return hook
 
-    def _delta(self, record: dict[str, Tensor]) -> Callable[[Tensor, object], Tensor]:
+    def _rows(self, layer: int, name: str, dim: int) -> Callable[[Tensor, object], None]:
+        def hook(t: Tensor, hook: object) -> None:
+            self._record(layer)[name] = t.index_select(dim, self._local(t, dim)).detach()[0]
+
+        return hook
+
+    def _delta(self, layer: int) -> Callable[[Tensor, object], Tensor]:
         def hook(z: Tensor, hook: object) -> Tensor:
-            record["z"] = z.index_select(1, self.rows).detach()[0]
-            delta = torch.zeros_like(z[:, self.rows], requires_grad=True)
+            rows = self._local(z, 1)
+            self._record(layer)["z"] = z.index_select(1, rows).detach()[0]
+            delta = torch.zeros_like(z[:, rows], requires_grad=True)
             self.deltas.append(delta)
-            return z.index_add(1, self.rows, delta)
+            return z.index_add(1, rows, delta)
 
         return hook
 
