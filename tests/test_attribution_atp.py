@@ -4,7 +4,10 @@ level, the cost in forwards and backwards, errors."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -289,3 +292,15 @@ def test_clear_errors(planted):
         atp_example(model, inputs, lambda lg: lg[0, :2], "knockout")
     with pytest.raises(InterventionError, match="needs baseline"):
         atp_example(model, inputs, lambda lg: lg[:, 0], "baseline_kv")
+    with torch.inference_mode(), pytest.raises(InterventionError, match="inference_mode"):
+        atp_example(model, inputs, lambda lg: lg[:, 0], "knockout")
+
+
+def test_readme_atp_example_runs(planted, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Attribution patching (AtP)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {"evaluator": _evaluator(planted, "baseline_kv"),  # what the section before builds
+             "attribution": SimpleNamespace(pooled_coef=np.arange(L * H).reshape(L, H))}
+    exec(compile(code, "README-atp", "exec"), scope)
+    assert scope["atp"].pooled().shape == (L, H) and "[8 8 8]" in capsys.readouterr().out

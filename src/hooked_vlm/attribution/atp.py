@@ -218,6 +218,10 @@ def atp_example(
         >>> est.heads["corrected"]                     # [L, H] estimated drops
     """
     check_mode(mode, ABLATION_MODES, "attribution patching")
+    if torch.is_inference_mode_enabled():
+        raise InterventionError(
+            "attribution patching takes a backward: call it outside torch.inference_mode()."
+        )
     cfg = model.cfg
     layout = model.layout(**inputs)
     if layout.batch_size != 1:
