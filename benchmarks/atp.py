@@ -22,7 +22,6 @@ interleaved rounds (a shared machine's load hits each alike), medians over round
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hooked_vlm import HookedVLM  # noqa: E402
 from hooked_vlm.attribution import (  # noqa: E402
     AttributionConfig,
     Evaluator,
@@ -42,25 +40,13 @@ from hooked_vlm.attribution import (  # noqa: E402
 )
 from hooked_vlm.attribution.token_level import KEY_MODES  # noqa: E402
 from hooked_vlm.interventions import kv_baseline  # noqa: E402
-from medium import medium_llava  # noqa: E402
+from medium import attribution_arguments, hooked_medium_llava  # noqa: E402
 from timing import time_and_cpu, time_once  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--text", type=int, default=22)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--masks-per-example", type=int, default=2000)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--mode", default="baseline_kv", choices=KEY_MODES)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    hf, inputs = medium_llava(text_tokens=args.text, n_layers=args.layers)
-    model = HookedVLM.from_hf(hf.to(args.device))
-    inputs = {k: v.to(args.device) for k, v in inputs.items()}
+    args = attribution_arguments(masks_per_example=2000, modes=KEY_MODES)
+    model, inputs = hooked_medium_llava(args)
     example, answer = Example(inputs, answer=5), 5
     layout = model.layout(**inputs)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
