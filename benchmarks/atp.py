@@ -41,7 +41,7 @@ from hooked_vlm.attribution import (  # noqa: E402
 from hooked_vlm.attribution.token_level import KEY_MODES  # noqa: E402
 from hooked_vlm.interventions import kv_baseline  # noqa: E402
 from medium import attribution_arguments, hooked_medium_llava  # noqa: E402
-from timing import time_and_cpu, time_once  # noqa: E402
+from timing import interleaved_rounds, time_once  # noqa: E402
 
 
 def main() -> None:
@@ -72,16 +72,12 @@ def main() -> None:
         f"regression: {args.batch} masks on the prefix": (lambda: evaluator.evaluate(0, masks),
                                                           args.batch),
     }
-    wall: dict[str, list[float]] = {name: [] for name in methods}
-    cpu: dict[str, list[float]] = {name: [] for name in methods}
-    builds = []
-    for _ in range(args.rounds):
-        for name, (fn, n) in methods.items():
-            w, c = time_and_cpu(fn, args.device)
-            wall[name].append(w / n)
-            cpu[name].append(c / n)
+
+    def rebuild() -> float:
         evaluator._state = None  # the regression's one-off per example: its clean prefix
-        builds.append(time_once(lambda: evaluator.layout(0), args.device))
+        return time_once(lambda: evaluator.layout(0), args.device)
+
+    wall, cpu, builds = interleaved_rounds(methods, args.rounds, args.device, rebuild)
     med = {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in wall}
     unit_wall, unit_cpu = med["forward (no hooks)"]
     print(f"{'per example / per mask':<44}{'wall ms':>10}{'fwd-eq':>8}{'CPU ms':>10}{'fwd-eq':>8}")

@@ -38,7 +38,7 @@ from hooked_vlm.attribution import AttributionConfig, Evaluator, Example, Random
 from hooked_vlm.interventions import evaluate_head_masks  # noqa: E402
 from hooked_vlm.interventions.ablation import ABLATION_MODES  # noqa: E402
 from medium import attribution_arguments, hooked_medium_llava  # noqa: E402
-from timing import time_and_cpu, time_once  # noqa: E402
+from timing import interleaved_rounds, time_once  # noqa: E402
 
 
 def main() -> None:
@@ -75,16 +75,12 @@ def main() -> None:
         f"batched + prefix reuse ({args.batch})": (lambda: fast.evaluate(0, masks), args.batch),
         "evaluate_head_masks, 16 masks, 8/forward": (interventions_setting, 16),
     }
-    wall: dict[str, list[float]] = {name: [] for name in methods}
-    cpu: dict[str, list[float]] = {name: [] for name in methods}
-    builds = []
-    for _ in range(args.rounds):
-        for name, (fn, n) in methods.items():
-            w, c = time_and_cpu(fn, args.device)
-            wall[name].append(w / n)
-            cpu[name].append(c / n)
+
+    def rebuild() -> float:
         fast._state = None  # the one-off per example: clean prefix (and state) again
-        builds.append(time_once(lambda: fast.layout(0), args.device))
+        return time_once(lambda: fast.layout(0), args.device)
+
+    wall, cpu, builds = interleaved_rounds(methods, args.rounds, args.device, rebuild)
     n, build = args.masks_per_example, statistics.median(builds)
     fast_name = f"batched + prefix reuse ({args.batch})"
     amortised = f"  same, prefix build amortised / {n} masks"
