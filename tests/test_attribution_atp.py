@@ -292,6 +292,8 @@ def test_clear_errors(planted):
         atp_example(model, inputs, lambda lg: lg[0, :2], "knockout")
     with pytest.raises(InterventionError, match="needs baseline"):
         atp_example(model, inputs, lambda lg: lg[:, 0], "baseline_kv")
+    with pytest.raises(InterventionError, match="nothing to attribute"):
+        atp_example(model, inputs, lambda lg: lg[:, 0], "knockout", queries=[1])  # before it
     with torch.inference_mode(), pytest.raises(InterventionError, match="inference_mode"):
         atp_example(model, inputs, lambda lg: lg[:, 0], "knockout")
 

@@ -251,31 +251,13 @@ def atp_example(
             f"mode 'mean' needs mean=[n_layers, n_heads, d_head] = "
             f"{(cfg.n_layers, cfg.n_heads, cfg.d_head)} (see mean_head_outputs)."
         )
-    recorder = _Recorder(rows.to(model.device), layout.seq_len, mode)
     if not len(rows):
         raise InterventionError(
             f"no {queries!r} query reaches a {keys!r} key: the ablation changes nothing, so "
             "there is nothing to attribute."
         )
-    last = int(layout.select("last")[0][0])
-    if start > 0:  # the clean forward, kept as a prefix; autograd runs over the suffix only
-        with model.hooks(recorder.prefix_hooks(cfg.n_layers)):
-            prefix = PrefixCache.build(model, inputs, start)
-        run = lambda: prefix.run(recorder.hooks(cfg.n_layers), grad=True)  # noqa: E731
-    else:
-        run = lambda: model.run_with_hooks(inputs, fwd_hooks=recorder.hooks(cfg.n_layers))  # noqa: E731
-    with torch.enable_grad():
-        logits = run()
-        y = target(logits[:, last - (layout.seq_len - logits.shape[1])])
-        if tuple(y.shape) != (1,):
-            raise InterventionError(
-                f"the target must map logits [1, vocab] to [1]; got shape {tuple(y.shape)}."
-            )
-        grads = torch.autograd.grad(y.sum(), recorder.deltas, allow_unused=True)
-    for layer, grad in zip(layers, grads, strict=True):
-        recorder.layers[layer]["g"] = (
-            torch.zeros_like(recorder.deltas[layer]) if grad is None else grad
-        )
+    recorder = _Recorder(rows.to(model.device), layout.seq_len, mode)
+    clean = _forward_backward(model, inputs, target, start, recorder)
     layer_math = [
         _LayerMath(model, layer, mode, recorder.layers[layer], rows, cols, baseline, mean)
         for layer in layers
@@ -299,8 +281,38 @@ def atp_example(
     return AtPExample(
         mode=mode, heads=heads, queries=per_query, keys=per_key,
         query_positions=rows.numpy(), key_positions=cols.numpy(), recomputed=chosen,
-        clean=float(y.detach().float()[0]), query_tokens=tokens,
+        clean=clean, query_tokens=tokens,
     )
+
+
+def _forward_backward(
+    model: HookedVLM,
+    inputs: Mapping[str, Any],
+    target: Callable[[Tensor], Tensor],
+    start: int,
+    recorder: _Recorder,
+) -> float:
+    """The clean forward under ``recorder``'s hooks, then the backward of the target to every
+    layer's ``hook_z`` (kept as ``g`` in the records); returns the clean target. Nothing before
+    ``start`` depends on an ablated edge, so the clean forward is kept as a prefix and autograd
+    runs over the suffix only (the whole sequence when ``start`` is 0)."""
+    n_layers, seq_len = model.cfg.n_layers, recorder.seq_len
+    last = int(model.layout(**inputs).select("last")[0][0])
+    if start > 0:
+        with model.hooks(recorder.prefix_hooks(n_layers)):
+            prefix = PrefixCache.build(model, inputs, start)
+    with torch.enable_grad():
+        logits = (prefix.run(recorder.hooks(n_layers), grad=True) if start > 0
+                  else model.run_with_hooks(inputs, fwd_hooks=recorder.hooks(n_layers)))
+        y = target(logits[:, last - (seq_len - logits.shape[1])])
+        if tuple(y.shape) != (1,):
+            raise InterventionError(
+                f"the target must map logits [1, vocab] to [1]; got shape {tuple(y.shape)}."
+            )
+        grads = torch.autograd.grad(y.sum(), recorder.deltas, allow_unused=True)
+    for layer, (delta, grad) in enumerate(zip(recorder.deltas, grads, strict=True)):
+        recorder.layers[layer]["g"] = torch.zeros_like(delta) if grad is None else grad
+    return float(y.detach().float()[0])
 
 
 # ---------------------------------------------------------------------- the forward's record
