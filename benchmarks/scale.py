@@ -10,6 +10,10 @@ masks), ``--chunk`` masks per unit, ``--batch`` masks per forward; each run fill
 - shards: ``--workers`` processes at once, each ``--shard i/N`` into a store of its own (a Slurm
   array on one machine), then ``merge_stores``.
 
+The job is the engines' protocol itself (what ``hooked_vlm.studies.run_study`` hands them for
+the head-attribution study's masks stage): each worker builds an evaluator and opens the store
+once, then computes unit keys.
+
 Columns: ``setup`` (workers build their sessions: model, examples, store, baseline),
 ``units`` (computing the units), ``wall`` (both; shards: until the last process exits, plus the
 merge), and masks/s over ``units`` and over ``wall``. Every store is checked bit for bit
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -35,32 +40,46 @@ import torch
 
 from hooked_vlm.attribution import (
     AttributionConfig,
-    AttributionJob,
     MaskStore,
     merge_stores,
+    open_store,
+    run_unit,
 )
-from hooked_vlm.engines import Engine, LocalEngine, RayEngine, shard
+from hooked_vlm.engines import Engine, LocalEngine, RayEngine, Shard
 from hooked_vlm.testing.attribution_fixtures import tiny_evaluator
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def make_job(args: argparse.Namespace, store: Path) -> AttributionJob:
+@dataclass(frozen=True)
+class MasksJob:
+    """A worker's session (picklable: Ray actors build it): the tiny evaluator and the store
+    at ``store``; the worker computes a unit key into the store unless it is done."""
+
+    examples: int
+    config: AttributionConfig
+    store: str
+
+    def __call__(self):
+        evaluator = tiny_evaluator(self.examples, self.config)
+        return partial(run_unit, evaluator, store=open_store(self.store, evaluator))
+
+
+def make_job(args: argparse.Namespace, store: Path) -> MasksJob:
     config = AttributionConfig(n_masks=args.masks, n_heldout=args.heldout,
                                chunk_size=args.chunk, batch_size=args.batch,
                                mode="baseline_kv", baseline="mean")
-    return AttributionJob(partial(tiny_evaluator, args.examples, config), str(store))
+    return MasksJob(args.examples, config, str(store))
 
 
-def timed_run(job: AttributionJob, engine: Engine,
-              part: tuple[int, int] | None = None) -> dict[str, float]:
-    """``run_job`` with its two phases timed: sessions built, then units computed."""
+def timed_run(job: MasksJob, engine: Engine, part: Shard | None = None) -> dict[str, float]:
+    """The job's units on ``engine``, its two phases timed: sessions built, then units."""
     start = time.perf_counter()
     with engine.start(job) as pool:
         ready = time.perf_counter()
-        store = MaskStore.load(job.store)
-        work = store.units() if part is None else shard(store.units(), *part)
-        pool.run([unit for unit in work if not store.is_done(unit)])
+        store = MaskStore.from_path(job.store)
+        work = store.units() if part is None else part.of(store.units())
+        pool.run([key for key in work if not store.done(key)])
         done = time.perf_counter()
     return {"setup": ready - start, "units": done - ready, "wall": done - start}
 
@@ -102,15 +121,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.shard is not None:
-        part = tuple(int(x) for x in args.shard.split("/"))
-        print(json.dumps(timed_run(make_job(args, Path(args.store)), LocalEngine(), part)))
+        print(json.dumps(timed_run(make_job(args, Path(args.store)), LocalEngine(),
+                                   Shard.parse(args.shard))))
         return
 
     import ray
 
     root = Path(tempfile.mkdtemp(prefix="scale-"))
     rows = {"local (1 process)": timed_run(make_job(args, root / "local"), LocalEngine())}
-    reference = MaskStore.load(root / "local")
+    reference = MaskStore.from_path(root / "local")
     n_masks = sum(rows * cols for rows, cols in reference.shapes.values())
     units = len(reference.units())
 
@@ -138,7 +157,7 @@ def main() -> None:
     print(header)
     base = rows["local (1 process)"]["units"]
     for name, t in rows.items():
-        same = same_store(reference, MaskStore.load(stores[name]))
+        same = same_store(reference, MaskStore.from_path(stores[name]))
         print(f"{name:<20}{t['setup']:>9.2f}{t['units']:>9.2f}{t['wall']:>8.2f}"
               f"{n_masks / t['units']:>15.0f}{n_masks / t['wall']:>14.0f}"
               f"{base / t['units']:>9.2f}x  {'yes' if same else 'NO'}")

@@ -1,7 +1,8 @@
 """Generate README's supported-models table from model_configs/ (so it cannot drift).
 
 Each row is one model config: family, HF id, BOI / EOI (and row / EOL) token strings from the
-YAML, the vision-side hook names and what is editable from hooked_vlm's architecture data.
+YAML, the family's gate candidate (the EOI analogue a Narrow Gate study reads), the vision-side
+hook names and what is editable, from the family modules (hooked_vlm/families/).
 Rows for families without a transformers class (VILA-U) say what support would need.
 
 Usage:
@@ -16,18 +17,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from hooked_vlm.architectures import get_architecture
+from hooked_vlm.families import get_architecture
 from hooked_vlm.model_configs import list_model_configs, load_model_config
 
 START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
 HEADER = (
-    "| Family | Model config | HF id | BOI / EOI | Rows (EOL / EOF) | Vision-side hooks "
-    "| Editable patterns |\n|---|---|---|---|---|---|---|"
+    "| Family | Model config | HF id | BOI / EOI | Rows (EOL / EOF) | Gate (EOI analogue) "
+    "| Vision-side hooks | Editable patterns |\n|---|---|---|---|---|---|---|---|"
 )
 # Families with no transformers class: what hooked-vlm support would need.
 UNSUPPORTED = [
-    "| VILA-U | — | — (no transformers class) | — | — | — | not loadable: needs a "
+    "| VILA-U | — | — (no transformers class) | — | — | — | — | not loadable: needs a "
     "transformers port of VILA-U (RQ-VAE tokenizer + LLaMA-2 decoder), then an `Architecture` "
     "entry and, if its decoder is not Llama-shaped, a TL adapter |",
 ]
@@ -36,6 +37,13 @@ UNSUPPORTED = [
 def _code(token: str | None) -> str:
     """A token as inline code; pipes escaped so ``<|image start|>`` stays in its cell."""
     return "`" + token.replace("|", "\\|") + "`" if token else "—"
+
+
+def _default_config(hf_class: str) -> object:
+    """The published default config of an HF class (``Qwen3VLConfig()`` for Qwen3-VL)."""
+    import transformers
+
+    return getattr(transformers, hf_class.replace("ForConditionalGeneration", "Config"))()
 
 
 def _row(name: str) -> str:
@@ -48,14 +56,19 @@ def _row(name: str) -> str:
     if arch.vision_hooks:
         vision = f"`{arch.vision_hooks}.hook_resid_pre/post`, `.attn.hook_q/k/v/pattern/z`"
         editable = "decoder + vision tower"
+        injections = arch.injections(_default_config(arch.hf_class))
+        if injections:
+            layers = ", ".join(str(i.layer) for i in injections)
+            vision += f"; injected into the decoder: `blocks.{{l}}.hook_deepstack` (l = {layers})"
     else:
         vision = "none (VQ tokenizer: images enter as token ids)"
         editable = "decoder"
     kind = "native" if cfg.native else "encoder"
     source = "embedded (trained here, ships in the package)" if cfg.embedded else f"`{cfg.hf_id}`"
+    gate = arch.gate.replace("|", "\\|")
     return (
-        f"| {family} ({kind}) | `{cfg.name}` | {source} | {delimiters} | {rows} | {vision} "
-        f"| {editable} |"
+        f"| {family} ({kind}) | `{cfg.name}` | {source} | {delimiters} | {rows} | {gate} "
+        f"| {vision} | {editable} |"
     )
 
 

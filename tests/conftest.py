@@ -26,7 +26,11 @@ MORE_ARCHS = [
     "pixtral", "mistral3", "llava_next", "llava_onevision", "janus", "qwen2_vl", "internvl",
     "idefics3",
 ]
-ALL_ARCHS = CORE_ARCHS + MORE_ARCHS
+# The families of issue 18: windowed and DeepStack Qwen towers, bidirectional image blocks
+# (Gemma 3, Molmo 2), a bidirectional prefix (PaliGemma 2), SmolVLM.
+NEW_ARCHS = ["qwen2_5_vl", "qwen3_vl", "gemma3", "paligemma", "smolvlm", "molmo2"]
+ALL_ARCHS = CORE_ARCHS + MORE_ARCHS + NEW_ARCHS
+# (the new families' generation is compared with HF's under pattern hooks: test_families.py)
 GENERATE_ARCHS = ["llava", "chameleon", "emu3", *MORE_ARCHS]
 
 
@@ -63,6 +67,33 @@ def same_text_two_images(name: str, **kwargs) -> tuple[HookedVLM, dict, object]:
     return model, inputs, model.layout(**inputs)
 
 
+def image_dependent(layout) -> torch.Tensor:
+    """Positions that carry image information before any text query reads it, ``[batch, pos]``:
+    ``image_and_eoi``, plus the non-text members of a bidirectional attention block holding an
+    image position (Molmo 2's BOI, PaliGemma's BOS after the image); for causal families just
+    ``image_and_eoi``."""
+    image = layout.mask("image_and_eoi")
+    blocks = layout.attention_blocks
+    if blocks is None:
+        return image
+    out = image.clone()
+    for b in range(image.shape[0]):
+        with_image = blocks[b][image[b] & (blocks[b] >= 0)].unique()
+        out[b] |= torch.isin(blocks[b], with_image) & ~layout.mask("text")[b]
+    return out
+
+
+def first_image_dependent(layout) -> int:
+    """The first position whose state can depend on the pixels, over the batch: the first
+    image position, or the start of a bidirectional block holding one."""
+    reach = layout.mask("image_and_eoi").clone()
+    if layout.attention_blocks is not None:
+        blocks = layout.attention_blocks
+        for b in range(reach.shape[0]):
+            reach[b] |= torch.isin(blocks[b], blocks[b][reach[b] & (blocks[b] >= 0)])
+    return int(reach.any(0).nonzero()[0])
+
+
 def generate_by_recompute(model: HookedVLM, inputs: dict, hooks: list, n: int) -> torch.Tensor:
     """Greedy decoding that reruns the whole sequence (no KV cache) with ``hooks`` each step."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -84,3 +115,18 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (tests/browser.py). Skips when chromium is not
+    installed, unless $HOOKED_VLM_REQUIRE_CHROMIUM is set (CI: .ci/run installs it)."""
+    from tests.browser import REQUIRE_ENV, Browser, find_chromium
+
+    if find_chromium() is None:
+        reason = "chromium is not installed (apt-get install -y chromium): HTML pages unchecked"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{reason}, and ${REQUIRE_ENV} requires it")
+        pytest.skip(reason)
+    with Browser.launch() as running:
+        yield running

@@ -13,7 +13,7 @@ from hooked_vlm.analysis import (
     key_categories,
     text_to_image_mass,
 )
-from hooked_vlm.architectures import SpecialTokens
+from hooked_vlm.layout import SpecialTokens
 from hooked_vlm.layout.token_layout import build_layout
 from tests.conftest import wrap
 

@@ -18,6 +18,14 @@ def test_table_has_a_row_per_model_config_and_vila_u():
     assert len(widths) == 1  # every row has the same number of cells
 
 
+def test_table_lists_every_family():
+    from hooked_vlm.families import ARCHITECTURES
+
+    table = load_script("models_table").render_table()
+    for arch in ARCHITECTURES.values():
+        assert f"| {arch.family} (" in table, arch.family
+
+
 def test_readme_table_is_up_to_date():
     script = load_script("models_table")
     readme = script.README.read_text()
@@ -28,7 +36,7 @@ def test_readme_table_is_up_to_date():
 
 
 def test_every_model_config_is_supported_and_its_prompts_hold_the_image_token():
-    from hooked_vlm.architectures import get_architecture
+    from hooked_vlm.families import get_architecture
     from hooked_vlm.model_configs import load_model_config
 
     for name in list_model_configs():

@@ -212,12 +212,13 @@ def test_per_mask_selectors_match_one_mask_at_a_time(routed):
 
 def test_clear_errors(routed, tmp_path):
     model, examples = routed
-    open_store(tmp_path, Evaluator(model, examples[:2], AttributionConfig(n_masks=8)))
+    first = Evaluator(model, examples[:2], AttributionConfig(n_masks=8))
+    run(first, open_store(tmp_path, first), units(first)[:1])  # a finished unit: the store's
     with pytest.raises(StoreError, match="examples: stored 'blake2b:"):
         open_store(tmp_path, Evaluator(model, examples[2:], AttributionConfig(n_masks=8)))
-    with pytest.raises(ConfigError, match="not one of"):
+    with pytest.raises(ConfigError, match="mode must be one of baseline_kv, zero"):
         AttributionConfig(mode="shuffle")
-    with pytest.raises(ConfigError, match="selector names"):
+    with pytest.raises(ConfigError, match="queries must be a string"):
         AttributionConfig(queries=[3, 4])
     custom = Target.custom("top", lambda logits, ex: logits.max(-1).values)
     with pytest.raises(ConfigError, match="target='top'"):

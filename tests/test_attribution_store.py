@@ -18,14 +18,12 @@ from hooked_vlm.attribution import (
     MaskError,
     MaskStore,
     RandomMasks,
+    Shard,
     StoreError,
-    Unit,
     fit_store,
     open_store,
-    parse_shard,
     run,
     run_unit,
-    shard,
     units,
 )
 from tests.attribution_fakes import run_store_worker, standard_planted
@@ -57,25 +55,30 @@ def test_mask_errors():
         RandomMasks(2, 2, 10).masks(5, 11)
 
 
-def test_store_writes_by_index_and_refuses_another_run(tmp_path):
+def test_store_writes_by_key_and_refuses_another_run(tmp_path):
     store = MaskStore.open(tmp_path, {"a": 1}, {"train": (2, 10)}, chunk_size=4)
     assert store.n_chunks("train") == 3 and store.chunk_range("train", 2) == (8, 10)
     assert len(store.missing()) == 6
-    store.write(Unit("train", 1, 2), np.array([5.0, 6.0]))
-    store.write(Unit("train", 1, 2), np.array([5.0, 6.0]))  # idempotent
-    assert store.is_done(Unit("train", 1, 2)) and not store.is_done(Unit("train", 0, 2))
+    # another run, and no unit done yet: the store is made anew for it (a failed first run)
+    assert MaskStore.open(tmp_path, {"a": 2}, {"train": (2, 10)}, chunk_size=4).meta["run"] == {
+        "a": 2}
+    store = MaskStore.open(tmp_path, {"a": 1}, {"train": (2, 10)}, chunk_size=4)
+    store.save("train/1/2", {"values": np.array([5.0, 6.0])}, seconds=0.5)
+    store.save("train/1/2", {"values": np.array([5.0, 6.0])})  # idempotent
+    assert store.done("train/1/2") and not store.done("train/0/2")
+    assert store.load("train/1/2")["values"].tolist() == [5.0, 6.0]
     with pytest.raises(StoreError, match="not done"):
         store.targets("train")
     partial = store.targets("train", allow_missing=True)
     assert partial[1, 8:].tolist() == [5.0, 6.0] and np.isnan(partial[0]).all()
     with pytest.raises(StoreError, match="expected 2 values"):
-        store.write(Unit("train", 0, 2), np.zeros(4))
+        store.save("train/0/2", {"values": np.zeros(4)})
     reopened = MaskStore.open(tmp_path, {"a": 1}, {"train": (2, 10)}, chunk_size=4)
     assert reopened.targets("train", allow_missing=True)[1, 9] == 6.0
-    readonly = MaskStore.load(tmp_path)
+    readonly = MaskStore.from_path(tmp_path)
     assert readonly.missing() == reopened.missing()
     with pytest.raises(StoreError, match="read-only"):
-        readonly.write(Unit("train", 0, 0), np.zeros(4))
+        readonly.save("train/0/0", {"values": np.zeros(4)})
     with pytest.raises(StoreError, match="run.a: stored 1, now 2"):
         MaskStore.open(tmp_path, {"a": 2}, {"train": (2, 10)}, chunk_size=4)
     assert json.loads((tmp_path / "meta.json").read_text())["run"] == {"a": 1}
@@ -86,18 +89,18 @@ def test_units_shards_and_resume_give_the_uninterrupted_result(tmp_path):
     evaluator = standard_planted()
     work = units(evaluator)
     assert len(work) == 3 * (15 + 3 + 1)  # examples x (train, heldout, reference chunks)
-    assert sorted(sum((shard(work, i, 4) for i in range(4)), []), key=work.index) == work
-    assert parse_shard("2/4") == (2, 4)
+    assert sorted(sum((Shard(i, 4).of(work) for i in range(4)), []), key=work.index) == work
+    assert Shard.parse("2/4") == Shard(2, 4) and str(Shard(2, 4)) == "2/4"
     with pytest.raises(ValueError, match="i/N"):
-        parse_shard("2-4")
+        Shard.parse("2-4")
     whole = open_store(tmp_path / "whole", evaluator)
     assert run(evaluator, whole) == len(work)
     assert run(evaluator, whole) == 0  # nothing left
     parts = open_store(tmp_path / "parts", evaluator)
     for i in (3, 0, 2):
-        run(evaluator, parts, shard(work, i, 4))
-    assert len(parts.missing()) == len(shard(work, 1, 4))
-    assert run(evaluator, parts) == len(shard(work, 1, 4))
+        run(evaluator, parts, Shard(i, 4).of(work))
+    assert len(parts.missing()) == len(Shard(1, 4).of(work))
+    assert run(evaluator, parts) == len(Shard(1, 4).of(work))
     np.testing.assert_array_equal(parts.targets("train"), whole.targets("train"))
     assert not run_unit(evaluator, work[0], parts)
 
@@ -134,7 +137,7 @@ def test_two_processes_and_a_sigkilled_one_give_the_single_process_result(tmp_pa
     for proc in pair:
         proc.join(timeout=120)
         assert proc.exitcode == 0
-    both = MaskStore.load(tmp_path / "pair")
+    both = MaskStore.from_path(tmp_path / "pair")
     assert not both.missing()
     interrupted = open_store(tmp_path / "killed", evaluator)
     left = len(interrupted.missing())
@@ -149,7 +152,7 @@ def test_two_processes_and_a_sigkilled_one_give_the_single_process_result(tmp_pa
 
 def test_a_store_of_another_config_is_refused(tmp_path):
     evaluator = standard_planted()
-    open_store(tmp_path, evaluator)
+    run(evaluator, open_store(tmp_path, evaluator), units(evaluator)[:1])
     evaluator.config = AttributionConfig(n_masks=300, n_heldout=60, alpha=0.25, seed=3,
                                          chunk_size=20)
     with pytest.raises(StoreError, match="config.alpha: stored 0.5, now 0.25"):

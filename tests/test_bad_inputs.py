@@ -4,9 +4,9 @@ correctly), and a clean forward afterwards equals one before (no hook, cache or 
 from __future__ import annotations
 
 import copy
-import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -30,7 +30,7 @@ from hooked_vlm.interventions import (
     steer,
 )
 from hooked_vlm.loading import ModelSourceError
-from hooked_vlm.studies.results import ResultsDir
+from hooked_vlm.storage import UnitStore
 from hooked_vlm.testing.tiny import build_tiny
 from tests.conftest import ALL_ARCHS, Wrapped, wrap
 
@@ -299,14 +299,15 @@ def test_demo_model_typo_fails_before_writing_anything(tmp_path):
     assert not out.exists()
 
 
-def test_concurrent_saves_of_one_record_never_collide(tmp_path):
-    store = ResultsDir(tmp_path, {"study": "race"})
+def test_concurrent_saves_of_one_unit_never_collide(tmp_path):
+    """A unit computed twice (a retried Ray task) is the same bytes: writers never collide."""
+    store = UnitStore(tmp_path)
     errors: list[BaseException] = []
 
     def save_many(worker: int) -> None:
         try:
-            for i in range(40):
-                store.save("shared", {"worker": worker, "i": i})
+            for _ in range(40):
+                store.save("shared/0000", {"x": np.arange(1000)}, float(worker))
         except BaseException as err:  # noqa: BLE001 - the test reports any failure
             errors.append(err)
 
@@ -316,5 +317,5 @@ def test_concurrent_saves_of_one_record_never_collide(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    assert json.loads((tmp_path / "records" / "shared.json").read_text())["i"] == 39
-    assert not list(tmp_path.glob("records/*.tmp"))
+    assert store.done("shared/0000") and store.load("shared/0000")["x"].sum() == 499500
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -1,9 +1,10 @@
 """Engines: a local Ray cluster (2 CPUs, one per test module) and a Slurm-style array of
 processes give the single-process results bit for bit, also when a worker is killed mid-unit.
 
-Head attribution on a tiny LLaVA (store contents, shared baseline, fitted attributions; and
-the whole study through ``hooked-vlm run head-attribution --ray``) and the Narrow Gate study on
-a tiny Chameleon (every unit's arrays, every stage's results).
+Head attribution on a tiny LLaVA (store contents, shared baseline, fitted attributions: a tiny
+one-stage study on Ray with a worker killed mid-unit; the whole study through ``hooked-vlm run
+head-attribution --ray``) and the Narrow Gate study on a tiny Chameleon (every unit's arrays,
+every stage's results).
 """
 
 from __future__ import annotations
@@ -25,21 +26,20 @@ from typer.testing import CliRunner
 from hooked_vlm.attribution import (
     MaskStore,
     StoreError,
-    Unit,
     fit_store,
     merge_stores,
     open_store,
     run,
-    run_job,
     units,
 )
 from hooked_vlm.cli import app
-from hooked_vlm.engines import EngineError, LocalEngine, RayEngine, parse_shard, shard
-from hooked_vlm.studies.head_attribution import HeadAttributionConfig, run_head_attribution
-from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
+from hooked_vlm.engines import EngineError, LocalEngine, RayEngine, Shard
+from hooked_vlm.studies import StudyJob, run_study
+from hooked_vlm.studies.head_attribution import HEAD_ATTRIBUTION, HeadAttributionConfig
+from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig
 from hooked_vlm.testing.attribution_fixtures import tiny_evaluator
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
-from tests.engine_jobs import KilledOnce, tiny_job
+from tests.engine_jobs import TINY, TinyConfig
 from tests.test_head_attribution import FAST as HA_FAST
 from tests.test_head_attribution import same_results, same_store
 
@@ -88,12 +88,11 @@ def assert_same_store(store: MaskStore, reference: MaskStore) -> None:
 @pytest.mark.ray
 def test_ray_workers_give_the_one_process_store_also_when_one_is_killed_mid_unit(
         ray_cluster, reference, tmp_path):
-    """Two CPU workers; the first attempt at one unit signals and sleeps, and is SIGKILLed
-    from here: Ray restarts that worker (which builds its session again) and retries the unit."""
+    """``run_study`` on two CPU workers; the first attempt at one unit signals and sleeps, and
+    is SIGKILLed from here: Ray restarts that worker (which builds its session again) and
+    retries the unit."""
     marker = tmp_path / "victim.pid"
-    victim = Unit("train", 1, 1)
-    job = KilledOnce(tiny_job(tmp_path / "ray").build, str(tmp_path / "ray"), victim=victim,
-                     marker=str(marker))
+    victim = "train/1/1"
     killed = []
 
     def kill_when_signalled() -> None:
@@ -105,12 +104,14 @@ def test_ray_workers_give_the_one_process_store_also_when_one_is_killed_mid_unit
 
     killer = threading.Thread(target=kill_when_signalled, daemon=True)
     killer.start()
-    store = run_job(job, CPU_WORKERS, progress=True)
+    summary = run_study(TINY, TinyConfig(victim=victim, marker=str(marker)), tmp_path / "ray",
+                        engine=CPU_WORKERS)
     killer.join(timeout=1)
     assert killed, "the victim unit never started"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)  # that process is gone: another one computed the unit
-    assert store.is_done(victim)
+    store = MaskStore.from_path(tmp_path / "ray" / "store")
+    assert store.done(victim) and summary.timings["masks"].computed == len(store.units())
     assert_same_store(store, reference)
 
 
@@ -119,13 +120,16 @@ def test_shards_into_stores_of_their_own_then_the_merge_give_the_one_process_res
     """Slurm array tasks on different machines each fill a store of their own. (The shards run
     one after the other here: with a store each, separate processes change nothing; the
     Narrow Gate test below runs its shards as two processes on one directory.)"""
-    stores = [run_job(tiny_job(tmp_path / f"shard-{i}"), shard=(i, 2)).path for i in range(2)]
-    done = [set(MaskStore.load(path).units()) - set(MaskStore.load(path).missing())
+    evaluator = tiny_evaluator()
+    stores = [tmp_path / f"shard-{i}" for i in range(2)]
+    for i, path in enumerate(stores):
+        run(evaluator, open_store(path, evaluator), Shard(i, 2).of(units(evaluator)))
+    done = [set(MaskStore.from_path(path).units()) - set(MaskStore.from_path(path).missing())
             for path in stores]
     assert done[0].isdisjoint(done[1]) and done[0] | done[1] == set(reference.units())
-    assert [len(d) for d in done] == [len(shard(reference.units(), i, 2)) for i in range(2)]
+    assert [len(d) for d in done] == [len(Shard(i, 2).of(reference.units())) for i in range(2)]
     with pytest.raises(StoreError, match="not done"):
-        fit_store(MaskStore.load(stores[0]))
+        fit_store(MaskStore.from_path(stores[0]))
     assert_same_store(merge_stores(stores, tmp_path / "merged"), reference)
     assert merge_stores(stores, tmp_path / "merged").missing() == []  # merging again: no-op
 
@@ -143,13 +147,13 @@ def test_merge_refuses_stores_of_another_run_or_another_baseline(reference, tmp_
 
 @pytest.mark.ray
 def test_shard_arguments_and_engine_errors(ray_cluster):
-    assert parse_shard("1/3") == (1, 3) and shard(list(range(10)), 1, 3) == [3, 4, 5, 6]
-    assert sum((shard(list(range(10)), i, 3) for i in range(3)), []) == list(range(10))
+    assert Shard.parse("1/3") == Shard(1, 3) and Shard(1, 3).of(list(range(10))) == [3, 4, 5, 6]
+    assert sum((Shard(i, 3).of(list(range(10))) for i in range(3)), []) == list(range(10))
     for bad in ("3/3", "1", "a/b", "-1/2"):
         with pytest.raises(ValueError, match="shard"):
-            parse_shard(bad)
+            Shard.parse(bad)
     with pytest.raises(EngineError, match="0 GPU"):
-        with RayEngine().start(tiny_job("unused")):
+        with RayEngine().start(StudyJob(TINY, TinyConfig(), "unused")):
             pass
     def fails():  # pickled by value: the worker imports no test module
         raise OSError("no such model directory: /nowhere")
@@ -164,13 +168,14 @@ def test_shard_arguments_and_engine_errors(ray_cluster):
 @pytest.mark.ray
 def test_head_attribution_study_with_its_masks_on_ray_workers_equals_one_process(
         ray_cluster, tmp_path):
-    """``hooked-vlm run head-attribution --ray``: two CPU workers fill the mask store, this
-    process fits and runs every later stage; store and every stage's results as in one process."""
+    """``hooked-vlm run head-attribution --ray``: two CPU workers compute every unit (the mask
+    store and the later stages'), this process loads no weights, reduces and reports; store
+    and every stage's results as in one process."""
     data = save_tiny_study_data(tmp_path / "data", n=8)
     model_dir, model_yaml = save_tiny_study_model("llava", tmp_path / "llava")
-    config = HeadAttributionConfig(model=str(model_dir), model_config=str(model_yaml),
-                                   data=str(data), **HA_FAST)
-    run_head_attribution(config, tmp_path / "one-process")
+    config = HeadAttributionConfig.from_dict({"model": str(model_dir), "model_config":
+                                              str(model_yaml), "data": str(data), **HA_FAST})
+    run_study(HEAD_ATTRIBUTION, config, tmp_path / "one-process")
     config_path = tmp_path / "study.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     out = tmp_path / "ray"
@@ -181,6 +186,20 @@ def test_head_attribution_study_with_its_masks_on_ray_workers_equals_one_process
     same_store(out, tmp_path / "one-process")
     same_results(out, tmp_path / "one-process",
                  ("fit", "baselines", "curves", "tokens", "consistency"))
+
+
+@pytest.mark.ray
+def test_a_study_of_ones_own_on_a_ray_worker_equals_one_process(ray_cluster, tmp_path):
+    """tests/own_study.py (the README's "Your own study"), untouched: its job pickles, a Ray
+    worker builds its session and computes every unit, this process reduces and reports."""
+    from tests.own_study import STUDY, CutConfig, CutResult
+
+    run_study(STUDY, CutConfig(n=3), tmp_path / "one")
+    summary = run_study(STUDY, CutConfig(n=3), tmp_path / "ray",
+                        engine=RayEngine(workers=1, gpus_per_worker=0))
+    assert summary.timings["cut"].computed == 5 and summary.report.exists()
+    assert CutResult.load(tmp_path / "ray").logit.tobytes() == \
+        CutResult.load(tmp_path / "one").logit.tobytes()
 
 
 # ---------------------------------------------------------------------- Narrow Gate
@@ -200,7 +219,7 @@ def study(tmp_path_factory):
     model_dir, yaml_path = save_tiny_study_model("chameleon", root / "chameleon")
     config = NarrowGateConfig(model=str(model_dir), model_config=str(yaml_path), data=str(data),
                               **FAST)
-    summary = run_narrow_gate(config, root / "one-process")
+    summary = run_study(NARROW_GATE, config, root / "one-process")
     assert list(summary.headline) == ["overlap", "knockout", "steering"]
     config_path = root / "study.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
@@ -266,10 +285,6 @@ def test_cli_engine_options_are_checked(study_name, monkeypatch, tmp_path):
                           (["--shard", "1of2"], "'i/N'")):
         result = CliRunner().invoke(app, [*command, "--out", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output
-    if study_name == "head-attribution":
-        result = CliRunner().invoke(app, [*command, "--out", str(out), "--ray", "auto",
-                                          "--fit-only"])
-        assert result.exit_code == 2 and "drop --ray" in result.output, result.output
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails: Ray not installed
     result = CliRunner().invoke(app, [*command, "--out", str(out), "--ray", "local"])
     assert result.exit_code == 1 and "hooked-vlm[ray]" in result.output, result.output

@@ -2,9 +2,10 @@
 
 One uninterrupted run is shared by the property tests; the CLI runs offline and writes a report
 whose every figure has data; a run killed with SIGKILL (in the mask store, then in a later
-stage) resumes to the same numbers; two ``--shard`` processes plus ``--fit-only`` equal the
-single run; a changed config on an existing directory is refused. Other processes are forked
-(they start with this one's imports), which keeps the file fast on a busy machine.
+stage) resumes to the same numbers; two ``--shard`` processes plus the same command without
+``--shard`` equal the single run; a changed config on an existing directory is refused. Other
+processes are forked (they start with this one's imports), which keeps the file fast on a busy
+machine.
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ from hooked_vlm import HookedVLM
 from hooked_vlm.attribution import MaskStore
 from hooked_vlm.cli import app
 from hooked_vlm.data import load_study_data
-from hooked_vlm.studies.head_attribution import (
-    ConfigError,
-    HeadAttributionConfig,
-    run_head_attribution,
-)
-from hooked_vlm.studies.units import UnitStore
+from hooked_vlm.settings import ConfigError
+from hooked_vlm.storage import UnitStore
+from hooked_vlm.studies import run_study
+from hooked_vlm.studies.head_attribution import HEAD_ATTRIBUTION, HeadAttributionConfig
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
 from hooked_vlm.viz.report import figures_in_html
 
@@ -50,8 +49,13 @@ def assets(tmp_path_factory):
 
 def config_for(assets, **changes) -> HeadAttributionConfig:
     _, data, model_dir, model_yaml = assets
-    return HeadAttributionConfig(model=str(model_dir), model_config=str(model_yaml),
-                                 data=str(data), **{**FAST, **changes})
+    return HeadAttributionConfig.from_dict({"model": str(model_dir), "model_config":
+                                            str(model_yaml), "data": str(data),
+                                            **FAST, **changes})
+
+
+def run_head_attribution(config: HeadAttributionConfig, out: Path, **options):
+    return run_study(HEAD_ATTRIBUTION, config, out, **options)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,7 @@ def test_fit_predicts_held_out_masks_and_pools_the_examples(run):
     assert np.allclose(a["pooled_coef"], a["coef"].mean(0), atol=1e-6)
     # each head's effect on the logit adds up nearly linearly in this tiny model
     assert v["quality"]["pooled_pearson"] > 0.9 and v["quality"]["n_heldout"] == 24
-    store = MaskStore.load(out / "store")
+    store = MaskStore.from_path(out / "store")
     assert np.array_equal(a["clean"], store.targets("reference")[:, 0])
     assert a["heldout_measured_each"].shape == (8, 24)
     assert [h["score"] for h in v["top_heads"]] == sorted(
@@ -116,7 +120,7 @@ def test_fit_predicts_held_out_masks_and_pools_the_examples(run):
 def test_baselines_read_the_store_and_attention_is_a_share(run):
     _, out, _ = run
     v, a = results(out, "baselines")
-    store = MaskStore.load(out / "store")
+    store = MaskStore.from_path(out / "store")
     clean, alone = store.targets("reference")[:, 0], store.targets("loo")
     assert np.allclose(a["loo"].reshape(8, -1), clean[:, None] - alone)
     assert a["attention"].shape == (8, 4, 4)
@@ -129,7 +133,7 @@ def test_curves_reach_every_head_and_match_the_store(run, assets):
     v, a = results(out, "curves")
     assert v["ks"] == [1, 2, 4, 8, 16] and set(v["rankings"]) == {"attribution", "loo",
                                                                    "attention"}
-    reference = MaskStore.load(out / "store").targets("reference")
+    reference = MaskStore.from_path(out / "store").targets("reference")
     assert np.allclose(a["clean"], reference[:, 0]) and np.allclose(a["ablated"], reference[:, 1])
     for name in v["rankings"]:
         curve = v["summary"][name]
@@ -201,7 +205,8 @@ def test_cli_runs_offline_and_reports(assets, run, tmp_path, monkeypatch):
     assert "report:" in fresh.output and "top heads" in fresh.output
     assert "random-k" in fresh.output  # the top-k vs random-k rows
     saved = json.loads((out / "config.json").read_text())
-    assert (saved["n"], saved["masks"], saved["alpha"], saved["top_k"]) == (3, 32, 0.25, [1, 4])
+    masks = saved["attribution"]
+    assert (saved["n"], masks["n_masks"], masks["alpha"], saved["top_k"]) == (3, 32, 0.25, [1, 4])
     figures = figures_in_html((out / "report.html").read_text())
     assert figures and all(f["data"] for f in figures)
     # the reference run, resumed through the CLI: nothing left to compute
@@ -247,11 +252,11 @@ def test_sigkill_midway_resumes_to_the_same_results(assets, run, tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config, reference, _ = run
     out = tmp_path / "killed"
-    for cls, method, nth in ((MaskStore, "write", 7), (UnitStore, "save", 3)):
+    for cls, method, nth in ((MaskStore, "save", 7), (UnitStore, "save", 3)):
         proc = _forked(_killed_at, cls, method, nth, run_head_attribution, config, out)
         proc.join(timeout=300)
         assert proc.exitcode == -signal.SIGKILL, (cls, method)
-    store = MaskStore.load(out / "store")
+    store = MaskStore.from_path(out / "store")
     assert not store.missing()  # the second run finished the masks, then died in a stage
     markers = {p: p.stat().st_mtime_ns for p in (out / "units").rglob("*.done.json")}
     assert len(markers) == 2
@@ -271,9 +276,9 @@ def _cli(args: list[str]) -> None:
     os._exit(result.exit_code)  # a forked process: skip pytest's exit handlers
 
 
-def test_two_shards_then_the_fit_equal_one_run(assets, run, tmp_path, monkeypatch):
+def test_two_shards_then_the_merge_equal_one_run(assets, run, tmp_path, monkeypatch):
     """Shard 1/2 in another process while shard 0/2 runs in this one, into one store; then
-    --fit-only."""
+    the same command without --shard."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config, reference, _ = run
     path = write_yaml(config, tmp_path / "study.yaml")
@@ -283,35 +288,34 @@ def test_two_shards_then_the_fit_equal_one_run(assets, run, tmp_path, monkeypatc
     here = CliRunner().invoke(app, [*command, "--shard", "0/2"])
     other.join(timeout=300)
     assert here.exit_code == 0 and other.exitcode == 0, here.output
-    assert "--fit-only" in here.output and not (out / "report.html").exists()
-    assert MaskStore.load(out / "store").missing() == []
-    fit = CliRunner().invoke(app, [*command, "--fit-only"])
-    assert fit.exit_code == 0, fit.output
-    assert (out / "report.html").exists() and "masks" not in json.loads(
-        (out / "timings.json").read_text())
+    assert "without --shard" in here.output and not (out / "report.html").exists()
+    assert MaskStore.from_path(out / "store").missing() == []
+    merged = CliRunner().invoke(app, command)
+    assert merged.exit_code == 0, merged.output
+    timings = json.loads((out / "timings.json").read_text())
+    assert (out / "report.html").exists() and timings["masks"]["computed"] == 0
     same_store(reference, out)
     same_results(reference, out, ("fit", "baselines", "curves", "tokens", "consistency"))
     report = (out / "report.html").read_text()
     assert "masks (shard 0/2)" in report and "masks (shard 1/2)" in report
 
 
-def test_fit_only_refuses_an_incomplete_store(assets, tmp_path):
+def test_a_shard_fills_its_block_and_reduces_nothing(assets, tmp_path):
     config = config_for(assets)
     out = tmp_path / "half"
-    run_head_attribution(config, out, shard="0/2")
-    store = MaskStore.load(out / "store")
+    summary = run_head_attribution(config, out, shard="0/2")
+    store = MaskStore.from_path(out / "store")
     missing = len(store.missing())
-    assert 0 < missing < unit_count(store)
-    with pytest.raises(ConfigError, match=f"{missing} mask unit"):
-        run_head_attribution(config, out, fit_only=True)
-    with pytest.raises(ConfigError, match="exclude each other"):
-        run_head_attribution(config, out, shard="1/2", fit_only=True)
+    assert 0 < missing < unit_count(store) and summary.report is None
+    assert not (out / "results").exists() and not (out / "session.json").exists()
+    assert any("other shards are still computing" in note for note in summary.notes)
 
 
 def test_config_change_on_an_existing_directory_is_refused(run):
     config, out, _ = run
-    with pytest.raises(ValueError, match="masks: 48 there, 64 now"):
-        run_head_attribution(config.replace(masks=64), out)
+    with pytest.raises(ConfigError, match="attribution.n_masks: 48 there, 64 now"):
+        run_head_attribution(config.replace(attribution=config.attribution.replace(n_masks=64)),
+                             out)
     # where it runs is not part of the run's identity
     assert "device" not in config.identity() and "stages" not in config.identity()
 
@@ -320,14 +324,19 @@ def test_config_parsing(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("model: m\ndata: d\nalpha: 0.25\nstages: [2, curves]\ntop_k: [1, 3]\n")
     config = HeadAttributionConfig.from_yaml(path, n=5)
-    assert (config.alpha, config.k, config.n) == (0.25, None, 5)
+    assert (config.attribution.alpha, config.attribution.k, config.n) == (0.25, None, 5)
     assert config.stages == ("fit", "curves") and config.top_k == (1, 3)
     by_k = HeadAttributionConfig.from_yaml(path, k=3)  # k given: the file's alpha is dropped
-    assert (by_k.alpha, by_k.k) == (None, 3)
-    assert HeadAttributionConfig(model="m", data="d").alpha == 0.5
+    assert (by_k.attribution.alpha, by_k.attribution.k) == (None, 3)
+    default = HeadAttributionConfig(model="m", data="d")
+    assert default.attribution.alpha == 0.5 and default.attribution.leave_one_out
+    # the study's attribution defaults hold under fields given on top of them
+    assert HeadAttributionConfig.from_dict({"model": "m", "data": "d", "masks": 9}).attribution \
+        == default.attribution.replace(n_masks=9)
+    assert HeadAttributionConfig.from_dict(config.to_dict()) == config  # nested form reads back
     with pytest.raises(ConfigError, match="exactly one of alpha"):
-        HeadAttributionConfig(model="m", data="d", alpha=0.5, k=3)
-    with pytest.raises(ConfigError, match="unknown study config key"):
+        HeadAttributionConfig.from_dict({"model": "m", "data": "d", "alpha": 0.5, "k": 3})
+    with pytest.raises(ConfigError, match="field 'mask'. Did you mean 'masks'"):
         HeadAttributionConfig.from_dict({"model": "m", "data": "d", "mask": 3})
     with pytest.raises(ConfigError, match="unknown stage 'fitt'"):
         HeadAttributionConfig(model="m", data="d", stages="fitt")
@@ -335,8 +344,8 @@ def test_config_parsing(tmp_path):
         HeadAttributionConfig(model="m", data="d", regression="svm")
     with pytest.raises(ConfigError, match="takes no regularization"):
         HeadAttributionConfig(model="m", data="d", regularization=0.1)
-    with pytest.raises(ConfigError, match="mode 'inf'"):
-        HeadAttributionConfig(model="m", data="d", mode="inf")
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        HeadAttributionConfig.from_dict({"model": "m", "data": "d", "mode": "inf"})
 
 
 def test_settings_the_model_cannot_serve_are_refused(assets, tmp_path):
@@ -351,14 +360,15 @@ def test_the_embedded_tiny_llava_clean_target_is_its_answer_logit(tmp_path, monk
     store is the model's own logit of the label's token at the last position (a plain forward
     of the model-config prompt), and the fit's coefficients are finite."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = HeadAttributionConfig(model="tiny-llava", data="synthetic", n=2, masks=32,
-                                   heldout=8, chunk_size=32, stages=("fit",))
+    config = HeadAttributionConfig.from_dict({"model": "tiny-llava", "data": "synthetic", "n": 2,
+                                              "masks": 32, "heldout": 8, "chunk_size": 32,
+                                              "stages": ("fit",)})
     summary = run_head_attribution(config, tmp_path / "tiny")
     assert set(summary.timings) == {"masks", "fit"}
     session_info = json.loads((tmp_path / "tiny" / "session.json").read_text())
     model = HookedVLM.from_pretrained("tiny-llava")
     data = load_study_data("synthetic", n=2, seed=0, task="classify")
-    reference = MaskStore.load(tmp_path / "tiny" / "store").targets("reference")
+    reference = MaskStore.from_path(tmp_path / "tiny" / "store").targets("reference")
     for i, row in enumerate(data):
         prompt = model.model_config.prompt("classify", question=row["question"])
         with torch.no_grad():

@@ -13,7 +13,7 @@ from hooked_vlm.interventions import (
     kv_baseline,
     resolve,
 )
-from tests.conftest import ALL_ARCHS, generate_by_recompute, wrap
+from tests.conftest import ALL_ARCHS, generate_by_recompute, image_dependent, wrap
 
 
 @pytest.mark.parametrize("name", ALL_ARCHS)
@@ -26,7 +26,7 @@ def test_masking_text_to_image_makes_text_independent_of_the_pixels(name):
     pixels = w.inputs["pixel_values"]
     real = pixels != 0  # Idefics3 pads missing tiles with zeros: keep them padding
     noisy["pixel_values"] = pixels + real * torch.randn(pixels.shape, generator=gen)
-    gate = knockout(w.model, layout, "text", "image_and_eoi", mode="mask")
+    gate = knockout(w.model, layout, "text", image_dependent(layout), mode="mask")
     with torch.no_grad():
         closed = [w.model.run_with_hooks(x, fwd_hooks=gate)[after] for x in (w.inputs, noisy)]
         opened = [w.model(x)[after] for x in (w.inputs, noisy)]
@@ -35,7 +35,9 @@ def test_masking_text_to_image_makes_text_independent_of_the_pixels(name):
     assert (opened[0] - opened[1])[keep].abs().max().item() > 1e-4
 
 
-@pytest.mark.parametrize("name", ALL_ARCHS)
+# PaliGemma's image opens a bidirectional prefix at position 0: no prefix to reuse
+# (tests/test_families.py covers its fallback and its reuse for the suffix).
+@pytest.mark.parametrize("name", [a for a in ALL_ARCHS if a != "paligemma"])
 def test_prefix_reuse_equals_full_recompute(name):
     w = wrap(name)
     layout = w.model.layout(**w.inputs)

@@ -22,11 +22,13 @@ import yaml
 from typer.testing import CliRunner
 
 from hooked_vlm.cli import app
-from hooked_vlm.studies.narrow_gate import ConfigError, NarrowGateConfig, run_narrow_gate
-from hooked_vlm.studies.narrow_gate.session import Session
+from hooked_vlm.settings import ConfigError
+from hooked_vlm.studies import run_study
+from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig, NarrowGateSession
 from hooked_vlm.studies.narrow_gate.stage_patching import patch_pairs
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
 from hooked_vlm.viz.report import figures_in_html
+from tests.browser import check_report
 
 # small enough for seconds per run, large enough for every analysis (homogeneity needs > 16
 # points: 2 x 10 vectors)
@@ -58,6 +60,10 @@ def config_for(assets, family: str, **changes) -> NarrowGateConfig:
     model_dir, yaml_path = models[family]
     return NarrowGateConfig(model=str(model_dir), model_config=str(yaml_path), data=str(data),
                             **{**FAST, **changes})
+
+
+def run_narrow_gate(config: NarrowGateConfig, out: Path):
+    return run_study(NARROW_GATE, config, out)
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +172,7 @@ def test_patching_rates_and_self_patching_changes_nothing(run):
         assert all(0 <= s <= 1 + 1e-6 for s in v[sweep]["similarity"])
     pairs = units(out, "patching")
     assert all(np.all(u["target"] != u["source"]) for u in pairs)
-    session = Session(config)
+    session = NarrowGateSession(config, out)
     targets = [0, 1, 2]
     same = patch_pairs(session, [(t, t) for t in targets])
     for sweep in ("resid", "attn"):
@@ -203,6 +209,10 @@ def test_report_has_a_section_per_stage_and_data_in_every_figure(run):
     assert "compute s (all sessions)" in page and str(summary.out_dir) not in page[:100]
 
 
+def test_report_draws_in_chromium_without_console_errors(run, browser):
+    check_report(browser, run[2].report, min_figures=11)  # tests/browser.py
+
+
 def _filled(values) -> bool:
     if isinstance(values, dict):  # plotly's typed-array encoding of numpy arrays
         return bool(values.get("bdata"))
@@ -229,16 +239,16 @@ def test_stages_without_their_data_are_skipped_or_refused(assets, tmp_path):
     config = config_for(assets, "chameleon").replace(data={"caption": str(assets[1])})
     summary = run_narrow_gate(config, tmp_path / "caption-only")
     assert list(summary.headline) == ["gap", "flow", "knockout"]
-    assert any("'overlap' needs data for classify" in note for note in summary.notes)
+    assert any("'overlap' skipped: needs data for classify" in note for note in summary.notes)
     assert set(results(tmp_path / "caption-only", "knockout")["metrics"]) == {"cider"}
-    with pytest.raises(ConfigError, match="'steering' needs data for classify"):
+    with pytest.raises(ConfigError, match="'steering' cannot run: needs data for classify"):
         run_narrow_gate(config.replace(stages=("steering",)), tmp_path / "caption-only")
 
 
 def test_config_change_on_an_existing_directory_is_refused(run):
     config, out, _ = run
-    with pytest.raises(ValueError, match="n: 10 there, 12 now"):
-        run_narrow_gate(config.replace(n=12), out)
+    with pytest.raises(ConfigError, match="n: 10 there, 8 now"):
+        run_narrow_gate(config.replace(n=8), out)
 
 
 def test_config_parsing(tmp_path):
@@ -248,7 +258,7 @@ def test_config_parsing(tmp_path):
     assert config.stages == ("gap", "knockout") and config.n == 5
     assert "stages" not in config.identity() and config.identity()["data"] == {
         "caption": "a", "classify": "b"}
-    with pytest.raises(ConfigError, match="unknown study config key"):
+    with pytest.raises(ConfigError, match="unknown NarrowGateConfig field 'nn'"):
         NarrowGateConfig.from_dict({"model": "m", "data": "d", "nn": 3})
     with pytest.raises(ConfigError, match="unknown stage 'gapp'"):
         NarrowGateConfig(model="m", data="d", stages=("gapp",))
@@ -264,16 +274,17 @@ def test_sigkill_midway_resumes_to_the_same_results(assets, run, tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys, torch
         torch.set_num_threads(1)  # as the reference run (same kernels, same bits)
-        from hooked_vlm.studies import units
-        from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
-        saves, original = [0], units.UnitStore.save
+        from hooked_vlm import storage
+        from hooked_vlm.studies import run_study
+        from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig
+        saves, original = [0], storage.UnitStore.save
         def save(self, key, arrays, seconds):
             saves[0] += 1
             if saves[0] == 9:  # the 9th unit is computed but never saved
                 os.kill(os.getpid(), signal.SIGKILL)
             original(self, key, arrays, seconds)
-        units.UnitStore.save = save
-        run_narrow_gate(NarrowGateConfig.from_yaml(sys.argv[1]), sys.argv[2])
+        storage.UnitStore.save = save
+        run_study(NARROW_GATE, NarrowGateConfig.from_yaml(sys.argv[1]), sys.argv[2])
     """)
     killed = subprocess.run([sys.executable, "-c", script, str(config_path), str(out)],
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)

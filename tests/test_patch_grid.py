@@ -26,7 +26,7 @@ from transformers import (
 
 from hooked_vlm import LayoutError
 from hooked_vlm.analysis import scatter_to_grid, to_picture, view_box
-from hooked_vlm.architectures import get_architecture
+from hooked_vlm.families import get_architecture
 from hooked_vlm.layout import build_layout, patch_grid, patch_grids
 from hooked_vlm.layout.patch_grid import AnyresPatches, MergedPatches, SquarePatches, TiledPatches
 from tests.conftest import ALL_ARCHS, Wrapped, wrap
@@ -72,14 +72,18 @@ def expected(w: Wrapped, b: int) -> dict[str, torch.Tensor]:
     if name in ("emu3", "pixtral", "mistral3"):
         rows, cols = x["grid"] if name == "emu3" else x["grids"][b]
         return {"image": raster(first, rows, cols, cols + 1)}  # one row-end token per row
-    if name in ("janus", "qwen2_vl"):
+    if name in ("janus", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "paligemma"):
         return {"image": raster(first, *x["grids"][b])}
+    if name == "molmo2":  # the low-res view's tokens, then the high-res grid's
+        low_h, low_w, high_h, high_w = x["grids"][b]
+        low, high = placeholders.split([low_h * low_w, high_h * high_w])
+        return {"high_res": high.view(high_h, high_w), "low_res": low.view(low_h, low_w)}
     if name in ("llava_next", "llava_onevision"):
         info = x["layouts"][b]
         side = math.isqrt(info["base"])
         high = raster(first + info["base"], info["rows"], info["cols"], info["cols"] + 1)
         return {"highres": high, "base": raster(first, side, side)}
-    per_tile = x["tokens_per_tile"]  # internvl, idefics3: tiles in order, the overview last
+    per_tile = x["tokens_per_tile"]  # internvl, idefics3, smolvlm: tiles, the overview last
     side = math.isqrt(per_tile)
     tiles = [t.view(side, side) for t in placeholders.split(per_tile)]
     if len(tiles) == 1:

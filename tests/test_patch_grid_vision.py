@@ -4,7 +4,8 @@ exactly the decoder input at that cell's grid position.
 With the vision towers' attention outputs zeroed, every feature depends on its own patch only
 (patch embedding, MLPs, norms, 2x2 mergers and pixel shuffles stay local), so the planted pixel
 traces where HF puts each patch: CLIP/SigLIP/Pixtral order, Mistral3's merger, LLaVA-NeXT's tile
-packing, Qwen2-VL's processor flattening and merger, InternVL/Idefics3 pixel shuffles.
+packing, Qwen-VL's processor flattening and merger (Qwen2.5-VL's window reordering, Qwen3-VL's
+DeepStack features), Gemma 3's pooling, InternVL/Idefics3/SmolVLM pixel shuffles.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tests.conftest import Wrapped, wrap
 INTERNVL_TILES = (1, 2)  # as in test_patch_grid: the two tiny crops come from no picture
 # pixels per grid cell: patch size, times the 2x2 merge / pixel shuffle where there is one
 CELL = {"llava": 6, "pixtral": 4, "mistral3": 8, "janus": 4, "llava_next": 4,
-        "llava_onevision": 4, "qwen2_vl": 8, "internvl": 8, "idefics3": 8}
+        "llava_onevision": 4, "qwen2_vl": 8, "internvl": 8, "idefics3": 8,
+        "qwen2_5_vl": 8, "qwen3_vl": 8, "gemma3": 8, "paligemma": 4, "smolvlm": 8}
 
 
 @contextmanager
@@ -86,7 +88,7 @@ def qwen_pixels(picture: np.ndarray) -> torch.Tensor:
 def planted(w: Wrapped, b: int, view: str, r: int, c: int) -> torch.Tensor:
     """Example ``b``'s pixel_values with one pixel changed in cell ``(r, c)`` of ``view``."""
     name, x, cell = w.tiny.name, w.tiny.extras, CELL[w.tiny.name]
-    if name == "qwen2_vl":
+    if name.startswith("qwen"):
         picture = qwen_picture(w, b)
         picture[r * cell, c * cell] += 0.5
         return qwen_pixels(picture)
@@ -96,7 +98,7 @@ def planted(w: Wrapped, b: int, view: str, r: int, c: int) -> torch.Tensor:
         index = (0, 0 if view == "base" else 1 + tr * x["layouts"][b]["tiles"][1] + tc)
     elif name == "internvl":  # this image's tiles, the thumbnail last
         index = (tr * INTERNVL_TILES[1] + tc if view == "tiles" else x["tiles"][b] - 1,)
-    elif name == "idefics3":  # tiles row-major, then the global image
+    elif name in ("idefics3", "smolvlm"):  # tiles row-major, then the global image
         rows, cols = x["tiles"][b]
         index = (0, tr * cols + tc if view == "tiles" else rows * cols if view == "global" else 0)
     else:
@@ -121,7 +123,7 @@ def test_a_pixel_in_one_cell_changes_only_that_cells_position(name: str):
             for c in range(grid.shape[1])
         ]
         one = w.tiny.example(b)
-        if name == "qwen2_vl":
+        if name.startswith("qwen"):
             one["pixel_values"] = qwen_pixels(qwen_picture(w, b))
         variants = [one["pixel_values"]] + [planted(w, b, v, r, c) for v, _, r, c in cells]
         batch = {k: torch.cat([v] * len(variants)) for k, v in one.items()}

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> module that defines it
 _EXPORTS = {
-    "ARCHITECTURES": "hooked_vlm.architectures",
-    "UnsupportedArchitectureError": "hooked_vlm.architectures",
-    "get_architecture": "hooked_vlm.architectures",
+    "ARCHITECTURES": "hooked_vlm.families",
+    "UnsupportedArchitectureError": "hooked_vlm.families",
+    "get_architecture": "hooked_vlm.families",
     "PatternEditError": "hooked_vlm.adapters.vision",
     "UnknownHookError": "hooked_vlm.hook_names",
     "VLMInputs": "hooked_vlm.inputs",
+    "explore": "hooked_vlm.explorer",
     "LayoutError": "hooked_vlm.layout",
     "TokenLayout": "hooked_vlm.layout",
     "HookedVLM": "hooked_vlm.model",
@@ -51,6 +52,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VLMConfig",
     "VLMInputs",
+    "explore",
     "get_architecture",
     "list_model_configs",
     "load_model_config",
@@ -72,7 +74,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports lazily
     from hooked_vlm.adapters.vision import PatternEditError
-    from hooked_vlm.architectures import (
+    from hooked_vlm.explorer import explore
+    from hooked_vlm.families import (
         ARCHITECTURES,
         UnsupportedArchitectureError,
         get_architecture,

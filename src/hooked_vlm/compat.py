@@ -101,12 +101,19 @@ def tl_attention_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 def new_cache(hf_model: Any) -> DynamicCache:
     """An empty KV cache for ``hf_model``'s decoder, filled in place by each forward.
 
+    Sliding-window layers record their past, so that :func:`crop_cache` can roll them back
+    (a reused prefix); they still attend within their window.
+
     Example:
         >>> past = new_cache(model.hf_model)
     """
     config = hf_model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return DynamicCache(config=text)
+    cache = DynamicCache(config=text)
+    for layer in cache.layers:  # sliding-window layers (Gemma 2/3) keep what a crop needs
+        if hasattr(layer, "activate_past_recording"):
+            layer.activate_past_recording()
+    return cache
 
 
 def crop_cache(cache: Any, length: int) -> None:

@@ -13,8 +13,9 @@ Each layer also gains ``blocks.{l}.attn.hook_attn_mask``: the additive mask ``[b
 head, query, key]`` (0 = attend, very negative = do not) that both paths add to the scores.
 Hooking it (e.g. "mask" knockout) edits attention without forcing the eager path.
 
-The HF attention modules get their own config copy set to SDPA; the model-level mask is still
-built eagerly (a 4-D additive float mask), which SDPA accepts as is.
+The HF attention modules get their own config copy set to SDPA (where SDPA computes what eager
+attention does: not with logit softcapping, see :func:`sdpa_supported`); the model-level mask
+is still built eagerly (a 4-D additive float mask), which SDPA accepts as is.
 
 Example:
     >>> install_fast_attention(model.bridge)   # HookedVLM does this for you
@@ -125,6 +126,13 @@ def _additive_mask(
     return additive.expand(batch, 1, *causal.shape)
 
 
+def sdpa_supported(config: Any) -> bool:
+    """Whether HF's SDPA attention computes what its eager attention does for ``config``:
+    not with logit softcapping (Gemma 2 / PaliGemma 2), which SDPA refuses, so such layers keep
+    HF's eager kernel on the fast path."""
+    return getattr(config, "attn_logit_softcapping", None) is None
+
+
 def install_fast_attention(bridge: Any) -> int:
     """Turn every decoder ``PositionEmbeddingsAttentionBridge`` into :class:`FastPathAttention`.
 
@@ -139,8 +147,9 @@ def install_fast_attention(bridge: Any) -> int:
         attn.__class__ = FastPathAttention
         attn.hook_attn_mask = HookPoint()
         hf_attn = attn.original_component
-        hf_attn.config = copy.copy(hf_attn.config)
-        hf_attn.config._attn_implementation = "sdpa"
+        if sdpa_supported(hf_attn.config):
+            hf_attn.config = copy.copy(hf_attn.config)
+            hf_attn.config._attn_implementation = "sdpa"
         converted += 1
     if converted:
         bridge.clear_hook_registry()

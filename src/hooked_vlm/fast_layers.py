@@ -32,6 +32,8 @@ import torch
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
+from hooked_vlm.fast_attention import sdpa_supported
+
 _RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
 
 
@@ -44,7 +46,7 @@ def pristine(module: torch.nn.Module) -> torch.nn.Module:
         module = module.original_component
     twin = copy.copy(module)
     config = getattr(module, "config", None)
-    if getattr(config, "_attn_implementation", None) == "eager":
+    if getattr(config, "_attn_implementation", None) == "eager" and sdpa_supported(config):
         # The bridged path recomputes attention itself; the twin runs HF's code, with SDPA.
         config = copy.copy(config)
         config._attn_implementation = "sdpa"

@@ -8,6 +8,7 @@ directories and model-config names that resolve to a local directory load with
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,10 +21,9 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources import build_bridge_from_module
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
 
-from hooked_vlm import adapters  # noqa: F401  (registers hooked-vlm's TL adapters)
 from hooked_vlm._guards import disable_runtime_installs
 from hooked_vlm.adapters.vision import guard_native_attention
-from hooked_vlm.architectures import (
+from hooked_vlm.families import (  # importing registers every family's TL adapter
     TOKEN_ROLES,
     Architecture,
     UnsupportedArchitectureError,
@@ -147,15 +147,67 @@ def load_hf_model(
     return hf_model.eval(), arch
 
 
+_LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, ImportError, AttributeError)
+
+
 def load_processor(source: Source) -> Any | None:
     """The checkpoint's processor, or ``None`` when it ships none (tiny test checkpoints) or
-    needs a library that is not installed (torchvision for Pixtral's image processor)."""
+    needs a library that is not installed (torchvision for Pixtral's image processor).
+
+    A processor that fails only for its video processor (HF's need torchvision, which
+    hooked-vlm never installs: Qwen-VL, SmolVLM) is loaded without it (:func:`image_only`):
+    images and text work, videos need their inputs built elsewhere.
+    """
     try:
         return transformers.AutoProcessor.from_pretrained(
             source.location, local_files_only=source.local
         )
-    except (OSError, ValueError, TypeError, KeyError, ImportError):
+    except _LOAD_ERRORS:
+        pass
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            source.location, local_files_only=source.local
+        )
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+        cls = getattr(transformers, PROCESSOR_MAPPING_NAMES.get(config.model_type, ""), None)
+        if cls is None or not _takes_video_last(cls):
+            return None
+        return image_only(cls).from_pretrained(source.location, local_files_only=source.local)
+    except _LOAD_ERRORS:
         return None
+
+
+def _takes_video_last(cls: type) -> bool:
+    params = list(inspect.signature(cls.__init__).parameters)[1:4]
+    return params == ["image_processor", "tokenizer", "video_processor"]
+
+
+def image_only(cls: type) -> type:
+    """Processor class ``cls`` (``image_processor, tokenizer, video_processor, ...``) without
+    its video processor: loaded, built and saved from the image processor and tokenizer alone.
+    HF's video processors need torchvision, which hooked-vlm never installs.
+
+    Example:
+        >>> processor = image_only(Qwen2_5_VLProcessor)(image_processor=ip, tokenizer=tok)
+    """
+    if not _takes_video_last(cls):
+        raise TypeError(f"{cls.__name__} does not take (image_processor, tokenizer, "
+                        "video_processor, ...): image_only cannot drop its video processor")
+
+    class ImageOnly(cls):  # type: ignore[misc, valid-type]
+        @classmethod
+        def get_attributes(cls_) -> list[str]:  # noqa: N805  (a classmethod of the subclass)
+            return [a for a in super().get_attributes() if a != "video_processor"]
+
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None,
+                     video_processor: Any = None, **kwargs: Any) -> None:
+            if video_processor is not None:
+                raise ValueError(f"{cls.__name__} was loaded without its video processor")
+            super().__init__(image_processor, tokenizer, None, **kwargs)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
+    return ImageOnly
 
 
 def build_bridge(hf_model: torch.nn.Module, arch: Architecture, name: str) -> TransformerBridge:

@@ -8,7 +8,7 @@ loading by HF id, local directory or model-config name.
 
 Example:
     >>> from hooked_vlm import HookedVLM
-    >>> from hooked_vlm.testing.tiny import build_tiny
+    >>> from hooked_vlm.families import build_tiny
     >>> tiny = build_tiny("chameleon")
     >>> model = HookedVLM.from_hf(tiny.model)
     >>> logits, cache = model.run_with_cache(**tiny.inputs, names_filter="blocks.0.hook_resid_post")
@@ -32,8 +32,8 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.adapters.vision import follow_edits_in_recorded_states
-from hooked_vlm.architectures import Architecture
 from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache_kwargs
+from hooked_vlm.families import Architecture
 from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.fast_layers import install_layer_bypass
 from hooked_vlm.generation import Sampler, check_generation_options
@@ -45,6 +45,8 @@ from hooked_vlm.validation import (
     ImageTokenMismatchError,
     check_image_inputs,
     check_input_names,
+    check_new_tokens,
+    check_pos_slice,
     forward_input_names,
 )
 
@@ -144,6 +146,8 @@ class HookedVLM:
         loading.attach_token_ids(hf_model.config, processor, model_config)
         loading.set_token_ids(hf_model.config, special_tokens or {})
         bridge = loading.build_bridge(hf_model.eval(), arch, name)
+        if arch.install is not None:  # family hook points (Qwen3-VL's DeepStack injections)
+            arch.install(bridge)
         install_fast_attention(bridge)
         install_layer_bypass(bridge)  # after fast attention: twins share its SDPA configs
         follow_edits_in_recorded_states(bridge)
@@ -241,13 +245,22 @@ class HookedVLM:
         Emu3 also needs ``image_sizes`` (its end-of-line tokens are image placeholders). The
         layout carries the architecture's patch rule, so ``patch_grid(layout, ...)``
         (:mod:`hooked_vlm.layout.patch_grid`) maps each image's tokens onto the picture.
+        Video frames are numbered from ``video_grid_thw`` (Qwen-VL) or, where frames are
+        plain images to the model (SmolVLM), from ``video_frames=[frames per example]``:
+        ``layout.select("eoi", frame=k)``.
         """
         arch, config = self.architecture, self.hf_model.config
         grids = arch.grid_from_inputs(config, extras) if arch.grid_from_inputs else None
         per_image = arch.tokens_per_image(config) if arch.tokens_per_image else None
+        blocks = None
+        if arch.attention_blocks is not None:
+            blocks = arch.attention_blocks(config, input_ids, extras)
+        videos = arch.video_grids(config, extras) if arch.video_grids else None
         return build_layout(
             input_ids, arch.tokens(config), attention_mask, grids, per_image,
             architecture=arch.hf_class, notes=arch.notes, patch_rule=arch.patch_rule(config),
+            attention_blocks=blocks, injections=arch.injections(config), videos=videos,
+            video_frames=extras.get("video_frames"),
         )
 
     # ------------------------------------------------------------------ running
@@ -290,6 +303,7 @@ class HookedVLM:
             >>> cache["blocks.3.hook_resid_post"].shape
         """
         ids, kw = self._inputs(inputs, kwargs)
+        check_pos_slice(pos_slice, ids.shape[1])
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
         with self._running(kw):
@@ -406,6 +420,7 @@ class HookedVLM:
         """
         sampler = Sampler.build(do_sample, temperature, top_k, top_p, seed, self.device)
         check_generation_options(kwargs)
+        check_new_tokens(max_new_tokens)
         ids, kw = self._inputs(inputs, kwargs)
         mask = kw.pop("attention_mask", None)
         mask = torch.ones_like(ids) if mask is None else mask
@@ -463,6 +478,9 @@ class HookedVLM:
             images, Iterable
         )
         images = [images] if single else list(images)
+        if not images:
+            raise ValueError("prepare() got no images: give one image (PIL, array, tensor or "
+                             "path) or a list of them")
         if prompts is None:
             if task is None or self.model_config is None:
                 raise ValueError("give prompts, or a task with a model config that has templates")
@@ -470,10 +488,15 @@ class HookedVLM:
         prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         extra = dict(self.model_config.processor_kwargs) if self.model_config else {}
         extra.update(processor_kwargs or {})
+        if self.architecture.nested_images and len(images) == len(prompts):
+            images = [[image] for image in images]  # one image per prompt, as it expects
         batch = self.processor(
             images=images, text=prompts, return_tensors="pt", padding=True, **extra
         )
-        inputs = VLMInputs({k: v for k, v in batch.items() if isinstance(v, Tensor)})
+        # labels (PaliGemma's processor adds them) would make HF compute a training loss
+        inputs = VLMInputs(
+            {k: v for k, v in batch.items() if isinstance(v, Tensor) and k != "labels"}
+        )
         inputs.layout = self.layout(**inputs)
         return inputs
 

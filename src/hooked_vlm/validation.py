@@ -123,10 +123,11 @@ def check_image_inputs(model: HookedVLM, ids: Tensor, kw: Mapping[str, Any]) -> 
             f"the image placeholder tokens (id {image_id}) do not fit the images given: {err} "
             f"{_WHERE}"
         ) from None
-    found = [
+    found = [  # still images only: video frames have inputs of their own
         (b, k, int((ids[b, s.start : s.end + 1] == image_id).sum()))
         for b, spans in enumerate(layout.spans)
         for k, s in enumerate(spans)
+        if s.frame is None
     ]
     if len(found) != len(expected):
         raise ImageTokenMismatchError(
@@ -219,3 +220,31 @@ def check_finite(tensor: Tensor, what: str) -> Tensor:
             "check_finite=False only if you mean it)."
         )
     return tensor
+
+
+def check_pos_slice(pos_slice: Any, seq_len: int) -> None:
+    """Refuse positions outside a sequence of ``seq_len`` (an int or a list of ints; a slice
+    is clipped by Python, as ever).
+
+    Example:
+        >>> check_pos_slice(1000, 75)
+        Traceback (most recent call last):
+        InputError: pos_slice 1000 is outside the 75 positions of these inputs ...
+    """
+    if pos_slice is None or isinstance(pos_slice, slice):
+        return
+    positions = [pos_slice] if isinstance(pos_slice, int) else list(pos_slice)
+    bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int)
+           or not -seq_len <= p < seq_len]
+    if bad:
+        raise InputError(f"pos_slice {bad[0]!r} is outside the {seq_len} positions of these "
+                         f"inputs: give ints in -{seq_len}..{seq_len - 1}, a list of them, or a "
+                         "slice")
+
+
+def check_new_tokens(max_new_tokens: Any) -> None:
+    """``max_new_tokens`` must be an int >= 0."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be an int >= 0 (the tokens to generate), got "
+                         f"{max_new_tokens!r}")

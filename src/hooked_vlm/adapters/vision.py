@@ -89,12 +89,15 @@ class EditableVisionAttentionBridge(AttentionBridge):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         hidden = self.hook_in(hidden)
         batch, pos, _ = hidden.shape
-        n_heads, d_head = hf_attn.num_heads, hf_attn.head_dim
+        d_head = hf_attn.head_dim
+        n_heads = getattr(hf_attn, "num_heads", None) or hf_attn.config.num_attention_heads
 
         def heads(x: torch.Tensor, norm: str | None = None) -> torch.Tensor:
             if norm is not None and getattr(hf_attn, norm, None) is not None:
                 x = getattr(hf_attn, norm)(x)
-            return x.reshape(batch, pos, n_heads, d_head).transpose(1, 2)
+            x = x.reshape(batch, pos, -1, d_head).transpose(1, 2)
+            # grouped key/value heads (Molmo 2's tower may have fewer): repeat, as HF does
+            return x.repeat_interleave(n_heads // x.shape[1], dim=1)
 
         q = heads(self.q(hidden), "q_norm")
         k = heads(self.k(hidden), "k_norm")
@@ -181,6 +184,23 @@ def make_vision_attention_editable(
     layers.submodules["attn"] = EditableVisionAttentionBridge(
         name=old.name, config=old.config, out_proj=out_proj
     )
+
+
+def with_editable_tower(base: type[ArchitectureAdapter]) -> type[ArchitectureAdapter]:
+    """TransformerLens' adapter ``base`` with its CLIP/SigLIP tower's attention made editable.
+
+    Example:
+        >>> LlavaAdapter = with_editable_tower(LlavaArchitectureAdapter)
+    """
+
+    class Adapter(base):  # type: ignore[misc, valid-type]
+        def __init__(self, cfg: Any) -> None:
+            super().__init__(cfg)
+            make_vision_attention_editable(self)
+
+    Adapter.__name__ = Adapter.__qualname__ = f"Editable{base.__name__}"
+    Adapter.__doc__ = f"{base.__name__} whose vision-tower attention patterns are editable."
+    return Adapter
 
 
 def guard_native_attention(module: torch.nn.Module) -> list[str]:

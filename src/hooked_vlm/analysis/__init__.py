@@ -17,6 +17,7 @@ from hooked_vlm.analysis.attention_flow import (
     flow_contributions,
     flow_masks,
     image_key_values,
+    injected_layers,
     key_categories,
     text_to_image_mass,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "cross_modal_attention",
     "flow_contributions",
     "flow_masks",
+    "injected_layers",
     "get_preset",
     "gride_id",
     "gride_id_scaling",

@@ -12,6 +12,11 @@ Three pieces, so that no full pattern needs to be kept:
 3. :func:`flow_contributions` - from accumulated masses per layer and key to the shares and the
    paper's plot categories (EOI, last image token, keys above a threshold, internal image).
 
+Attention is not the only way image information moves: Qwen3-VL's DeepStack adds vision
+features to the image positions after its first decoder blocks (``layout.injections``,
+:func:`injected_layers`); the flow measures what text reads *by attention* from keys that,
+from those layers on, also carry the injected features.
+
 Example:
     >>> queries, keys = flow_masks(layout)
     >>> masses = {}
@@ -25,13 +30,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from hooked_vlm.layout import TokenLayout
+from hooked_vlm.layout import Injection, TokenLayout
 
 
 def flow_masks(layout: TokenLayout) -> tuple[Bool[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
@@ -115,6 +121,10 @@ class FlowContributions:
     salient: Float[Tensor, "layer n_keys"]
     internal_image: Float[Tensor, " layer"]
     threshold: float
+    # Layers after which image features enter the image-side keys' residual stream outside
+    # attention (Qwen3-VL's DeepStack, ``layout.injections``): from the next layer on, the
+    # keys the flow measures also carry those features.
+    injected_after: tuple[int, ...] = ()
 
 
 def flow_contributions(
@@ -122,6 +132,7 @@ def flow_contributions(
     eoi_keys: Bool[Tensor, " n_keys"],
     last_image_keys: Bool[Tensor, " n_keys"],
     threshold: float = 0.01,
+    injections: Sequence[Injection] = (),
 ) -> FlowContributions:
     """Normalise accumulated masses per layer and split them into the plot categories.
 
@@ -130,6 +141,8 @@ def flow_contributions(
             ``image_key_values(text_to_image_mass(...), keys).sum(0)`` accumulated per layer).
         eoi_keys, last_image_keys: which key offsets are EOI / the last image token.
         threshold: other keys whose share exceeds it are reported on their own (``salient``).
+        injections: ``layout.injections``: where image features enter the residual stream
+            outside attention; recorded as ``injected_after`` so a plot can mark them.
     """
     n_keys = masses.shape[-1:]
     if masses.ndim != 2 or eoi_keys.shape != n_keys or last_image_keys.shape != n_keys:
@@ -146,7 +159,19 @@ def flow_contributions(
     others = shares * ~(eoi_keys | last_image_keys)
     salient = torch.where(others > threshold, others, torch.zeros_like(others))
     internal = others.sum(1) - salient.sum(1)
-    return FlowContributions(shares, eoi, last, salient, internal, threshold)
+    injected = injected_layers(injections)
+    return FlowContributions(shares, eoi, last, salient, internal, threshold, injected)
+
+
+def injected_layers(injections: Sequence[Injection]) -> tuple[int, ...]:
+    """The decoder layers after which image features are added to the image positions outside
+    attention (sorted, once each): ``()`` for every family but Qwen3-VL, whose DeepStack adds
+    vision features after blocks 0, 1, 2 (``blocks.{l}.hook_deepstack``).
+
+    Example:
+        >>> injected_layers(layout.injections)   # (0, 1, 2) for Qwen3-VL-8B
+    """
+    return tuple(sorted({i.layer for i in injections}))
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ from hooked_vlm.attribution.evaluate import Evaluator
 from hooked_vlm.attribution.token_level import KEY_MODES, PositionScores
 from hooked_vlm.interventions._common import InterventionError, check_mode, editable_attention
 from hooked_vlm.interventions.ablation import ABLATION_MODES, KVBaseline
+from hooked_vlm.interventions.knockout import edge_mask
 from hooked_vlm.interventions.prefix import PrefixCache
 from hooked_vlm.interventions.selectors import Selector, resolve
 
@@ -258,8 +259,12 @@ def atp_example(
         )
     recorder = _Recorder(rows.to(model.device), layout.seq_len, mode)
     clean = _forward_backward(model, inputs, target, start, recorder)
+    edges = None
+    if k_pos is not None:  # the ablation's own edges (causal, or within a bidirectional block)
+        suffix = torch.zeros(1, 1, layout.seq_len - start, layout.seq_len, dtype=torch.bool)
+        edges = edge_mask(suffix, q_pos, k_pos, query_start=start)[0, 0][rows - start][:, cols]
     layer_math = [
-        _LayerMath(model, layer, mode, recorder.layers[layer], rows, cols, baseline, mean)
+        _LayerMath(model, layer, mode, recorder.layers[layer], edges, cols, baseline, mean)
         for layer in layers
     ]
     linear = [np.stack(part) for part in zip(*(m.linear() for m in layer_math), strict=True)]
@@ -364,7 +369,12 @@ class _Recorder:
 
     def _rows(self, layer: int, name: str, dim: int) -> Callable[[Tensor, object], None]:
         def hook(t: Tensor, hook: object) -> None:
-            self._record(layer)[name] = t.index_select(dim, self._local(t, dim)).detach()[0]
+            t = t.index_select(dim, self._local(t, dim)).detach()[0]
+            missing = self.seq_len - t.shape[-1]
+            if name in ("scores", "pattern") and missing:  # a sliding window's cache: the keys
+                fill = torch.finfo(t.dtype).min if name == "scores" else 0.0  # before it are
+                t = torch.cat([t.new_full((*t.shape[:-1], missing), fill), t], -1)  # masked
+            self._record(layer)[name] = t
 
         return hook
 
@@ -386,7 +396,7 @@ class _LayerMath:
     per key ``[h, k]``) drops; :meth:`exact` the same for some heads, attention recomputed."""
 
     def __init__(self, model: HookedVLM, layer: int, mode: str, record: dict[str, Tensor],
-                 rows: Tensor, cols: Tensor, baseline: KVBaseline | None,
+                 edges: Tensor | None, cols: Tensor, baseline: KVBaseline | None,
                  mean: Tensor | None) -> None:
         cfg, device = model.cfg, model.device
         self.mode = mode
@@ -404,8 +414,7 @@ class _LayerMath:
         _check_pattern(self.s, self.a, scores.dtype, layer)
         self.v = einops.repeat(record["v"].double(), "n g d -> n (g r) d", r=group)
         self.cols = cols.to(device)
-        causal = self.cols[None, :] <= rows.to(device)[:, None]  # [q, k]
-        self.edges = causal[None] & self.open[..., self.cols]  # [h, q, k]
+        self.edges = edges.to(device)[None] & self.open[..., self.cols]  # [h, q, k]
         self.gv = einops.einsum(self.g, self.v, "q h d, n h d -> h q n")
         self.gz = (self.a * self.gv).sum(-1)  # [h, q]
         grad_s = self.a * (self.gv - self.gz[..., None])  # ∂y/∂S
@@ -419,6 +428,9 @@ class _LayerMath:
                                    "k g d -> k (g r) d", r=group)
             q = record["q"].double()  # [q, h, d]
             self.alt = scale * einops.einsum(q, base_k, "q h d, k h d -> h q k")
+            softcap = getattr(attn, "attn_logit_softcapping", None)
+            if softcap is not None:  # as HF and the ablation cap the logits
+                self.alt = torch.tanh(self.alt / softcap) * softcap
             self.gdv = einops.einsum(self.g, base_v - self.v[self.cols], "q h d, k h d -> h q k")
 
     def linear(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -520,12 +532,11 @@ def _check_recomputable(
 ) -> None:
     for layer in range(model.cfg.n_layers):
         attn = model.bridge.blocks[layer].attn.original_component
-        softcap = mode == "baseline_kv" and getattr(attn, "attn_logit_softcapping", None)
-        if softcap or getattr(attn, "sinks", None) is not None:
+        if getattr(attn, "sinks", None) is not None:
             raise InterventionError(
                 f"attribution patching of mode {mode!r} recomputes attention from its scores and "
-                "does not model logit softcapping or attention sinks (layer "
-                f"{layer}); use mode 'zero' or 'mean' on this architecture."
+                f"does not model attention sinks (layer {layer}); use mode 'zero' or 'mean' on "
+                "this architecture."
             )
     if mode != "baseline_kv":
         return

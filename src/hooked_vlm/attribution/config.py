@@ -1,7 +1,9 @@
 """The settings of one head-attribution run: what every unit of work is a pure function of.
 
 Kim et al. do not publish alpha, N, the regression or the fit figures (REFERENCE.md, Paper 2),
-so every choice is a field here and is written with the results (``to_json``).
+so every choice is a field here and is written with the results (``to_json``). The fields are
+typed (:class:`~hooked_vlm.settings.Settings`): a YAML ``leave_one_out: "false"`` is refused,
+not truthy. The head-attribution study embeds this config whole.
 
 Example:
     >>> config = AttributionConfig(n_masks=4000, alpha=0.5, mode="baseline_kv", baseline="mean")
@@ -11,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from hooked_vlm.attribution.masks import (
     LeaveOneOutMasks,
@@ -19,39 +21,47 @@ from hooked_vlm.attribution.masks import (
     RandomMasks,
     ReferenceMasks,
 )
-from hooked_vlm.interventions.ablation import ABLATION_MODES
+from hooked_vlm.settings import ConfigError, Settings, check_count, check_positive
 
 BASELINES = ("mean", "blank", "zeros")
-
-
-class ConfigError(ValueError):
-    """An attribution setting that is not accepted."""
+DEFAULT_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
-class AttributionConfig:
+class AttributionConfig(Settings):
     """Masks, ablation and target of a run.
 
-    - ``n_masks`` training masks and ``n_heldout`` fresh masks (another seed stream) to score
-      the fit; each head is ablated with probability ``alpha``, or exactly ``k`` heads are.
-    - ``mode``: how a head is ablated (:func:`hooked_vlm.interventions.head_ablation`):
-      ``"baseline_kv"`` (default: the head's image keys/values, as its ``queries`` see them,
-      replaced by ``baseline``: ``"mean"`` over the dataset's images, a ``"blank"`` image's,
-      or ``"zeros"``), ``"zero"`` / ``"mean"`` (the head's output at ``queries``), or
-      ``"knockout"`` (−inf on ``queries`` → ``keys`` edges).
-    - ``target``: a name from :data:`~hooked_vlm.attribution.targets.TARGETS`, or a custom
-      target's name (pass the :class:`~hooked_vlm.attribution.targets.Target` to the runner).
-    - ``chunk_size`` masks make one unit of work, run ``batch_size`` per forward.
-    - ``leave_one_out``: also evaluate every single-head ablation (a baseline ranking).
+    Attributes:
+        n_masks: random head masks per example (the training set of the fit).
+        n_heldout: fresh masks (another seed stream) that score the fit.
+        alpha: probability each head is ablated in a mask (default 0.5 unless k is given).
+        k: ablate exactly k heads per mask instead (give alpha or k).
+        seed: seeds the masks.
+        mode: how a head is ablated: baseline_kv (its image keys/values, as its queries see
+            them, replaced by the baseline), zero or mean (its output at the queries), knockout
+            (-inf on query -> key edges).
+        baseline: the keys/values of mode baseline_kv: mean over the dataset's images, a blank
+            image's, or zeros.
+        target: logit (of the answer's first token), logprob or logit_diff, or the name of a
+            custom target.
+        queries, keys: the positions the ablation cuts (selector names: the text after the
+            image reading the image tokens by default).
+        chunk_size: masks per unit of work.
+        batch_size: masks per forward.
+        leave_one_out: also ablate every head alone (the single-head baseline ranking).
+        reuse_prefix: compute each example's image prefix once and reuse it for every mask.
     """
+
+    ALIASES: ClassVar[dict[str, str]] = {"masks": "n_masks", "heldout": "n_heldout"}
+    EXCLUSIVE: ClassVar[tuple[tuple[str, str], ...]] = (("alpha", "k"), ("k", "alpha"))
 
     n_masks: int = 2000
     n_heldout: int = 200
-    alpha: float | None = 0.5
+    alpha: float | None = None
     k: int | None = None
     seed: int = 0
-    mode: str = "baseline_kv"
-    baseline: str = "mean"
+    mode: Literal["baseline_kv", "zero", "mean", "knockout"] = "baseline_kv"
+    baseline: Literal["mean", "blank", "zeros"] = "mean"
     target: str = "logit"
     queries: str = "text_after_image"
     keys: str = "image"
@@ -61,33 +71,28 @@ class AttributionConfig:
     reuse_prefix: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in ABLATION_MODES:
-            raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(ABLATION_MODES)}.")
-        if self.baseline not in BASELINES:
-            raise ConfigError(
-                f"baseline {self.baseline!r} is not one of {', '.join(BASELINES)} (used by "
-                "mode 'baseline_kv')."
-            )
-        if self.chunk_size < 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"chunk_size and batch_size must be >= 1, got {self.chunk_size}, "
-                f"{self.batch_size}."
-            )
-        if self.n_masks < 1 or self.n_heldout < 0:
-            raise ConfigError(
-                f"need n_masks >= 1 and n_heldout >= 0, got {self.n_masks}, {self.n_heldout}."
-            )
-        if not isinstance(self.queries, str) or not isinstance(self.keys, str):
-            raise ConfigError(
-                "queries and keys must be selector names here (e.g. 'text_after_image', "
-                "'image'): explicit positions would not be a pure function of the config."
-            )
+        super().__post_init__()
+        if self.alpha is None and self.k is None:
+            object.__setattr__(self, "alpha", DEFAULT_ALPHA)
+        for name in ("n_masks", "chunk_size", "batch_size"):
+            check_positive(name, getattr(self, name))
+        check_count("n_heldout", self.n_heldout)
+        check_count("seed", self.seed)
+        if self.k is not None and self.k < 1:
+            raise ConfigError(f"k must be >= 1 (k = {self.k} never ablates a head: every mask "
+                              "would be the clean model and every attribution 0)")
         # validates alpha / k (k against the heads once the model is known: splits())
         RandomMasks(1, max(1, self.k or 1), 0, self.alpha, self.k)
 
     def splits(self, n_layers: int, n_heads: int) -> dict[str, MaskSet]:
         """The mask sets of this run, by split name: ``train``, ``heldout``, ``reference``
-        (all kept, all ablated) and, with ``leave_one_out``, ``loo``."""
+        (all kept, all ablated) and, with ``leave_one_out``, ``loo``. Raises
+        :class:`ConfigError` for a ``k`` the model cannot serve."""
+        heads = n_layers * n_heads
+        if self.k is not None and self.k >= heads:
+            raise ConfigError(f"k = {self.k}: the model has {heads} heads ({n_layers} layers x "
+                              f"{n_heads}); ablating all of them in every mask leaves nothing "
+                              f"to attribute: give k < {heads}")
         train = RandomMasks(n_layers, n_heads, self.n_masks, self.alpha, self.k, self.seed)
         out: dict[str, MaskSet] = {
             "train": train,
@@ -103,4 +108,4 @@ class AttributionConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AttributionConfig:
-        return cls(**data)
+        return cls.from_dict(data)

@@ -1,24 +1,27 @@
-"""Units of work -> targets in a store: every unit a pure function of (config, examples, unit).
+"""Units of work -> targets in a store: every unit a pure function of (config, examples, key).
 
-A unit is (split, example, mask chunk) (:class:`~hooked_vlm.attribution.store.Unit`).
-:class:`Evaluator` holds a loaded model, the examples and the config, and evaluates any masks on
-any example: masks run ``batch_size`` per forward as a repeated batch on the example's clean
-prefix (its image keys/values computed once per example and reused). :func:`run_unit` evaluates
-one unit and writes it; any engine drives it: a loop (:func:`run`), a Slurm array task
-(``shard(units, i, n)``), or Ray actors each holding an :class:`Evaluator`
-(:mod:`hooked_vlm.attribution.jobs`). Units are ordered by
-example, so a shard reuses each example's prefix across its chunks.
+A unit is (split, example, mask chunk), keyed ``"split/example/chunk"``
+(:func:`~hooked_vlm.attribution.store.unit_key`). :class:`Evaluator` holds a loaded model, the
+examples and the config, and evaluates any masks on any example: masks run ``batch_size`` per
+forward as a repeated batch on the example's clean prefix (its image keys/values computed once
+per example and reused). :func:`run_unit` evaluates one unit and writes it; a loop
+(:func:`run`) or a Slurm array task (``Shard.parse("0/4").of(units(evaluator))``) drives it
+here, and the head-attribution study's ``masks`` stage runs the same units on any engine
+(:func:`hooked_vlm.studies.run_study`: resume, shards, Ray). Units are ordered by example, so a
+shard reuses each example's prefix across its chunks.
 
 Example:
     >>> config = AttributionConfig(n_masks=2000, alpha=0.5, mode="baseline_kv", baseline="mean")
     >>> evaluator = Evaluator(model, examples, config)
     >>> store = open_store("runs/coco", evaluator)       # or reopen: resumes
-    >>> run(evaluator, store, shard(units(evaluator), *parse_shard("0/4")))   # task 0 of 4
+    >>> run(evaluator, store, Shard.parse("0/4").of(units(evaluator)))   # task 0 of 4
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hooked_vlm.attribution.config import AttributionConfig, ConfigError
-from hooked_vlm.attribution.store import MaskStore, Unit, chunk_count
+from hooked_vlm.attribution.config import AttributionConfig
+from hooked_vlm.attribution.store import MaskStore, chunk_count, parse_key, unit_key
 from hooked_vlm.attribution.targets import Example, Target, get_target
 from hooked_vlm.interventions.ablation import (
+    ABLATION_MODES,
     KVBaseline,
     ablation_prefix,
     evaluate_head_masks,
@@ -41,6 +45,11 @@ from hooked_vlm.interventions.ablation import (
 from hooked_vlm.interventions.prefix import PrefixCache
 from hooked_vlm.interventions.selectors import Selector, resolve
 from hooked_vlm.layout import TokenLayout
+from hooked_vlm.settings import ConfigError
+
+# the config lists the modes by name (it imports no torch); they must be the intervention's
+assert set(typing.get_args(typing.get_type_hints(AttributionConfig)["mode"])) == set(
+    ABLATION_MODES)
 
 if TYPE_CHECKING:
     from hooked_vlm.model import HookedVLM
@@ -78,8 +87,10 @@ class Evaluator:
     ``target``: a custom :class:`Target` whose name is ``config.target`` (built-in names need
     nothing). ``examples_id``: a name for the examples recorded in the store (e.g. dataset,
     split and indices); by default a digest of every example's tensors and token ids (which
-    reads every example once). Statistics the ablation needs (the dataset-mean baseline, mean
-    head outputs) are computed on first use, or shared through a store (:meth:`prepare`).
+    reads every example once). ``fingerprint``: the model's (:mod:`hooked_vlm.fingerprint`;
+    by default computed from its weights), recorded in the store so that another checkpoint
+    never reuses it. Statistics the ablation needs (the dataset-mean baseline, mean head
+    outputs) are computed on first use, or shared through a store (:meth:`prepare`).
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class Evaluator:
         config: AttributionConfig,
         target: Target | None = None,
         examples_id: str | None = None,
+        fingerprint: Mapping[str, str | None] | None = None,
     ) -> None:
         if target is not None and target.name != config.target:
             raise ConfigError(
@@ -97,6 +109,12 @@ class Evaluator:
             )
         if not examples:
             raise ConfigError("no examples given.")
+        vocab = model.cfg.d_vocab
+        for i, ex in enumerate(examples):
+            outside = [t for t in (ex.answer, ex.foil) if t is not None and t >= vocab]
+            if outside:
+                raise ConfigError(f"example {i}: token id {outside[0]} is outside the model's "
+                                  f"vocabulary of {vocab}")
         self.model = model
         self.examples = examples
         self.config = config
@@ -104,13 +122,20 @@ class Evaluator:
         self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
         self.n_examples = len(examples)
         self.examples_id = examples_id
+        self.fingerprint = dict(fingerprint) if fingerprint is not None else None
         self._stats: dict[str, Tensor] | None = None
+        self._share: MaskStore | None = None
         self._state: _ExampleState | None = None
 
     # ------------------------------------------------------------------ description
     def describe(self) -> dict[str, Any]:
-        """The JSON description a store is keyed by: config, sizes, model, examples."""
+        """The JSON description a store is keyed by: config, sizes, model (with its
+        fingerprint), examples."""
+        from hooked_vlm.fingerprint import model_fingerprint
+
         cfg = self.model.cfg
+        if self.fingerprint is None:
+            self.fingerprint = model_fingerprint(self.model)
         return {
             "config": self.config.to_json(),
             "n_layers": self.n_layers,
@@ -118,14 +143,14 @@ class Evaluator:
             "n_examples": self.n_examples,
             "examples": self.examples_id or examples_digest(self.examples),
             "model": {"architecture": cfg.architecture, "n_kv_heads": cfg.n_kv_heads,
-                      "d_head": cfg.d_head, "dtype": str(self.model.dtype)},
+                      "d_head": cfg.d_head, "dtype": str(self.model.dtype),
+                      "fingerprint": self.fingerprint},
         }
 
     def prepare(self, store: MaskStore) -> None:
-        """Load the ablation statistics from ``store``, computing and saving them if absent."""
-        if _needs_stats(self.config):
-            self._stats = store.tensors("stats", self._compute_stats)
-            self._state = None
+        """Share the ablation statistics through ``store``: read on first use (computed and
+        saved there by whoever needs them first)."""
+        self._share, self._stats, self._state = store, None, None
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -209,7 +234,8 @@ class Evaluator:
 
     def _statistics(self) -> dict[str, Tensor]:
         if self._stats is None:
-            self._stats = self._compute_stats()
+            self._stats = (self._share.tensors("stats", self._compute_stats)
+                           if self._share is not None else self._compute_stats())
         return self._stats
 
     def _compute_stats(self) -> dict[str, Tensor]:
@@ -232,10 +258,6 @@ def examples_digest(examples: Sequence[Example]) -> str:
                 digest.update(repr(value).encode())
         digest.update(repr((ex.answer, ex.foil, ex.label)).encode())
     return "blake2b:" + digest.hexdigest()
-
-
-def _needs_stats(config: AttributionConfig) -> bool:
-    return config.mode == "mean" or (config.mode == "baseline_kv" and config.baseline == "mean")
 
 
 def blank_image(inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,15 +314,15 @@ def mean_z(model: HookedVLM, examples: Sequence[Example], positions: str) -> Ten
 
 
 # ---------------------------------------------------------------------- units and engines
-def units(evaluator: MaskEvaluator) -> list[Unit]:
-    """Every unit of the run, ordered by example, split, chunk.
+def units(evaluator: MaskEvaluator) -> list[str]:
+    """Every unit's key, ordered by example, split, chunk.
 
     Example:
         >>> len(units(evaluator))   # n_examples * sum(ceil(split size / chunk_size))
     """
     splits = evaluator.config.splits(evaluator.n_layers, evaluator.n_heads)
     return [
-        Unit(name, example, chunk)
+        unit_key(name, example, chunk)
         for example in range(evaluator.n_examples)
         for name, masks in splits.items()
         for chunk in range(chunk_count(masks.size, evaluator.config.chunk_size))
@@ -324,25 +346,37 @@ def open_store(path: str | Path, evaluator: MaskEvaluator) -> MaskStore:
     return store
 
 
-def run_unit(evaluator: MaskEvaluator, unit: Unit, store: MaskStore) -> bool:
-    """Evaluate ``unit`` and write it, unless it is done already. True if it ran.
+def evaluate_unit(evaluator: MaskEvaluator, key: str, store: MaskStore) -> dict[str, np.ndarray]:
+    """The targets of unit ``key`` (``{"values": [chunk]}``), computed (not written).
 
     Example:
-        >>> run_unit(evaluator, Unit("train", 0, 3), store)
+        >>> evaluate_unit(evaluator, "train/0/3", store)["values"].shape   # (chunk_size,)
     """
-    if store.is_done(unit):
+    split, example, chunk = parse_key(key)
+    start, stop = store.chunk_range(split, chunk)
+    masks = evaluator.config.splits(evaluator.n_layers, evaluator.n_heads)[split]
+    return {"values": evaluator.evaluate(example, masks.masks(start, stop))}
+
+
+def run_unit(evaluator: MaskEvaluator, key: str, store: MaskStore) -> bool:
+    """Evaluate unit ``key`` and write it, unless it is done already. True if it ran.
+
+    Example:
+        >>> run_unit(evaluator, "train/0/3", store)
+    """
+    if store.done(key):
         return False
-    start, stop = store.chunk_range(unit.split, unit.chunk)
-    masks = evaluator.config.splits(evaluator.n_layers, evaluator.n_heads)[unit.split]
-    store.write(unit, evaluator.evaluate(unit.example, masks.masks(start, stop)))
+    start = time.perf_counter()
+    values = evaluate_unit(evaluator, key, store)
+    store.save(key, values, time.perf_counter() - start)
     return True
 
 
 def run(
     evaluator: MaskEvaluator,
     store: MaskStore,
-    work: Iterable[Unit] | None = None,
-    on_unit: Callable[[Unit, bool], None] | None = None,
+    work: Iterable[str] | None = None,
+    on_unit: Callable[[str, bool], None] | None = None,
 ) -> int:
     """Run ``work`` (default: every unit not done yet); returns how many units ran.
     ``on_unit(unit, ran)`` is called after each unit (a progress bar, say).

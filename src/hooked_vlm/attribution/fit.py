@@ -177,7 +177,7 @@ def fit_store(
     when the run has no held-out masks). Masks are recomputed from the stored config.
 
     Example:
-        >>> attribution, quality = fit_store(MaskStore.load("runs/coco"), method="ridge")
+        >>> attribution, quality = fit_store(MaskStore.from_path("runs/coco"), method="ridge")
     """
     splits = stored_splits(store)
     train = splits["train"]

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from hooked_vlm.settings import ConfigError
+
 HELD_OUT_STREAM = 1
 
 
-class MaskError(ValueError):
+class MaskError(ConfigError):
     """A mask set was described with impossible parameters."""
 
 

@@ -20,6 +20,8 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
+from hooked_vlm.settings import ConfigError
+
 
 @dataclass(frozen=True)
 class Example:
@@ -30,6 +32,16 @@ class Example:
     answer: int
     foil: int | None = None
     label: Any = None
+
+    def __post_init__(self) -> None:
+        for name in ("answer", "foil"):
+            value = getattr(self, name)
+            if value is None and name == "foil":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"Example {name} must be a token id (an int >= 0), got "
+                                  f"{value!r}: a negative id would read the vocabulary from "
+                                  "its end")
 
 
 TargetFn = Callable[[Float[Tensor, "batch vocab"], Example], Float[Tensor, " batch"]]

@@ -186,7 +186,20 @@ def _canonical(cols: Columns, features: datasets.Features, index: Sequence[int])
 def _canonical_check(features: datasets.Features) -> str | None:
     if not any(c in features for c in ("label", *_TEXT_COLUMNS)):
         return "none of the columns label, captions, question, answers"
-    return None
+    wrong = [f"{c} ({features[c]}; needs {need})" for c, need, ok in (
+        ("question", "text", _is_text), ("captions", "a list of texts", _is_texts),
+        ("answers", "a list of texts", _is_texts)) if c in features and not ok(features[c])]
+    return f"wrong column types: {', '.join(wrong)}" if wrong else None
+
+
+def _is_text(feature: object) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _is_texts(feature: object) -> bool:
+    """A list of texts, or a text (a CSV cell holding a JSON list, or one caption)."""
+    inner = getattr(feature, "feature", None)
+    return _is_text(feature) or (inner is not None and _is_text(inner))
 
 
 _ADAPTER_LIST = (
@@ -232,8 +245,11 @@ def detect_adapter(features: datasets.Features) -> Adapter:
     if not fitting and not ADAPTERS["canonical"].problems(features):
         fitting = [ADAPTERS["canonical"]]
     if not fitting:
+        near = [f"{a.name}: {'; '.join(a.problems(features))}" for a in _ADAPTER_LIST
+                if all(c in features for c in a.required)]
         raise SchemaError(
-            f"no supported schema fits the source's columns {list(features)}; supported: "
+            f"no supported schema fits the source's columns {list(features)}"
+            + (f" ({'; '.join(near)})" if near else "") + "; supported: "
             + ", ".join(f"{a.name} (needs {list(a.required)})" for a in _ADAPTER_LIST)
             + ". Rename the columns, or pass schema= to see what one schema lacks."
         )

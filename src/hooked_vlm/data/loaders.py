@@ -37,12 +37,14 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from pyarrow import ArrowException
 
 from hooked_vlm.data.adapters import Adapter, Columns, detect_adapter, get_adapter
 from hooked_vlm.data.schema import (
     STUDY_COLUMNS,
     STUDY_FEATURES,
     TASK_FIELDS,
+    SchemaError,
     validate_study_dataset,
 )
 
@@ -78,6 +80,10 @@ HUB_SOURCES: dict[str, HubSource] = {
 _DATA_FILE_BUILDERS = {
     ".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv",
 }
+# folder names datasets reads as splits (a folder of images without them is one table)
+_SPLIT_FOLDERS = {"train", "training", "test", "testing", "validation", "valid", "val", "dev",
+                  "eval", "evaluation"}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _SPLIT_ALIASES = {"validation": "val", "val": "validation"}
 _TEXT_COLUMNS = tuple(c for c in STUDY_COLUMNS if c != "image")
@@ -123,7 +129,7 @@ def load_study_data(
     """
     if task is not None and task not in TASK_FIELDS:
         raise ValueError(f"unknown task {task!r}; supported: {sorted(TASK_FIELDS)}")
-    if n is not None and (not isinstance(n, int) or n < 1):
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive int or None (all examples), got {n!r}")
     if source == "synthetic":
         for name, value in (("schema", schema), ("image_root", image_root), ("revision", revision)):
@@ -206,6 +212,29 @@ def _offline() -> Iterator[None]:
 def _open_local(
     path: Path, cache_dir: str | Path | None
 ) -> datasets.Dataset | datasets.DatasetDict:
+    """A local source, as datasets reads it; a clear error for a file it cannot parse."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: a data file needs rows (and a header for csv)")
+    try:
+        raw = _read_local(path, cache_dir)
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):  # datasets' words for an empty table
+            raise
+        raise ValueError(f"{path} holds no rows") from None
+    except (datasets.exceptions.DatasetGenerationError, StopIteration, ArrowException) as err:
+        cause = err.__cause__ or err.__context__ or err
+        detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        raise ValueError(f"cannot read {path}: {detail.splitlines()[0][:300]} (an empty, "
+                         "truncated or malformed file?)") from None
+    tables = raw.values() if isinstance(raw, datasets.DatasetDict) else [raw]
+    if all(len(table) == 0 for table in tables):
+        raise ValueError(f"{path} holds no rows")
+    return raw
+
+
+def _read_local(
+    path: Path, cache_dir: str | Path | None
+) -> datasets.Dataset | datasets.DatasetDict:
     cache = None if cache_dir is None else str(cache_dir)
     with _offline():
         if path.is_file():
@@ -222,7 +251,13 @@ def _open_local(
             return datasets.load_from_disk(str(path))
         # A folder of data files or images: datasets infers the builder (imagefolder for
         # images, with class folders as labels and metadata.jsonl/csv merged in) and the
-        # splits from file and folder names.
+        # splits from folder names, and from file names too: "test_cat.png" would land in a
+        # "test" split. A folder of images without split folders is read as one table.
+        files = [p for p in path.rglob("*") if p.is_file()]
+        split_folders = any(p.is_dir() and p.name.lower() in _SPLIT_FOLDERS
+                            for p in path.iterdir())
+        if not split_folders and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files):
+            return datasets.load_dataset(str(path), data_files={"train": "**"}, cache_dir=cache)
         return datasets.load_dataset(str(path), cache_dir=cache)
 
 
@@ -323,7 +358,13 @@ def _canonical_text(table: datasets.Dataset, rows: list[int], adapter: Adapter) 
     reads = [
         c for c in (*adapter.required, *adapter.optional) if c in table.features and c != "image"
     ]
-    text = adapter.convert(table.select_columns(reads).select(rows).to_dict(), table.features, rows)
+    try:
+        text = adapter.convert(table.select_columns(reads).select(rows).to_dict(), table.features,
+                               rows)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        found = ", ".join(f"{c}: {table.features[c]}" for c in reads)
+        raise SchemaError(f"the columns do not hold what schema {adapter.name!r} reads ({err}); "
+                          f"found {found}") from None
     lists = {c for c, f in STUDY_FEATURES.items() if isinstance(f, datasets.List)}
     return {
         c: text[c] if c in text else [[] if c in lists else "" for _ in rows]
@@ -359,7 +400,13 @@ def _to_study(
         features=datasets.Features({c: STUDY_FEATURES[c] for c in _TEXT_COLUMNS}),
     )
     study = datasets.concatenate_datasets([images, texts], axis=1)
-    return study.cast_column("image", STUDY_FEATURES["image"]).select_columns(list(STUDY_COLUMNS))
+    try:
+        study = study.cast_column("image", STUDY_FEATURES["image"])
+    except (TypeError, ValueError, ArrowException) as err:
+        raise SchemaError(f"{source!r}: its image column holds {images.features['image']}, not "
+                          f"pictures (an Image feature, {{bytes, path}} records or file paths): "
+                          f"{str(err).splitlines()[0][:200]}") from None
+    return study.select_columns(list(STUDY_COLUMNS))
 
 
 def _choose(positions: list[int], n: int | None, seed: int, source: str) -> list[int]:

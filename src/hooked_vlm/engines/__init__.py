@@ -15,33 +15,25 @@ The engines:
   or CPU actors, each building its session once; units are pulled from a
   ``ray.util.ActorPool`` as actors free up; a worker process that dies mid-unit (killed,
   out of memory, node preempted) is restarted and its unit retried.
-- sharding, :func:`shard`: task ``i`` of ``N`` (a Slurm array task, ``submitit``'s
-  ``map_array``) runs a contiguous block of the units with the local engine; a merge step
-  follows once every shard is in (the head-attribution study: ``--fit-only``; the Narrow Gate
-  study: the same command without ``--shard``; the attribution library with a store per task:
+- sharding, :class:`Shard`: task ``i`` of ``N`` (a Slurm array task, ``submitit``'s
+  ``map_array``) runs a contiguous block of the units with the local engine; once every shard
+  is in, the same run without a shard computes what is still missing and reduces (every
+  study, :func:`hooked_vlm.studies.run_study`; the attribution library with a store per task:
   ``merge_stores`` + ``fit_store``).
 
 A model too big for one GPU stays accelerate's business inside each worker: the job loads it
 with ``device_map="auto"`` and the Ray worker asks for that many GPUs (``gpus_per_worker``).
 
+Engines know no study: :func:`hooked_vlm.studies.run_study` hands them a study's job (a
+picklable :class:`~hooked_vlm.studies.StudyJob`) and the keys of its units.
+
 Example:
-    >>> job = AttributionJob(build_evaluator, "runs/coco")       # see hooked_vlm.attribution
     >>> with RayEngine(address="auto").start(job) as pool:       # models load once per worker
     ...     pool.run(units, on_unit=lambda unit, computed: print(unit, computed))
 """
 
-from hooked_vlm.engines.base import (
-    Engine,
-    EngineError,
-    Job,
-    OnUnit,
-    Pool,
-    Worker,
-    parse_shard,
-    shard,
-)
+from hooked_vlm.engines.base import Engine, EngineError, Job, OnUnit, Pool, Shard, Worker
 from hooked_vlm.engines.local import LocalEngine
-from hooked_vlm.engines.progress import progress_bar
 from hooked_vlm.engines.ray_engine import RayEngine
 
 __all__ = [
@@ -52,8 +44,6 @@ __all__ = [
     "OnUnit",
     "Pool",
     "RayEngine",
+    "Shard",
     "Worker",
-    "parse_shard",
-    "progress_bar",
-    "shard",
 ]

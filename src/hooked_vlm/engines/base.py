@@ -1,16 +1,15 @@
 """What every engine shares: the job / worker / pool protocols and sharding by index.
 
 Example:
-    >>> shard(list(range(10)), 1, 3)          # task 1 of a 3-task Slurm array
+    >>> Shard.parse("1/3").of(list(range(10)))          # task 1 of a 3-task Slurm array
     [3, 4, 5, 6]
-    >>> parse_shard("1/3")
-    (1, 3)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -26,7 +25,9 @@ class EngineError(RuntimeError):
 class Worker(Protocol):
     """One worker's session: ``worker(unit)`` computes ``unit`` into the shared store unless it
     is done already, and says whether it computed it. Must be idempotent: a unit may run twice
-    (a retried unit whose first worker died after writing it)."""
+    (a retried unit whose first worker died after writing it). A worker may carry a
+    ``fingerprint`` (what its loaded model is: see :mod:`hooked_vlm.fingerprint`), which the
+    pool reports so that a run can check every worker computes with the same weights."""
 
     def __call__(self, unit: Any) -> bool: ...
 
@@ -38,9 +39,11 @@ Job = Callable[[], Worker]
 
 
 class Pool(Protocol):
-    """Started workers, each holding its session; ``run`` may be called any number of times."""
+    """Started workers, each holding its session; ``run`` may be called any number of times.
+    ``fingerprints``: each worker's ``fingerprint`` (None where it has none)."""
 
     workers: int
+    fingerprints: list[Any]
 
     def run(self, units: Sequence[Any], on_unit: OnUnit | None = None) -> int:
         """Compute ``units`` (any order, each once); returns how many were computed."""
@@ -56,31 +59,40 @@ class Engine(Protocol):
     def start(self, job: Job) -> AbstractContextManager[Pool]: ...
 
 
-def shard(work: Sequence[U], index: int, count: int) -> list[U]:
-    """Shard ``index`` of ``count``: a contiguous block of ``work`` (keeps examples together).
+@dataclass(frozen=True)
+class Shard:
+    """Task ``index`` of ``count`` (a Slurm array task): a contiguous block of the work.
 
     Shard the *whole* list of a run's units, never the units still missing: every task of an
     array must cut the same list, whatever the others have finished when it starts.
 
     Example:
-        >>> shard(units, 2, 8)       # Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+        >>> Shard.parse("1/3").of(list(range(10)))   # --shard $SLURM_ARRAY_TASK_ID/N
+        [3, 4, 5, 6]
     """
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= index < count.")
-    bounds = np.linspace(0, len(work), count + 1).round().astype(int)
-    return list(work[bounds[index] : bounds[index + 1]])
 
+    index: int
+    count: int
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/N"`` -> ``(i, N)``.
+    def __post_init__(self) -> None:
+        bad = any(isinstance(v, bool) or not isinstance(v, int) for v in (self.index, self.count))
+        if bad or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need integers with "
+                             "0 <= index < count (a shard is written 'i/N', e.g. '0/4').")
 
-    Example:
-        >>> parse_shard("0/4")
-        (0, 4)
-    """
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"a shard is written 'i/N' (e.g. '0/4'), got {text!r}.") from None
-    shard([], index, count)  # validates
-    return index, count
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"i/N"`` -> ``Shard(i, N)``; a clear ``ValueError`` for anything else."""
+        try:
+            index, count = (int(part) for part in str(text).split("/"))
+        except ValueError:
+            raise ValueError(f"a shard is written 'i/N' (e.g. '0/4'), got {text!r}.") from None
+        return cls(index, count)
+
+    def of(self, work: Sequence[U]) -> list[U]:
+        """This shard's contiguous block of ``work`` (keeps examples together)."""
+        bounds = np.linspace(0, len(work), self.count + 1).round().astype(int)
+        return list(work[bounds[self.index] : bounds[self.index + 1]])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"

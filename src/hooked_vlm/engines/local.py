@@ -2,7 +2,7 @@
 
 Example:
     >>> with LocalEngine().start(job) as pool:   # builds the session once
-    ...     pool.run(shard(units, 0, 4))         # a Slurm array task's share
+    ...     pool.run(Shard(0, 4).of(units))      # a Slurm array task's share
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class LocalPool:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.fingerprints = [getattr(worker, "fingerprint", None)]
 
     def run(self, units: Sequence[Any], on_unit: OnUnit | None = None) -> int:
         computed = 0

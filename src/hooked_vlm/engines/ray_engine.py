@@ -76,6 +76,9 @@ class _RayWorker:
     def ready(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
+    def fingerprint(self) -> Any:
+        return getattr(self.worker, "fingerprint", None)
+
     def run(self, unit: Any) -> tuple[Any, bool]:
         try:
             return unit, bool(self.worker(unit))
@@ -130,9 +133,10 @@ class RayEngine:
             actors = [actor.remote(job, threads, os.getcwd()) for _ in range(count)]
             try:
                 ray.get([a.ready.remote() for a in actors])
+                fingerprints = ray.get([a.fingerprint.remote() for a in actors])
             except ray.exceptions.RayError as err:
                 raise EngineError(f"a Ray worker could not build its session: {err}") from None
-            yield RayPool(ray, actors)
+            yield RayPool(ray, actors, fingerprints)
         finally:
             for a in actors:
                 ray.kill(a)
@@ -162,8 +166,8 @@ class RayEngine:
 class RayPool:
     """Started actors; ``run`` hands each unit to the next free actor."""
 
-    def __init__(self, ray: Any, actors: list[Any]) -> None:
-        self.ray, self.actors = ray, actors
+    def __init__(self, ray: Any, actors: list[Any], fingerprints: list[Any]) -> None:
+        self.ray, self.actors, self.fingerprints = ray, actors, fingerprints
         self.workers = len(actors)
 
     def run(self, units: Sequence[Any], on_unit: OnUnit | None = None) -> int:

@@ -13,7 +13,8 @@ applies to example ``b`` of the forward, so B masks over one input run as a batc
     the head's keys and values at the ``keys`` positions (image by default) are replaced by a
     baseline (:func:`kv_baseline`), as seen by the ``queries`` rows only (text by default):
     image positions themselves still see the real image. Exact per query head, also with
-    grouped-query attention. Masks must be 0/1.
+    grouped-query attention. An edge already masked (a ``"mask"`` knockout, padding) stays
+    masked: it composes with other interventions. Masks must be 0/1.
 ``"knockout"``
     the head's ``queries`` → ``keys`` edges get −inf before the softmax (per batch row and
     head, through ``hook_attn_mask``): each row renormalises over the keys it keeps, and the
@@ -115,7 +116,8 @@ def head_ablation(
             editable_attention(model, layers, f"head ablation mode {mode!r}")
         if mode == "knockout":
             hooks = [(f"blocks.{layer}.attn.hook_attn_mask",
-                      _knockout_hook(masks[:, layer] == 0, q_pos, k_pos)) for layer in layers]
+                      _knockout_hook(model, masks[:, layer] == 0, q_pos, k_pos))
+                     for layer in layers]
         else:
             hooks = [h for layer in layers for h in _baseline_kv_hooks(
                 model, layer, masks[:, layer] == 0, q_pos, k_pos, baseline)]
@@ -152,15 +154,15 @@ def _output_hook(
 
 
 def _knockout_hook(
-    ablate: Tensor, queries: Positions, keys: Positions
+    model: HookedVLM, ablate: Tensor, queries: Positions, keys: Positions
 ) -> Callable[[Tensor, Any], Tensor]:
     """−inf on the ablated heads' ``queries`` → ``keys`` edges of the additive mask."""
 
     def hook(mask: Tensor, hook: object) -> Tensor:
         check_batch(queries, mask.shape[0], "head masks")
         per_head = mask.expand(-1, ablate.shape[1], -1, -1)  # the mask is shared by every head
-        edges = edge_mask(per_head, queries, keys) & ablate.to(mask.device)[:, :, None, None]
-        return mask_additive(per_head, edges)
+        edges = edge_mask(per_head, queries, keys, query_start=model.state.query_start)
+        return mask_additive(per_head, edges & ablate.to(mask.device)[:, :, None, None])
 
     return hook
 
@@ -174,15 +176,18 @@ def _baseline_kv_hooks(
     baseline: KVBaseline,
 ) -> list[tuple[str, Callable[[Tensor, Any], Any]]]:
     """Scores of ablated (row, image key) edges use baseline keys; their weight goes to
-    baseline values: q·k_b in ``hook_attn_scores``, weights moved off the real values in
-    ``hook_pattern``, Σ p·v_b added in ``hook_z``. Only the span of key columns between the
-    first and the last selected key is touched, in place (on a copy when autograd records)."""
+    baseline values: q·k_b in ``hook_attn_scores`` (soft-capped as HF does where the model caps
+    its logits), weights moved off the real values in ``hook_pattern``, Σ p·v_b added in
+    ``hook_z``. Only the span of key columns between the first and the last selected key is
+    touched, in place (on a copy when autograd records); an edge HF's mask blocks (a sliding
+    window, a causal or block boundary) stays blocked."""
     attn = model.bridge.blocks[layer].attn.original_component
-    if any(getattr(attn, a, None) is not None for a in ("attn_logit_softcapping", "sinks")):
+    if getattr(attn, "sinks", None) is not None:
         raise InterventionError(
-            "head ablation mode 'baseline_kv' recomputes scores and does not model logit "
-            "softcapping or attention sinks; use mode 'zero' or 'mean' on this architecture."
+            "head ablation mode 'baseline_kv' recomputes scores and does not model attention "
+            "sinks; use mode 'zero' or 'mean' on this architecture."
         )
+    softcap = getattr(attn, "attn_logit_softcapping", None)
     cols = keys.mask.any(0).nonzero().flatten()
     lo, hi = int(cols[0]), int(cols[-1]) + 1
     if hi > baseline.keys[layer].shape[1]:
@@ -195,7 +200,7 @@ def _baseline_kv_hooks(
     group = model.cfg.n_heads // model.cfg.n_kv_heads
     base_k = einops.repeat(baseline.keys[layer][:, lo:hi], "b k g d -> b k (g r) d", r=group)
     base_v = einops.repeat(baseline.values[layer][:, lo:hi], "b k g d -> b k (g r) d", r=group)
-    state: dict[str, Tensor] = {}
+    state: dict[str, Any] = {}
     prefix = f"blocks.{layer}.attn."
 
     def keep_q(q: Tensor, hook: object) -> None:
@@ -203,26 +208,44 @@ def _baseline_kv_hooks(
 
     def scores_hook(scores: Tensor, hook: object) -> Tensor:
         check_batch(queries, scores.shape[0], "head masks")
-        edges = edge_mask(scores, queries, keys)[..., lo:hi]
-        edges = edges & ablate.to(scores.device)[:, :, None, None]
-        alt = einops.einsum(state.pop("q"), base_k.to(scores), "b q h d, b k h d -> b h q k")
+        q = state.pop("q")
+        start = model.state.query_start
+        n_q, n_k = scores.shape[-2:]
+        k0 = start + n_q - n_k  # the key columns' first absolute position
+        a, z = max(lo, k0), min(hi, k0 + n_k)  # the ablated span inside these columns
+        if a >= z:
+            state["span"] = None
+            return scores
+        span_cols = slice(a - k0, z - k0)
+        edges = edge_mask(scores, queries, keys, query_start=start)[..., span_cols]
         scores = _writable(scores)
-        span = scores[..., lo:hi]
-        span.copy_(torch.where(edges, alt * scaling, span))
-        state["edges"] = edges
+        span = scores[..., span_cols]
+        edges = edges & ablate.to(scores.device)[:, :, None, None]
+        edges = edges & (span > torch.finfo(span.dtype).min / 2)  # HF's mask lets them attend
+        alt_k = base_k[:, a - lo : z - lo].to(scores)
+        alt = einops.einsum(q, alt_k, "b q h d, b k h d -> b h q k") * scaling
+        if softcap is not None:
+            alt = torch.tanh(alt / softcap) * softcap
+        span.copy_(torch.where(edges, alt, span))
+        state["span"] = (span_cols, a, z, edges)
         return scores
 
     def pattern_hook(pattern: Tensor, hook: object) -> Tensor:
-        edges = state.pop("edges")
+        if state["span"] is None:
+            return pattern
+        span_cols, a, z, edges = state["span"]
         pattern = _writable(pattern)
-        span = pattern[..., lo:hi]
-        state["moved"] = span * edges
+        span = pattern[..., span_cols]
+        state["moved"] = (span * edges, a, z)
         span.masked_fill_(edges, 0.0)
         return pattern
 
     def z_hook(z: Tensor, hook: object) -> Tensor:
-        moved = state.pop("moved")
-        return z + einops.einsum(moved, base_v.to(z), "b h q k, b k h d -> b q h d")
+        if state.pop("span") is None:
+            return z
+        moved, a, stop = state.pop("moved")
+        alt_v = base_v[:, a - lo : stop - lo].to(z)
+        return z + einops.einsum(moved, alt_v, "b h q k, b k h d -> b q h d")
 
     return [
         (prefix + "hook_rot_q", keep_q),

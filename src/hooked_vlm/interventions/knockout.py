@@ -13,9 +13,12 @@ Modes (named, never implied):
     code. Rows then sum to 1 minus the removed mass, and the softmax denominator still carries
     one scalar per head and row from the removed keys (a small leak of image information).
 
-Edges are causal: query ``q`` only ever attends to keys ``k <= q``. During generation with a
-KV cache each decode step's query is a text query (see :mod:`.selectors`), so the same hooks
-apply the knockout at every step.
+Edges are those the model's own mask allows: causal (query ``q`` attends to keys ``k <= q``)
+plus, where the layout names bidirectional attention blocks (Gemma 3's images, PaliGemma's
+prefix, Molmo 2's image tokens), every pair inside a block; everything else in HF's mask
+(padding, sliding windows, the blocks themselves) is left exactly as HF computes it. During
+generation with a KV cache each decode step's query is a text query (see :mod:`.selectors`),
+so the same hooks apply the knockout at every step.
 
 Example:
     >>> layout = model.layout(**inputs)
@@ -79,10 +82,11 @@ def knockout(
 
     def hook(tensor: Tensor, hook: object) -> Tensor:
         check_batch(q_pos, tensor.shape[0], "knockout")
+        start = model.state.query_start
         if mode == "zero":
-            return _zero_pattern(tensor, edge_mask(tensor, q_pos, k_pos, head_list))
+            return _zero_pattern(tensor, edge_mask(tensor, q_pos, k_pos, head_list, start))
         per_head = tensor.expand(-1, n_heads, -1, -1)  # the mask is shared by every head
-        return mask_additive(per_head, edge_mask(per_head, q_pos, k_pos, head_list))
+        return mask_additive(per_head, edge_mask(per_head, q_pos, k_pos, head_list, start))
 
     return Hooks(
         [(f"blocks.{layer}.attn.{point}", hook) for layer in layer_list],
@@ -95,18 +99,29 @@ def edge_mask(
     queries: Positions,
     keys: Positions,
     heads: Sequence[int] | None = None,
+    query_start: int | None = None,
 ) -> Bool[Tensor, "batch head q k"]:
-    """Edges to cut for an attention tensor ``[batch, head, q, k]`` (causal, per example).
+    """Edges to cut for an attention tensor ``[batch, head, q, k]``: selected (query, key)
+    pairs the model lets attend, i.e. causal ones and, within a bidirectional attention block
+    (Gemma 3's images, PaliGemma's prefix), every pair of the block.
 
-    The query rows are the last ``q`` of the ``k`` key positions (a KV-cached step or a suffix
-    run has ``k - q`` cached positions before them).
+    The query rows start at absolute position ``query_start`` (a KV-cached step or a suffix run
+    has cached positions before them; default ``k - q``); the key columns are the last ``k``
+    positions up to the last query (a sliding-window layer's cache keeps only its window).
     """
     _, n_heads, n_q, n_k = scores.shape
-    start, device = n_k - n_q, scores.device
-    rows = queries.window(start, n_k, device)
-    cols = keys.window(0, n_k, device)
-    causal = torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(diagonal=start)
-    edges = (rows[:, :, None] & cols[:, None, :] & causal)[:, None]
+    device = scores.device
+    q0 = n_k - n_q if query_start is None else query_start
+    k0 = q0 + n_q - n_k
+    rows = queries.window(q0, q0 + n_q, device)
+    cols = keys.window(k0, k0 + n_k, device)
+    allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(diagonal=n_k - n_q)[None]
+    q_blocks = queries.block_window(q0, q0 + n_q, device)
+    if q_blocks is not None:
+        k_blocks = queries.block_window(k0, k0 + n_k, device)
+        same = (q_blocks[:, :, None] == k_blocks[:, None, :]) & (q_blocks >= 0)[:, :, None]
+        allowed = allowed | same
+    edges = (rows[:, :, None] & cols[:, None, :] & allowed)[:, None]
     if heads is None:
         return edges
     head_mask = torch.zeros(n_heads, dtype=torch.bool, device=device)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,16 @@ EMBED_HOOK = "blocks.0.hook_resid_pre"
 
 @dataclass
 class PrefixCache:
-    """The clean run of ``inputs``: its KV cache up to ``start`` and its suffix embeddings."""
+    """The clean run of ``inputs``: its KV cache up to ``start`` and its suffix embeddings.
+
+    Two things HF computes only on a prompt's first forward cannot be replayed on a cached
+    suffix, so the prefix adapts: image features a family adds into the residual stream after
+    some blocks (Qwen3-VL's DeepStack, ``layout.injections``) are kept for the suffix positions
+    and added again there (through their hook points, so hooks on them still fire); and where a
+    bidirectional attention block (Gemma 3's images, PaliGemma's prefix, Molmo 2's image tokens)
+    reaches position ``start`` or beyond, nothing can be reused: every run recomputes the whole
+    prompt and returns its positions from ``start`` on (with a warning; the numbers stay exact).
+    """
 
     model: HookedVLM
     start: int
@@ -49,6 +59,10 @@ class PrefixCache:
     clean_logits: Float[Tensor, "batch pos vocab"]
     # positions of the suffix where they are not text-linear (Qwen2-VL's M-RoPE), else None
     suffix_positions: Tensor | None = None
+    # injection hook name -> what it added at the suffix positions, [batch, suffix, d_model]
+    injected: dict[str, Tensor] = field(default_factory=dict)
+    # a bidirectional block reached the suffix: the whole prompt's inputs, rerun every time
+    full_inputs: dict[str, Any] | None = None
     _copies: dict[int, PrefixCache] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -63,30 +77,54 @@ class PrefixCache:
         """
         ids, kw = split_inputs(inputs, {}, model.device, model.dtype)
         start = int(start)
-        if not 0 < start < ids.shape[1]:
+        mask = kw.pop("attention_mask", torch.ones_like(ids))
+        full = {**kw, "attention_mask": mask}
+        reaches = 0 <= start < ids.shape[1] and _block_reaches(model, ids, full, start)
+        if not (0 < start < ids.shape[1] or reaches):
             raise InterventionError(
                 f"prefix start must be inside the sequence (1..{ids.shape[1] - 1}), got "
                 f"{start}: an intervention touching position 0 cannot reuse a prefix."
             )
-        mask = kw.pop("attention_mask", torch.ones_like(ids))
+        if reaches:  # start 0 too: PaliGemma's prefix block opens the sequence
+            return cls._recompute(model, ids, full, start)
         store: dict[str, Tensor] = {}
 
-        def keep_embeds(resid: Tensor, hook: object) -> None:
-            store["embeds"] = resid[:, start:].detach().clone()
+        def keep(name: str) -> Any:
+            def hook(resid: Tensor, hook: object) -> None:
+                store[name] = resid[:, start:].detach().clone()
 
-        full = {**kw, "attention_mask": mask}
-        logits, past = model.run_with_kv_cache(
-            {"input_ids": ids, **full}, fwd_hooks=[(EMBED_HOOK, keep_embeds)]
-        )
+            return hook
+
+        injections = model.architecture.injections(model.hf_model.config)
+        observers = [(EMBED_HOOK, keep("embeds")), *((i.hook, keep(i.hook)) for i in injections)]
+        logits, past = model.run_with_kv_cache({"input_ids": ids, **full}, fwd_hooks=observers)
         crop_cache(past, start)
         positions = model.architecture.prompt_positions
         suffix_positions = (
             None if positions is None
             else positions(model.hf_model, ids, full)[..., start:]
         )
+        injected = {i.hook: store[i.hook] for i in injections if bool(store[i.hook].any())}
         return cls(
-            model, start, past, ids[:, start:], mask, store["embeds"], logits, suffix_positions
+            model, start, past, ids[:, start:], mask, store["embeds"], logits, suffix_positions,
+            injected,
         )
+
+    @classmethod
+    def _recompute(
+        cls, model: HookedVLM, ids: Tensor, full: dict[str, Any], start: int
+    ) -> PrefixCache:
+        warnings.warn(
+            f"no prefix can be reused (start {start}): a bidirectional attention block of "
+            f"{model.cfg.architecture} reaches position {start} or beyond, and HF builds that "
+            "block only on a prompt's first forward. Every run recomputes the whole prompt "
+            "(exact, slower).",
+            stacklevel=3,
+        )
+        logits = model({"input_ids": ids, **full})
+        inputs = {"input_ids": ids, **full}
+        return cls(model, start, None, ids[:, start:], full["attention_mask"],
+                   logits.new_empty(0), logits, full_inputs=inputs)
 
     @property
     def batch_size(self) -> int:
@@ -102,7 +140,8 @@ class PrefixCache:
         prefix's keys and values enter as constants), so that a backward costs about the
         suffix's share of one (attribution patching); off by default.
 
-        Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``.
+        Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``
+        and the prefix is reused (a recomputing prefix takes any intervention).
         """
         with torch.set_grad_enabled(grad):
             return self._run(fwd_hooks, last_only)
@@ -112,11 +151,16 @@ class PrefixCache:
     ) -> Float[Tensor, "batch suffix vocab"]:
         hooks = list(fwd_hooks)
         hook_start = getattr(fwd_hooks, "start", None)
-        if hook_start is not None and hook_start < self.start:
+        if self.full_inputs is None and hook_start is not None and hook_start < self.start:
             raise InterventionError(
                 f"this intervention changes position {hook_start}, inside the reused prefix "
                 f"(positions < {self.start}): build the PrefixCache with start <= {hook_start}."
             )
+        if self.full_inputs is not None:
+            logits = self.model.run_with_hooks(
+                self.full_inputs, fwd_hooks=hooks, **_last_only(self.model, last_only)
+            )
+            return logits if last_only else logits[:, self.start :]
         embeds = self.embeds
 
         def feed_embeds(resid: Tensor, hook: object) -> Tensor:
@@ -129,14 +173,38 @@ class PrefixCache:
             return self.model.run_with_hooks(
                 inputs,
                 cache=self.past,
-                fwd_hooks=[(EMBED_HOOK, feed_embeds), *hooks],
+                fwd_hooks=[(EMBED_HOOK, feed_embeds), *hooks, *self._replay()],
                 **_last_only(self.model, last_only),
             )
         finally:  # each layer back to the prefix, also after a failure partway through
             crop_cache(self.past, self.start)
 
+    def _replay(self) -> list[tuple[str, HookFn]]:
+        """Hooks adding the kept injections after their blocks, through their hook points
+        (last in line, so the block's own residual hooks see it as a full run does)."""
+        config = self.model.hf_model.config
+        layers = {i.hook: i.layer for i in self.model.architecture.injections(config)}
+        hooks = []
+        for name, added in self.injected.items():
+            point, layer = self.model.bridge.hook_dict[name], layers[name]
+
+            def add(resid: Tensor, hook: object, _point: Any = point, _added: Tensor = added
+                    ) -> Tensor:
+                return resid + _point(_added)
+
+            hooks.append((f"blocks.{layer}.hook_resid_post", add))
+        return hooks
+
     def repeat_interleave(self, n: int) -> PrefixCache:
         """A copy with every example repeated ``n`` times in a row (B masks in one forward)."""
+        injected = {k: v.repeat_interleave(n, 0) for k, v in self.injected.items()}
+        if self.full_inputs is not None:
+            return PrefixCache(
+                self.model, self.start, None, self.suffix_ids.repeat_interleave(n, 0),
+                self.attention_mask.repeat_interleave(n, 0), self.embeds,
+                self.clean_logits.repeat_interleave(n, 0),
+                full_inputs=_repeat_batch(self.full_inputs, self.batch_size, n),
+            )
         past = copy.copy(self.past)
         capacity = self.start + self.suffix_ids.shape[1]
         past.layers = [_repeated(layer, n, capacity) for layer in self.past.layers]
@@ -150,6 +218,7 @@ class PrefixCache:
             self.clean_logits.repeat_interleave(n, 0),
             None if self.suffix_positions is None
             else self.suffix_positions.repeat_interleave(n, -2),  # [..., batch, pos]
+            injected,
         )
 
     def repeated(self, n: int) -> PrefixCache:
@@ -266,3 +335,28 @@ def _last_only(model: HookedVLM, last_only: bool) -> dict[str, Any]:
         return {}
     params = inspect.signature(type(model.hf_model).forward).parameters
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def _block_reaches(model: HookedVLM, ids: Tensor, kw: dict[str, Any], start: int) -> bool:
+    """Whether a bidirectional attention block of this forward has a position ``>= start``."""
+    blocks_of = model.architecture.attention_blocks
+    if blocks_of is None:
+        return False
+    blocks = blocks_of(model.hf_model.config, ids, kw)
+    return blocks is not None and bool((blocks[:, start:] >= 0).any())
+
+
+def _repeat_batch(inputs: Mapping[str, Any], batch: int, n: int) -> dict[str, Any]:
+    """Every input repeated ``n`` times per example; only batch-first tensors can be."""
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, Tensor):
+            if value.ndim == 0 or value.shape[0] != batch:
+                raise InterventionError(
+                    f"cannot repeat input {key!r} (shape {tuple(value.shape)}) per example: "
+                    f"it is not batch-first. Run one example at a time (batch_size=1), or "
+                    "reuse a prefix that ends before every bidirectional attention block."
+                )
+            value = value.repeat_interleave(n, 0)
+        out[key] = value
+    return out

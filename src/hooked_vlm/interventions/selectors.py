@@ -7,6 +7,8 @@ A selector is one of
 - ``"all"`` (every position) or ``"text_after_image"`` (text after the example's last image);
 - ``"random_<group>:k"``, e.g. ``"random_image:10"``: ``k`` positions of the group drawn per
   example with a seeded generator (the Narrow Gate control);
+- ``"<group>@frame=k"``, e.g. ``"image@frame=2"``: the group within video frame ``k`` of each
+  example (see ``TokenLayout.select(..., frame=k)``);
 - explicit positions: a list of ints (the same for every example), a list of lists (one per
   example), a 1-D int tensor, or a bool tensor ``[batch, pos]``.
 
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from hooked_vlm.interventions._common import InterventionError
@@ -34,6 +36,7 @@ from hooked_vlm.layout import GROUPS, LayoutError, TokenLayout
 Selector = str | Sequence[int] | Sequence[Sequence[int]] | Tensor
 _EXTENDS = frozenset({"text", "all", "text_after_image"})
 _RANDOM = re.compile(r"^random_(\w+):(\d+)$")
+_FRAME = re.compile(r"^(\w+)@frame=(\d+)$")
 
 
 class SelectorError(InterventionError):
@@ -42,40 +45,73 @@ class SelectorError(InterventionError):
 
 @dataclass
 class Positions:
-    """A resolved selector: a bool mask over prompt positions, per example."""
+    """A resolved selector: a bool mask over prompt positions, per example.
+
+    ``blocks`` are the layout's bidirectional attention blocks (``-1``: causal; see
+    :class:`~hooked_vlm.layout.TokenLayout`): a query in a block also sees the later keys of
+    its block, and a change at any block position reaches the whole block.
+    """
 
     mask: Bool[Tensor, "batch pos"]
     generated: bool = False  # whether positions past the prompt are selected
+    blocks: Int[Tensor, "batch pos"] | None = None
     _on: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)
 
     def window(self, start: int, stop: int, device: torch.device) -> Bool[Tensor, "batch n"]:
         """Selection of absolute positions ``start .. stop-1`` (past the prompt: ``generated``)."""
         if device not in self._on:
             self._on[device] = self.mask.to(device)
-        mask = self._on[device]
-        inside = mask[:, start:stop]
-        extra = stop - max(start, mask.shape[1])
-        if extra <= 0:
-            return inside
-        tail = torch.full((mask.shape[0], extra), self.generated, device=device)
-        return torch.cat([inside, tail], dim=1)
+        return _window(self._on[device], start, stop, self.generated)
+
+    def block_window(self, start: int, stop: int, device: torch.device) -> Tensor | None:
+        """Block ids of absolute positions ``start .. stop-1`` (-1 past the prompt), or None."""
+        if self.blocks is None:
+            return None
+        return _window(self.blocks.to(device), start, stop, -1)
 
     def first(self) -> int:
-        """The smallest selected position over the batch (the prompt length if none)."""
-        hit = self.mask.any(0).nonzero()
-        return int(hit[0]) if hit.numel() else self.mask.shape[1]
+        """The smallest position a change at the selected positions reaches, over the batch:
+        the first selected position, or the start of the attention block holding it (the
+        prompt length if none is selected)."""
+        return self._reached_from(self.mask)
 
     def first_reaching(self, keys: Positions) -> int:
-        """The first query position that has a selected key at or before it (causal edges)."""
+        """The first position an edit of ``queries -> keys`` edges can change: the first query
+        with a selected key it attends to (at or before it, or anywhere in its attention
+        block), lowered to the start of that query's block."""
         seq = self.mask.shape[1]
         first_key = torch.where(keys.mask.any(1), keys.mask.float().argmax(1), seq)
         pos = torch.arange(seq)
         edges = self.mask & (pos[None, :] >= first_key[:, None])
-        hit = edges.any(0).nonzero()
-        return int(hit[0]) if hit.numel() else seq
+        if self.blocks is not None:
+            for b in range(self.mask.shape[0]):
+                key_blocks = self.blocks[b][keys.mask[b] & (self.blocks[b] >= 0)].unique()
+                edges[b] |= self.mask[b] & torch.isin(self.blocks[b], key_blocks)
+        return self._reached_from(edges)
 
     def repeat_interleave(self, n: int) -> Positions:
-        return Positions(self.mask.repeat_interleave(n, dim=0), self.generated)
+        blocks = None if self.blocks is None else self.blocks.repeat_interleave(n, dim=0)
+        return Positions(self.mask.repeat_interleave(n, dim=0), self.generated, blocks)
+
+    def _reached_from(self, changed: Bool[Tensor, "batch pos"]) -> int:
+        seq = changed.shape[1]
+        if self.blocks is not None:  # a block member's change reaches the block's first position
+            changed = changed.clone()
+            for b in range(changed.shape[0]):
+                for block in self.blocks[b][changed[b] & (self.blocks[b] >= 0)].unique():
+                    changed[b, int((self.blocks[b] == block).nonzero()[0])] = True
+        hit = changed.any(0).nonzero()
+        return int(hit[0]) if hit.numel() else seq
+
+
+def _window(values: Tensor, start: int, stop: int, fill: bool | int) -> Tensor:
+    """``values[:, start:stop]``, columns past ``values`` filled with ``fill``."""
+    inside = values[:, start:stop]
+    extra = stop - max(start, values.shape[1])
+    if extra <= 0:
+        return inside
+    tail = torch.full((values.shape[0], extra), fill, dtype=values.dtype, device=values.device)
+    return torch.cat([inside, tail], dim=1)
 
 
 def resolve(layout: TokenLayout, selector: Selector | Positions, *, seed: int = 0) -> Positions:
@@ -111,7 +147,7 @@ def resolve(layout: TokenLayout, selector: Selector | Positions, *, seed: int = 
             f"selector {_show(selector)} selects no position in example(s) {empty}; every "
             "example needs at least one (check its image tokens, or pass explicit positions)."
         )
-    return Positions(mask, generated)
+    return Positions(mask, generated, layout.attention_blocks)
 
 
 def _named(layout: TokenLayout, name: str, seed: int) -> Tensor:
@@ -125,12 +161,21 @@ def _named(layout: TokenLayout, name: str, seed: int) -> Tensor:
     random = _RANDOM.match(name)
     if random:
         return _random(layout, random.group(1), int(random.group(2)), seed)
+    frame = _FRAME.match(name)
+    if frame:
+        group, k = frame.group(1), int(frame.group(2))
+        try:
+            layout.select(group, frame=k)  # a clear error when a frame lacks the group
+        except LayoutError as err:
+            raise SelectorError(str(err)) from None
+        return layout.mask(group, frame=k).cpu()
     try:
         return layout.mask(name).cpu()
     except LayoutError as err:
         raise SelectorError(
             f"{err} Also accepted: 'all', 'text_after_image', 'random_<group>:k' (e.g. "
-            "'random_image:10'), explicit positions or a bool [batch, pos] mask."
+            "'random_image:10'), '<group>@frame=k' (e.g. 'image@frame=2'), explicit positions "
+            "or a bool [batch, pos] mask."
         ) from None
 
 
@@ -192,9 +237,10 @@ def repeat_layout(layout: TokenLayout, n: int) -> TokenLayout:
     """
     masks = {k: v.repeat_interleave(n, dim=0) for k, v in layout.masks.items()}
     spans = [s for s in layout.spans for _ in range(n)]
-    return TokenLayout(
-        masks, spans, layout.tokens, layout.architecture, layout.notes, layout.patch_rule
-    )
+    blocks = layout.attention_blocks
+    if blocks is not None:
+        blocks = blocks.repeat_interleave(n, dim=0)
+    return layout.replace(masks=masks, spans=spans, attention_blocks=blocks)
 
 
 def check_batch(positions: Positions, batch: int, what: str) -> None:

@@ -6,8 +6,10 @@ from hooked_vlm.layout.token_layout import (
     GROUPS,
     ImageGrid,
     ImageSpan,
+    Injection,
     LayoutError,
     TokenLayout,
+    VideoGrid,
     build_layout,
 )
 from hooked_vlm.layout.tokens import SpecialTokens
@@ -16,10 +18,12 @@ __all__ = [
     "GROUPS",
     "ImageGrid",
     "ImageSpan",
+    "Injection",
     "LayoutError",
     "PatchGrid",
     "SpecialTokens",
     "TokenLayout",
+    "VideoGrid",
     "build_layout",
     "patch_grid",
     "patch_grids",

@@ -12,13 +12,15 @@ Each architecture says how its placeholders form a grid with one *patch rule* (s
 rule                families                                            views
 ==================  ==================================================  =======================
 SquarePatches       Chameleon (VQ codes), LLaVA-1.5 (after the CLS of   ``image``
-                    the "full" strategy), Janus
+                    the "full" strategy), Janus, Gemma 3, PaliGemma
 RowPatches          Emu3 (rows end in EOL), Pixtral / Mistral3 (rows    ``image``
                     separated by ``[IMG_BREAK]``)
-MergedPatches       Qwen2-VL (``image_grid_thw`` t, h, w, 2x2 merge)    ``image``
+MergedPatches       Qwen2-VL / 2.5-VL / 3-VL (``image_grid_thw`` t, h,  ``image``
+                    w, 2x2 merge)
 AnyresPatches       LLaVA-NeXT / OneVision                              ``highres``, ``base``
-TiledPatches        InternVL (tiles + thumbnail), Idefics3 (tiles +     ``tiles``, ``thumbnail``
-                    global image)                                       / ``global``
+TiledPatches        InternVL (tiles + thumbnail), Idefics3 / SmolVLM    ``tiles``, ``thumbnail``
+                    (tiles + global image)                              / ``global``
+PooledViews         Molmo 2 (``image_grids``: low-res view + crops)     ``high_res``, ``low_res``
 ==================  ==================================================  =======================
 
 Every view covers the whole picture the model saw (the processed image): a tiled view is the
@@ -115,32 +117,69 @@ class RowPatches:
 
 @dataclass(frozen=True)
 class MergedPatches:
-    """Qwen2-VL: ``image_grid_thw`` ``(t, h, w)`` patches merged ``merge x merge`` gives
-    ``(h / merge) x (w / merge)`` tokens in raster order."""
+    """Qwen-VL: ``image_grid_thw`` ``(t, h, w)`` patches merged ``merge x merge`` gives
+    ``(h / merge) x (w / merge)`` tokens in raster order; a video frame's grid is its video's
+    row of ``video_grid_thw``."""
 
     merge: int
 
     def views(self, image: ImagePatches) -> dict[str, PatchGrid]:
-        thw = image.inputs.get("image_grid_thw")
+        frame = image.span.frame is not None
+        key, row = ("video_grid_thw", image.span.video) if frame else ("image_grid_thw",
+                                                                       image.index)
+        thw = image.inputs.get(key)
+        what = "video" if frame else "image"
         if thw is None:
             raise LayoutError(
-                f"the patch grid of {image.where} needs `image_grid_thw` (one (t, h, w) per "
-                "image, as the processor returns it): pass patch_grid(layout, ..., **inputs)."
+                f"the patch grid of {image.where} needs `{key}` (one (t, h, w) per {what}, as "
+                "the processor returns it): pass patch_grid(layout, ..., **inputs)."
             )
-        if image.index >= len(thw):
+        if row >= len(thw):
             raise LayoutError(
-                f"{image.where} is image {image.index} of the batch, but image_grid_thw has "
-                f"{len(thw)} rows: pass the image_grid_thw of this batch."
+                f"{image.where} is {what} {row} of the batch, but {key} has {len(thw)} rows: "
+                f"pass the {key} of this batch."
             )
-        t, h, w = (int(x) for x in thw[image.index])
+        t, h, w = (int(x) for x in thw[row])
         rows, cols = h // self.merge, w // self.merge
-        if t != 1 or rows * cols != image.positions.numel():
+        if (t != 1 and not frame) or rows * cols != image.positions.numel():
             raise LayoutError(
-                f"{image.where} has {image.positions.numel()} patch tokens, but its "
-                f"image_grid_thw ({t}, {h}, {w}) with a {self.merge}x{self.merge} merge gives "
-                f"{t} x {rows} x {cols}: a still image has t = 1 and one token per merged cell."
+                f"{image.where} has {image.positions.numel()} patch tokens, but its {key} "
+                f"({t}, {h}, {w}) with a {self.merge}x{self.merge} merge gives {rows} x {cols} "
+                f"per frame{'' if frame else ' and a still image has t = 1'}."
             )
         return {"image": PatchGrid(rearrange(image.positions, "(r c) -> r c", r=rows), "image")}
+
+
+@dataclass(frozen=True)
+class PooledViews:
+    """Molmo 2: a low-resolution view of the whole picture, then the high-resolution crops
+    joined into one grid, sized by ``image_grids`` (one ``(low_rows, low_cols, high_rows,
+    high_cols)`` per image, as the processor returns it); column tokens are end-of-line.
+
+    Views: ``high_res`` (when the image has one) then ``low_res``.
+    """
+
+    def views(self, image: ImagePatches) -> dict[str, PatchGrid]:
+        grids = image.inputs.get("image_grids")
+        if grids is None or image.index >= len(grids):
+            raise LayoutError(
+                f"the patch grid of {image.where} needs `image_grids` (one (low_rows, "
+                "low_cols, high_rows, high_cols) per image of the batch, as the processor "
+                "returns it): pass patch_grid(layout, ..., **inputs)."
+            )
+        low_h, low_w, high_h, high_w = (int(x) for x in grids[image.index])
+        n, low = image.positions.numel(), low_h * low_w
+        if n != low + high_h * high_w:
+            raise LayoutError(
+                f"{image.where} has {n} patch tokens, but its image_grids row ({low_h}, "
+                f"{low_w}, {high_h}, {high_w}) gives {low} + {high_h * high_w}."
+            )
+        views = {"low_res": PatchGrid(rearrange(image.positions[:low], "(r c) -> r c", r=low_h),
+                                      "low_res")}
+        if high_h * high_w:
+            high = rearrange(image.positions[low:], "(r c) -> r c", r=high_h)
+            views = {"high_res": PatchGrid(high, "high_res"), **views}
+        return views
 
 
 @dataclass(frozen=True)
@@ -241,7 +280,8 @@ def patch_grids(
     Args:
         layout: a layout from ``model.layout`` (it carries the architecture's patch rule).
         example: the example (batch row).
-        image: which image of that example (0 for the first).
+        image: which image of that example (0 for the first); video frames count as images,
+            one each (``layout.spans[example][image].frame`` says which frame).
         tiles: ``(rows, cols)`` of the crops, for InternVL images split into tiles; where the
             ids tell the arrangement it is checked against them.
         inputs: the processor's outputs; ``image_grid_thw`` is read (Qwen2-VL), other keys are
@@ -258,7 +298,9 @@ def patch_grids(
         )
     span = _span(layout, example, image)
     patches = layout.mask("image_patches")[example, span.start : span.end + 1]
-    index = sum(layout.n_images()[:example]) + image
+    # the image's row in per-image inputs (image_grid_thw, image_grids): still images only
+    earlier = [s for spans in layout.spans[:example] for s in spans] + layout.spans[example][:image]
+    index = sum(s.frame is None for s in earlier)
     where = f"example {example}, image {image}"
     views = rule.views(
         ImagePatches(patches.nonzero().flatten() + span.start, span, index, inputs, tiles, where)

@@ -8,7 +8,8 @@ Groups (``layout.select(name)`` gives positions per example, ``layout.mask(name)
 ``[batch, pos]`` tensor):
 
 ======================  ==============================================================
-``bos``                 the beginning-of-sequence token, when the sequence starts with one
+``bos``                 the beginning-of-sequence token, when the sequence (or its text, after
+                        a leading image as in PaliGemma) starts with one
 ``boi``                 begin-of-image token (Chameleon ``<racm3:break>``,
                         Emu3 ``<|image start|>``, Janus ``<begin_of_image>``,
                         Qwen2-VL ``<|vision_start|>``, InternVL ``<img>``)
@@ -49,9 +50,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -76,7 +78,11 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSpan:
-    """One image inside one sequence; positions are absolute indices into the sequence."""
+    """One image (or video frame) inside one sequence; positions are absolute indices.
+
+    ``frame`` is the frame's index in its video and ``video`` the video's index among the
+    batch's videos, for frames; both are ``None`` for still images.
+    """
 
     start: int  # first image position
     end: int  # last image position (inclusive)
@@ -85,6 +91,27 @@ class ImageSpan:
     eof: int | None = None
     meta: tuple[int, ...] = ()
     eol: tuple[int, ...] = ()
+    frame: int | None = None
+    video: int | None = None
+
+    @property
+    def positions(self) -> range:
+        """Every position the image owns: BOI (and any header) through EOI."""
+        first = self.boi if self.boi is not None else self.start
+        last = self.eoi if self.eoi is not None else self.end
+        return range(min(first, *self.meta) if self.meta else first, last + 1)
+
+
+@dataclass(frozen=True)
+class VideoGrid:
+    """The placeholders of one video: ``frames`` frames of ``per_frame`` tokens each.
+
+    Example:
+        >>> VideoGrid(frames=2, per_frame=4)   # Qwen2-VL: video_grid_thw (4, 4, 4), 2x2 merge
+    """
+
+    frames: int
+    per_frame: int
 
 
 @dataclass(frozen=True)
@@ -109,9 +136,36 @@ class ImageGrid:
         return cls(offset + rows * (cols + 1), eol)
 
 
+@dataclass(frozen=True)
+class Injection:
+    """Where image information enters the residual stream outside attention.
+
+    After decoder block ``layer``, features are added at the positions of token group
+    ``group``; hook point ``hook`` (``[batch, pos, d_model]``, zero elsewhere) carries them, so
+    ``blocks.{layer+1}.hook_resid_pre = blocks.{layer}.hook_resid_post + hook``. Qwen3-VL's
+    DeepStack adds features of early vision blocks this way.
+
+    Example:
+        >>> layout.injections[0]
+        Injection(layer=0, hook='blocks.0.hook_deepstack', group='image_patches')
+    """
+
+    layer: int
+    hook: str
+    group: str = "image_patches"
+
+
 @dataclass
 class TokenLayout:
-    """Per-example positions of each token group (see the module docstring for the groups)."""
+    """Per-example positions of each token group (see the module docstring for the groups).
+
+    ``attention_blocks`` names the bidirectional attention the model applies on top of causal
+    attention, as HF's ``block_sequence_ids``: ``[batch, pos]``, -1 where attention is causal,
+    ``k >= 0`` for the positions of block ``k``, which all attend to each other (Gemma 3's
+    images, PaliGemma's image + prompt prefix, Molmo 2's image tokens); ``None`` for causal
+    models. ``injections`` lists where image features enter the residual stream outside
+    attention (:class:`Injection`).
+    """
 
     masks: dict[str, Bool[Tensor, "batch pos"]]
     spans: list[list[ImageSpan]]
@@ -119,6 +173,8 @@ class TokenLayout:
     architecture: str = ""
     notes: str = ""
     patch_rule: PatchRule | None = None  # how the image's patch tokens form a grid (patch_grid)
+    attention_blocks: Int[Tensor, "batch pos"] | None = None
+    injections: tuple[Injection, ...] = ()
     _cache: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -129,26 +185,78 @@ class TokenLayout:
     def seq_len(self) -> int:
         return self.masks["text"].shape[1]
 
-    def mask(self, name: str) -> Bool[Tensor, "batch pos"]:
-        """Bool mask ``[batch, pos]`` of group ``name`` (may be empty for some examples)."""
-        self._check_name(name)
-        return self.masks[name]
+    def mask(self, name: str, frame: int | None = None) -> Bool[Tensor, "batch pos"]:
+        """Bool mask ``[batch, pos]`` of group ``name`` (may be empty for some examples);
+        with ``frame``, only the positions of video frame ``frame`` (of every video).
 
-    def select(self, name: str, allow_empty: bool = False) -> list[Int[Tensor, " n"]]:
-        """Positions of group ``name``, one 1-D tensor per example.
+        Example:
+            >>> layout.mask("image", frame=0)   # the first frame of each example's video
+        """
+        self._check_name(name)
+        if frame is None:
+            return self.masks[name]
+        return self.masks[name] & self._frame_mask(name, frame)
+
+    def select(
+        self, name: str, allow_empty: bool = False, frame: int | None = None
+    ) -> list[Int[Tensor, " n"]]:
+        """Positions of group ``name``, one 1-D tensor per example; with ``frame``, those of
+        video frame ``frame`` only.
 
         Raises :class:`LayoutError` when an example has none, unless ``allow_empty``: an empty
         selection is almost always a mistake (asking for EOI on a text-only example, say).
+
+        Example:
+            >>> layout.select("eoi", frame=3)   # Qwen3-VL: each example's 4th frame's EOI
         """
-        self._check_name(name)
-        if name not in self._cache:
-            self._cache[name] = [row.nonzero().flatten() for row in self.masks[name]]
-        positions = self._cache[name]
+        key = name if frame is None else f"{name}@frame={frame}"
+        if key not in self._cache:
+            self._cache[key] = [row.nonzero().flatten() for row in self.mask(name, frame)]
+        positions = self._cache[key]
         if not allow_empty:
             empty = [i for i, p in enumerate(positions) if p.numel() == 0]
             if empty:
-                raise LayoutError(self._empty_message(name, empty))
+                message = self._empty_message(name, empty)
+                if frame is not None:
+                    message = self._empty_frame_message(name, frame, empty, message)
+                raise LayoutError(message)
         return positions
+
+    def frames(self) -> list[int]:
+        """The number of video frames in each example (0 without a video)."""
+        return [sum(s.frame is not None for s in spans) for spans in self.spans]
+
+    def _frame_mask(self, name: str, frame: int) -> Bool[Tensor, "batch pos"]:
+        if name not in IMAGE_GROUPS:
+            raise LayoutError(
+                f"group {name!r} is not part of an image, so it has no frames; frame= "
+                f"selects among the image groups: {', '.join(sorted(IMAGE_GROUPS))}."
+            )
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+            raise LayoutError(f"frame must be a frame index (int >= 0), got {frame!r}.")
+        owned = torch.zeros_like(self.masks["text"])
+        for b, spans in enumerate(self.spans):
+            for span in spans:
+                if span.frame == frame:
+                    owned[b, list(span.positions)] = True
+        return owned.to(self.masks[name].device)
+
+    def _empty_frame_message(
+        self, name: str, frame: int, empty: Sequence[int], message: str
+    ) -> str:
+        frames = self.frames()
+        short = [b for b in empty if frames[b] <= frame]
+        if short:
+            return (
+                f"example(s) {short} have {[frames[b] for b in short]} video frame(s), so "
+                f"frame {frame} does not exist (frames are numbered from 0; a layout marks "
+                "them from the model's video inputs, or from video_frames= where frames are "
+                "images, see the family's notes)."
+            )
+        return (
+            f"frame {frame} of example(s) {list(empty)} has no {name!r} position: "
+            f"{self.notes} ({message})"
+        )
 
     def gather(
         self, activations: Float[Tensor, "batch pos *rest"], name: str
@@ -183,9 +291,15 @@ class TokenLayout:
     def to(self, device: torch.device | str) -> TokenLayout:
         """The same layout with its masks on ``device``."""
         masks = {k: v.to(device) for k, v in self.masks.items()}
-        return TokenLayout(
-            masks, self.spans, self.tokens, self.architecture, self.notes, self.patch_rule
-        )
+        return self.replace(masks=masks)
+
+    def replace(self, **changes: object) -> TokenLayout:
+        """A copy with ``changes`` (``masks``, ``spans``, ...); the group cache starts empty.
+
+        Example:
+            >>> repeated = layout.replace(masks=..., spans=...)
+        """
+        return dataclasses.replace(self, _cache={}, **changes)
 
     def _check_name(self, name: str) -> None:
         if name in self.masks:
@@ -234,6 +348,10 @@ def build_layout(
     architecture: str = "",
     notes: str = "",
     patch_rule: PatchRule | None = None,
+    attention_blocks: Int[Tensor, "batch pos"] | None = None,
+    injections: Sequence[Injection] = (),
+    videos: Sequence[VideoGrid] | None = None,
+    video_frames: Sequence[int] | None = None,
 ) -> TokenLayout:
     """Compute the :class:`TokenLayout` of a (possibly padded) batch.
 
@@ -246,6 +364,15 @@ def build_layout(
         tokens_per_image: placeholders per image, to split adjacent images of equal size.
         patch_rule: how each image's patch tokens form a grid
             (:mod:`hooked_vlm.layout.patch_grid`), for ``patch_grid``.
+        attention_blocks: bidirectional attention blocks ``[batch, pos]`` (-1: causal), as
+            the model builds them from these inputs (see :class:`TokenLayout`).
+        injections: where image features enter the residual stream outside attention.
+        videos: one :class:`VideoGrid` per video in batch order, for families whose videos
+            have placeholders of their own (``tokens.video``): each video's span is split
+            into frames (Qwen2-VL: one span per video), or its frame spans are numbered
+            (Qwen3-VL: one span per frame).
+        video_frames: per example, how many of its last image spans are frames of a video,
+            for families whose frames are plain images to the model (SmolVLM).
 
     Example:
         >>> build_layout(ids, SpecialTokens(image=3, boi=4, eoi=5)).select("eoi")
@@ -267,8 +394,19 @@ def build_layout(
             "more image grids/sizes were given than images found in input_ids: check that "
             "image_sizes (and image_grid_thw) match the images in the prompts."
         )
+    if videos is not None or video_frames is not None or tokens.video is not None:
+        spans = _number_frames(ids, spans, tokens, videos, video_frames)
     masks = _masks_from_spans(ids, real, spans, tokens)
-    return TokenLayout(masks, spans, tokens, architecture, notes, patch_rule)
+    if attention_blocks is not None:
+        if tuple(attention_blocks.shape) != tuple(ids.shape):
+            raise LayoutError(
+                f"attention_blocks of shape {tuple(attention_blocks.shape)} do not match "
+                f"input_ids {tuple(ids.shape)}."
+            )
+        attention_blocks = attention_blocks.detach().cpu().long()
+    return TokenLayout(
+        masks, spans, tokens, architecture, notes, patch_rule, attention_blocks, tuple(injections)
+    )
 
 
 def _runs(flags: Tensor) -> list[tuple[int, int]]:
@@ -284,11 +422,105 @@ def _isin(ids: Tensor, members: Sequence[int | None]) -> Tensor:
     return torch.isin(ids, torch.tensor([m for m in members if m is not None], dtype=ids.dtype))
 
 
+def _number_frames(
+    ids: Tensor,
+    spans: list[list[ImageSpan]],
+    tokens: SpecialTokens,
+    videos: Sequence[VideoGrid] | None,
+    video_frames: Sequence[int] | None,
+) -> list[list[ImageSpan]]:
+    """Mark video frames: split each video span into its frames, or number frame spans."""
+    queue = list(videos or [])
+    counts = list(video_frames) if video_frames is not None else None
+    if counts is not None and len(counts) != len(spans):
+        raise LayoutError(
+            f"video_frames gives {len(counts)} count(s) for {len(spans)} example(s): pass one "
+            "per example (0 where the example has no video)."
+        )
+    n_videos, out = 0, []
+    for b, example in enumerate(spans):
+        first_frame = len(example) - (counts[b] if counts is not None else 0)
+        if first_frame < 0:
+            raise LayoutError(
+                f"video_frames says example {b} holds {counts[b]} frames, but it has only "
+                f"{len(example)} image span(s)."
+            )
+        numbered: list[ImageSpan] = []
+        current: list[Any] | None = None  # [video index, grid, next frame]
+        for i, span in enumerate(example):
+            if i >= first_frame:
+                if i == first_frame:
+                    n_videos += 1
+                numbered.append(dataclasses.replace(span, frame=i - first_frame,
+                                                    video=n_videos - 1))
+                continue
+            video_ids = ids[b, span.start : span.end + 1] == (-1 if tokens.video is None
+                                                               else tokens.video)
+            count = int(video_ids.sum())
+            if count == 0:
+                numbered.append(span)
+                continue
+            if current is None:
+                if not queue:
+                    raise LayoutError(
+                        f"example {b} holds a video (video placeholder {tokens.video}) but no "
+                        "video grid is left for it: pass video_grid_thw as the processor "
+                        "returns it, one (t, h, w) per video."
+                    )
+                current = [n_videos, queue.pop(0), 0]
+                n_videos += 1
+            video, grid, frame = current
+            if frame == 0 and count == grid.frames * grid.per_frame:  # a whole video
+                numbered += _split_frames(span, grid, video)
+                current = None
+            elif count == grid.per_frame:  # one frame of it
+                numbered.append(dataclasses.replace(span, frame=frame, video=video))
+                current[2] += 1
+                if current[2] == grid.frames:
+                    current = None
+            else:
+                raise LayoutError(
+                    f"the video span at positions {span.start}..{span.end} of example {b} holds "
+                    f"{count} video placeholders, but its video grid gives {grid.frames} "
+                    f"frame(s) of {grid.per_frame}: check video_grid_thw against the prompt."
+                )
+        if current is not None:
+            raise LayoutError(
+                f"example {b} ends after frame {current[2] - 1} of a video of "
+                f"{current[1].frames} frames: check video_grid_thw against the prompt."
+            )
+        out.append(numbered)
+    if queue:
+        raise LayoutError(
+            f"{len(queue)} video grid(s) were given beyond the videos found in input_ids: check "
+            "video_grid_thw against the prompts."
+        )
+    return out
+
+
+def _split_frames(span: ImageSpan, grid: VideoGrid, video: int) -> list[ImageSpan]:
+    """A video's span cut into its frames: BOI (and header) on the first, EOI on the last."""
+    frames = []
+    for k in range(grid.frames):
+        start = span.start + k * grid.per_frame
+        end = start + grid.per_frame - 1
+        frames.append(ImageSpan(
+            start, end,
+            boi=span.boi if k == 0 else None,
+            eoi=span.eoi if k == grid.frames - 1 else None,
+            eof=span.eof if k == grid.frames - 1 else None,
+            meta=tuple(p for p in span.meta if p <= end and (k == 0 or p >= start)),
+            eol=tuple(p for p in span.eol if start <= p <= end),
+            frame=k, video=video,
+        ))
+    return frames
+
+
 def _content_runs(ids: Tensor, real: Tensor, tokens: SpecialTokens) -> list[tuple[int, int]]:
     """Runs of content ids holding a placeholder, joined across row-break-only gaps."""
-    content = _isin(ids, [tokens.image, tokens.eof, *tokens.image_inner]) & real
+    content = _isin(ids, [tokens.image, tokens.video, tokens.eof, *tokens.image_inner]) & real
     breaks = _isin(ids, [tokens.row_break]) & real
-    placeholder = (ids == tokens.image) & real
+    placeholder = _isin(ids, [tokens.image, tokens.video]) & real
     runs: list[tuple[int, int]] = []
     for start, end in _runs(content):
         if runs and bool(breaks[runs[-1][1] + 1 : start].all()):
@@ -309,6 +541,12 @@ def _spans_of(
     previous_end = -1
     runs = _content_runs(ids, real, tokens)
     for start, end, grid in _split_runs(ids, runs, tokens, tokens_per_image, grids):
+        # BOI / EOI ids that also serve inside the span (Molmo 2's <im_end> closes both its
+        # low- and high-resolution views) close it from within: the run's last id is the EOI
+        if tokens.eoi in tokens.image_inner and end > start and int(ids[end]) == tokens.eoi:
+            end -= 1
+        if tokens.boi in tokens.image_inner and end > start and int(ids[start]) == tokens.boi:
+            start += 1
         boi = _find_boi(ids, real, start, previous_end, tokens.boi)
         eoi = end + 1 if _is(ids, real, end + 1, tokens.eoi) else None
         eof = end if _is(ids, real, end, tokens.eof) else None
@@ -400,9 +638,12 @@ def _masks_from_spans(
                     m[name][b, pos] = True
         real_pos = real[b].nonzero().flatten()
         if real_pos.numel():
-            first, last = int(real_pos[0]), int(real_pos[-1])
-            m["last"][b, last] = True
-            if tokens.bos is not None and ids[b, first] == tokens.bos:
+            m["last"][b, int(real_pos[-1])] = True
+            # BOS opens the text: the first real token, or the first after images that lead
+            # the sequence (PaliGemma puts its image before <bos>)
+            image_side = m["image"][b] | m["boi"][b] | m["eoi"][b] | m["image_meta"][b]
+            first = next((int(p) for p in real_pos if not image_side[p]), None)
+            if first is not None and tokens.bos is not None and ids[b, first] == tokens.bos:
                 m["bos"][b, first] = True
     m["image_patches"] = m["image"] & ~m["eol"] & ~m["eof"] & ~m["image_meta"]
     m["image_and_eoi"] = m["image"] | m["eoi"]

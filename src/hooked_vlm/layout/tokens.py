@@ -1,6 +1,6 @@
 """The special token ids a :class:`~hooked_vlm.layout.TokenLayout` is built from.
 
-The layout owns its input types; :mod:`hooked_vlm.architectures` reads them from each HF config.
+The layout owns its input types; :mod:`hooked_vlm.families` reads them from each HF config.
 
 Example:
     >>> SpecialTokens(image=3, boi=4, eoi=5)
@@ -31,6 +31,9 @@ class SpecialTokens:
     eof: int | None = None
     pad: int | None = None
     image_inner: tuple[int, ...] = ()
+    # The placeholder of video frames where it differs from ``image`` (Qwen-VL's
+    # <|video_pad|>); a video's span is split into frames (see TokenLayout's frame index).
+    video: int | None = None
     # Roles the family has whose id neither the HF config nor a tokenizer gave (a bare HF
     # Janus without its processor, say): a layout error then says how to name the id.
     unknown: tuple[str, ...] = ()

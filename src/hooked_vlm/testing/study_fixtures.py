@@ -24,17 +24,27 @@ from hooked_vlm.testing.processors import tiny_processor
 from hooked_vlm.testing.tiny import build_tiny
 
 CLASS_NAMES = ("w10", "w11", "w12", "w13", "w14", "w15")
+_QWEN = {"boi": "<|vision_start|>", "image": "<|image_pad|>", "eoi": "<|vision_end|>"}
 _SPECIALS = {
     "chameleon": {"bos": "<s>", "boi": "<racm3:break>", "image": "<image>", "eoi": "<eoss>"},
     "llava": {"bos": "<s>", "image": "<image>"},
+    "qwen2_5_vl": _QWEN,
+    "qwen3_vl": _QWEN,
+    "gemma3": {"bos": "<bos>", "boi": "<start_of_image>", "image": "<start_of_image>",
+               "eoi": "<end_of_image>"},
+    "paligemma": {"bos": "<bos>", "image": "<image>"},
 }
-_NATIVE = {"chameleon": True, "llava": False}
+_NATIVE = {"chameleon": True}
+# the image's place in the prompt, as each processor expects it
+_IMAGE = {"qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+          "qwen3_vl": "<|vision_start|><|image_pad|><|vision_end|>"}
 
 
 def save_tiny_study_model(
     family: str, out_dir: str | Path, n_layers: int = 4, seed: int = 0
 ) -> tuple[Path, Path]:
-    """Save tiny ``family`` ("chameleon" or "llava") and its processor to ``out_dir``, and a
+    """Save tiny ``family`` (a key of ``_SPECIALS``: "chameleon", "llava", and the new
+    families whose processors run offline) and its processor to ``out_dir``, and a
     model-config YAML beside it; returns ``(model_dir, yaml_path)``."""
     if family not in _SPECIALS:
         raise KeyError(f"no study fixture for {family!r}; available: {sorted(_SPECIALS)}")
@@ -42,13 +52,15 @@ def save_tiny_study_model(
     tiny = build_tiny(family, seed=seed, n_layers=n_layers)
     tiny.model.save_pretrained(out)
     tiny_processor(family).save_pretrained(out)
+    image = _IMAGE.get(family, _SPECIALS[family]["image"])
+    lead = "" if family == "paligemma" else "w1 w2 "  # PaliGemma's image comes first
     config = {
         "name": f"tiny-random-{family}", "hf_id": None,
-        "architecture": type(tiny.model).__name__, "native": _NATIVE[family],
+        "architecture": type(tiny.model).__name__, "native": _NATIVE.get(family, False),
         "dtype": "float32", "special_tokens": _SPECIALS[family],
         "processor_kwargs": {"return_for_text_completion": True} if family == "chameleon" else {},
-        "prompts": {"caption": "w1 w2 <image> w3 w4", "vqa": "w1 w2 <image> {question} w5",
-                    "classify": "w1 w2 <image> w6 w7"},
+        "prompts": {"caption": f"{lead}{image} w3 w4", "vqa": f"{lead}{image} {{question}} w5",
+                    "classify": f"{lead}{image} w6 w7"},
         "class_names": list(CLASS_NAMES),
     }
     path = out.parent / f"{out.name}.yaml"

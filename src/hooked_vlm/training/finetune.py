@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -109,6 +110,13 @@ def finetune_config(**overrides: Any) -> FinetuneConfig:
     lora_only = sorted({"rank", "alpha"} & set(overrides))
     if cfg.full and lora_only:
         raise FinetuneError(f"{lora_only} are LoRA options; drop them for a full fine-tune")
+    flags = ("full", "mask")
+    values = {f.name: getattr(cfg, f.name) for f in fields(FinetuneConfig)}
+    odd = [f"{k}={v!r}" for k, v in values.items() if isinstance(v, (int, float))
+           and (isinstance(v, bool) != (k in flags) or not math.isfinite(v))]
+    if odd:
+        raise FinetuneError(f"options {odd} must be finite numbers ({' and '.join(flags)}: "
+                            "true or false)")
     positive = ("steps", "rank", "batch_size", "n_train", "n_eval")
     bad = [f"{k}={getattr(cfg, k)}" for k in positive if getattr(cfg, k) < 1]
     bad += [f"lr={cfg.lr}"] if cfg.lr is not None and cfg.lr <= 0 else []
@@ -319,6 +327,7 @@ def finetune(
         >>> report = finetune("tiny-native", "/tmp/ft", steps=5, n_train=32, n_eval=8, log=None)
     """
     cfg = finetune_config(**overrides)
+    out = _fresh_out_dir(out_dir)
     say = log or (lambda _msg: None)
     report: dict[str, Any] = {"model": str(model), "seed": seed, "config": asdict(cfg),
                               "masked": cfg.masked_keys if cfg.mask else None,
@@ -345,9 +354,33 @@ def finetune(
         report["seconds"]["after"] = _lap(start)
         merged = merged_model(run)
         report["merge_max_abs_logit_diff"] = _merge_check(vlm, merged, test[:8])
+    _check_finite(losses, merged)
     report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    save_checkpoint(merged, vlm.processor, Path(out_dir), {"finetune.json": report})
+    save_checkpoint(merged, vlm.processor, out, {"finetune.json": report})
     return report
+
+
+def _fresh_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` if writing the checkpoint there destroys nothing (checked before training)."""
+    out = Path(out_dir)
+    if out.is_file():
+        raise FinetuneError(f"--out {out} is a file: the checkpoint is a directory; give a new "
+                            "directory path")
+    if out.is_dir() and any(out.iterdir()):
+        raise FinetuneError(f"--out {out} exists and is not empty: the checkpoint would replace "
+                            "what is there; give a new directory, or delete it first")
+    return out
+
+
+def _check_finite(losses: Sequence[float], merged: nn.Module) -> None:
+    """Refuse to save what diverged: a NaN/inf loss or weight."""
+    bad_step = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    bad = [n for n, p in merged.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad_step is not None or bad:
+        where = f"the loss is {losses[bad_step]} from step {bad_step + 1}" \
+            if bad_step is not None else f"weights {bad[:3]} hold NaN/inf"
+        raise FinetuneError(f"training diverged ({where}): nothing was saved. Lower the learning "
+                            "rate (--lr), or check the data")
 
 
 def train_masked(

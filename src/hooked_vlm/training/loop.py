@@ -64,13 +64,16 @@ def run_loop(
     image_codes: Int[Tensor, " n"] | None = None,
     image_weight: float = 1.0,
     around: Callable[[dict[str, Tensor]], AbstractContextManager[Any]] | None = None,
+    penalty: Callable[[dict[str, Tensor]], Tensor] | None = None,
 ) -> list[float]:
     """Train for ``steps`` steps; returns the loss of every step.
 
     ``next_batch(step)`` must be a pure function of ``step`` (and its own seeded state) for
     the run to be reproducible. ``image_codes``/``image_weight``: see :func:`next_token_loss`.
     ``around(batch)``: a context each step's forward runs in, e.g. attention hooks built from
-    the batch's token layout (:mod:`hooked_vlm.training.finetune`).
+    the batch's token layout (:mod:`hooked_vlm.training.finetune`); ``penalty(batch)``: a
+    term added to the loss, computed outside that context (:mod:`hooked_vlm.training.gate`).
+    The returned losses are the next-token losses, without the penalty.
     """
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
@@ -89,8 +92,9 @@ def run_loop(
         batch = next_batch(step)
         with around(batch) if around is not None else nullcontext():
             loss = next_token_loss(model, batch, image_codes, image_weight)
+        total = loss + penalty(batch) if penalty is not None else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
         schedule.step()

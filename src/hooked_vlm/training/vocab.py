@@ -1,7 +1,7 @@
 """Word-level vocabularies and the real HF processors of the two tiny trained models.
 
 Every word of the synthetic dataset and of the model config's prompt templates is one token
-(:func:`hooked_vlm.testing.processors.word_tokenizer`), so each class name is a single token.
+(:func:`hooked_vlm.families.tokenizers.word_tokenizer`), so each class name is a single token.
 
 Example:
     >>> processor = build_processor("tiny-llava")
@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from hooked_vlm.data import synthetic
+from hooked_vlm.families.chameleon import chameleon_vocabulary
+from hooked_vlm.families.tokenizers import word_tokenizer
 from hooked_vlm.model_configs import ModelConfig, load_model_config
-from hooked_vlm.testing.processors import word_tokenizer
-from hooked_vlm.testing.tiny import chameleon_vocabulary
 
 N_CODES = 512  # VQ codebook size of tiny-native
 PATCH_SIZE = 8  # CLIP patch of tiny-llava: 64 px / 8 = 8 x 8 features

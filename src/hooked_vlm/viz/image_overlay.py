@@ -107,17 +107,31 @@ def attention_on_image_grid(
     return fig
 
 
+def cell_placement(
+    grid_shape: tuple[int, int], picture_size: tuple[int, int], fit: Fit = "fill"
+) -> tuple[float, float, float, float]:
+    """``(x0, dx, y0, dy)`` of a heatmap whose ``[rows, cols]`` cells cover the model's view of
+    a picture of ``(height, width)`` pixels, in the pixel coordinates ``go.Image`` draws in
+    (pixel centres at integers).
+
+    Example:
+        >>> cell_placement((2, 2), (4, 4))
+        (0.5, 2.0, 0.5, 2.0)
+    """
+    top, left, height, width = view_box(picture_size, fit)
+    rows, cols = grid_shape
+    dy, dx = height / rows, width / cols
+    return left - 0.5 + dx / 2, dx, top - 0.5 + dy / 2, dy
+
+
 def _heatmap(
     grid: np.ndarray, picture_size: tuple[int, int], fit: Fit, opacity: float
 ) -> go.Heatmap:
-    """Cells of ``grid`` spread over the model's view of the picture (pixel centres at
-    integer coordinates, as ``go.Image`` draws them)."""
-    top, left, height, width = view_box(picture_size, fit)
-    rows, cols = grid.shape
-    dy, dx = height / rows, width / cols
+    """Cells of ``grid`` spread over the model's view of the picture."""
+    x0, dx, y0, dy = cell_placement(grid.shape, picture_size, fit)
     return go.Heatmap(
-        z=grid, x0=left - 0.5 + dx / 2, dx=dx, y0=top - 0.5 + dy / 2, dy=dy, opacity=opacity,
-        coloraxis="coloraxis", hovertemplate="row %{y:.0f}px, col %{x:.0f}px: %{z:.4g}"
+        z=grid, x0=x0, dx=dx, y0=y0, dy=dy, opacity=opacity, coloraxis="coloraxis",
+        hovertemplate="row %{y:.0f}px, col %{x:.0f}px: %{z:.4g}"
         "<extra></extra>",
     )
 

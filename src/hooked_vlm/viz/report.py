@@ -69,7 +69,7 @@ def report_html(
     details: Mapping[str, Any] | None = None,
     header_tables: Sequence[Table] = (),
 ) -> str:
-    """The report as one HTML page (write it with e.g. ``studies.results.write_atomic``).
+    """The report as one HTML page (write it with e.g. ``hooked_vlm.storage.write_atomic``).
 
     ``header``: key facts shown at the top (model, data, n, ...); ``details``: anything longer
     (the full config) shown folded; ``header_tables``: e.g. the timings.
@@ -102,8 +102,17 @@ def report_html(
                 f"<li><a href='{_e(href)}'>{_e(label)}</a></li>" for label, href in section.links
             ) + "</ul>")
         parts.append("</section>")
-    return _PAGE.format(title=_e(title), plotly=get_plotlyjs(), body="\n".join(parts),
-                        style=_STYLE, script=_SCRIPT)
+    return standalone_page(title, _STYLE, "\n".join(parts), _SCRIPT)
+
+
+def standalone_page(title: str, style: str, body: str, script: str) -> str:
+    """One HTML page with plotly.js inlined in its head: ``body``, then ``script`` run after it.
+
+    Example:
+        >>> standalone_page("t", "", "<div id='p'></div>", "Plotly.newPlot('p', [])")
+    """
+    return _PAGE.format(title=_e(title), plotly=get_plotlyjs(), body=body, style=style,
+                        script=script)
 
 
 def figures_in_html(page: str) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The demo's few knobs, checked before anything is written."""
+"""The demo's few knobs, typed and checked before anything is written."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from hooked_vlm.settings import ConfigError, Settings
 from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Settings):
     """What the demo runs.
 
     Attributes:
@@ -32,16 +33,16 @@ class DemoConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = [m for m in self.models if m not in DEMO_CHOICES]
         if unknown or not self.models:
-            raise ValueError(f"unknown demo model(s) {unknown or list(self.models)}; choose "
-                             f"from {', '.join(DEMO_CHOICES)} (the embedded trained models)")
+            raise ConfigError(f"unknown demo model(s) {unknown or list(self.models)}; choose "
+                              f"from {', '.join(DEMO_CHOICES)} (the embedded trained models)")
         if len(set(self.models)) != len(self.models):
-            raise ValueError(f"a model is named twice in {list(self.models)}")
+            raise ConfigError(f"a model is named twice in {list(self.models)}")
         for name in ("n", "attribution_n", "masks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+            if getattr(self, name) < 2:
+                raise ConfigError(f"{name} must be an integer >= 2, got {getattr(self, name)!r}")
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a number (all of them), for the results directory."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.demo.config import DemoConfig
 from hooked_vlm.studies.demo.contrast import KNOCKOUT_METRICS, KNOCKOUT_MODE
-from hooked_vlm.studies.results import write_atomic
 from hooked_vlm.viz.demo import gate_share_figure, knockout_contrast_figure, topk_share_figure
 from hooked_vlm.viz.report import FigureItem, Section, Table, report_html
 

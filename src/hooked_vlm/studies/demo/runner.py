@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.demo.config import DemoConfig
 from hooked_vlm.studies.demo.contrast import attribution_row, narrow_gate_row
 from hooked_vlm.studies.demo.report import write_demo_report
-from hooked_vlm.studies.head_attribution import HeadAttributionConfig, run_head_attribution
-from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
-from hooked_vlm.studies.results import ResultsDir, write_atomic
-from hooked_vlm.studies.stages import Progress, Summary
+from hooked_vlm.studies.head_attribution import HEAD_ATTRIBUTION, HeadAttributionConfig
+from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig
+from hooked_vlm.studies.results import claim
+from hooked_vlm.studies.runner import Progress, Summary, run_study
 
 
 @dataclass
@@ -44,26 +45,29 @@ def run_demo(
 ) -> DemoSummary:
     """Run (or resume) the demo into ``out_dir``; see the module docstring for the layout.
 
-    Raises ``ValueError`` if ``out_dir`` holds a demo of another configuration.
+    Raises :class:`~hooked_vlm.settings.ConfigError` if ``out_dir`` holds a demo of another
+    configuration.
     """
-    results = ResultsDir(out_dir, config.identity())
-    summary = DemoSummary(results.root, [])
-    for model in config.models:
-        log(f"Narrow Gate study on {model}")
-        ng = f"narrow-gate/{model}"
-        study = NarrowGateConfig(model=model, data="synthetic", n=config.n, seed=config.seed)
-        summary.studies[ng] = run_narrow_gate(study, results.path(ng), progress)
-        log(f"Head-attribution study on {model}")
-        ha = f"head-attribution/{model}"
-        heads = HeadAttributionConfig(model=model, data="synthetic", n=config.attribution_n,
-                                      masks=config.masks, seed=config.seed)
-        summary.studies[ha] = run_head_attribution(heads, results.path(ha), progress)
-        summary.rows.append({
-            "narrow_gate": narrow_gate_row(results.path(ng)),
-            "head_attribution": attribution_row(results.path(ha)),
-            "reports": {"narrow-gate": f"{ng}/report.html",
-                        "head-attribution": f"{ha}/report.html"},
-        })
-    write_atomic(results.path("summary.json"), json.dumps(summary.rows, indent=1))
-    summary.report = write_demo_report(results.root, config, summary.rows)
+    with claim(out_dir, config.identity()) as root:
+        summary = DemoSummary(root, [])
+        for model in config.models:
+            log(f"Narrow Gate study on {model}")
+            ng = f"narrow-gate/{model}"
+            study = NarrowGateConfig(model=model, data="synthetic", n=config.n, seed=config.seed)
+            summary.studies[ng] = run_study(NARROW_GATE, study, root / ng, progress=progress)
+            log(f"Head-attribution study on {model}")
+            ha = f"head-attribution/{model}"
+            heads = HeadAttributionConfig.from_dict(
+                {"model": model, "data": "synthetic", "n": config.attribution_n,
+                 "masks": config.masks, "seed": config.seed})
+            summary.studies[ha] = run_study(HEAD_ATTRIBUTION, heads, root / ha,
+                                            progress=progress)
+            summary.rows.append({
+                "narrow_gate": narrow_gate_row(root / ng),
+                "head_attribution": attribution_row(root / ha),
+                "reports": {"narrow-gate": f"{ng}/report.html",
+                            "head-attribution": f"{ha}/report.html"},
+            })
+        write_atomic(root / "summary.json", json.dumps(summary.rows, indent=1))
+        summary.report = write_demo_report(root, config, summary.rows)
     return summary

@@ -5,7 +5,7 @@ carry image information to the text? Six stages, then one HTML report.
 stage            what it does (library call)
 ===============  ============================================================================
 ``masks``        the target under N random head masks, held-out, reference and single-head
-                 masks per example, into a resumable, shardable store (``attribution.run``)
+                 masks per example, into a resumable, shardable store (``attribution``)
 ``fit``          y ≈ β0 + Σ β_h m_h per example and pooled; held-out Pearson, Spearman, R²
 ``baselines``    leave-one-out drops and attention weight on the image; agreement with β
 ``curves``       faithfulness / completeness of top-k heads per ranking, top-k vs random-k
@@ -14,43 +14,26 @@ stage            what it does (library call)
 ===============  ============================================================================
 
 Example:
-    >>> from hooked_vlm.studies.head_attribution import HeadAttributionConfig, run_head_attribution
-    >>> config = HeadAttributionConfig(model="tiny-llava", data="synthetic", n=4, masks=256)
-    >>> summary = run_head_attribution(config, "results/ha")      # resumes if killed
-    >>> run_head_attribution(config, "results/ha", shard="0/4")    # a Slurm array task
-    >>> run_head_attribution(config, "results/ha", fit_only=True)  # once every shard is in
-    >>> run_head_attribution(config, "results/ha",                 # masks on a Ray cluster
-    ...                      engine=OnEngine(RayEngine(address="auto")))
+    >>> from hooked_vlm.studies import run_study
+    >>> from hooked_vlm.studies.head_attribution import HEAD_ATTRIBUTION, HeadAttributionConfig
+    >>> config = HeadAttributionConfig.from_dict({"model": "tiny-llava", "data": "synthetic",
+    ...                                           "n": 4, "masks": 256})
+    >>> summary = run_study(HEAD_ATTRIBUTION, config, "results/ha")    # resumes if killed
+    >>> run_study(HEAD_ATTRIBUTION, config, "results/ha", shard="0/4")  # a Slurm array task
+    >>> run_study(HEAD_ATTRIBUTION, config, "results/ha",               # units on a Ray cluster
+    ...           engine=RayEngine(address="auto"))
 """
+from __future__ import annotations
 
-from hooked_vlm.studies.common import ConfigError
-from hooked_vlm.studies.head_attribution.config import (
-    STAGES,
-    HeadAttributionConfig,
-    parse_stages,
-)
-from hooked_vlm.studies.head_attribution.report import write_report
-from hooked_vlm.studies.head_attribution.runner import run_head_attribution
-from hooked_vlm.studies.head_attribution.session import Session
-from hooked_vlm.studies.head_attribution.stage_masks import (
-    Engine,
-    MasksJob,
-    OnEngine,
-    fill_store,
-    mask_work,
-)
+from hooked_vlm._lazy import lazy_exports
 
-__all__ = [
-    "STAGES",
-    "ConfigError",
-    "Engine",
-    "HeadAttributionConfig",
-    "MasksJob",
-    "OnEngine",
-    "Session",
-    "fill_store",
-    "mask_work",
-    "parse_stages",
-    "run_head_attribution",
-    "write_report",
-]
+# Names are imported on first use: the command line reads the config for --help
+# without importing the stages (and torch).
+_EXPORTS = {
+    "HEAD_ATTRIBUTION": "hooked_vlm.studies.head_attribution.study",
+    "HeadAttributionConfig": "hooked_vlm.studies.head_attribution.config",
+    "STAGES": "hooked_vlm.studies.head_attribution.config",
+    "HeadAttributionSession": "hooked_vlm.studies.head_attribution.session",
+    "write_report": "hooked_vlm.studies.head_attribution.report",
+}
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

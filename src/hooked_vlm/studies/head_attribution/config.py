@@ -1,11 +1,14 @@
-"""The head-attribution study's configuration: one frozen dataclass, loadable from YAML.
+"""The head-attribution study's configuration: one frozen, typed dataclass, loadable from YAML.
 
-Every field that changes a number is part of the run's identity (:meth:`HeadAttributionConfig.
-identity`), written to the results directory's ``config.json``: resuming (or filling a shard,
-or fitting) with a different identity is an error, never mixed results. Left out: ``stages``
-(which parts to run now) and ``device`` (where: shards may run on GPUs and the fit elsewhere).
+The masks, ablation and target are the attribution library's own settings
+(:class:`~hooked_vlm.attribution.AttributionConfig`), embedded whole as ``attribution``; their
+fields may also be given at the top level (``masks: 4000``, ``alpha: 0.5``: the command line's
+``--masks``, ``--alpha``). Every field that changes a number is part of the run's identity
+(written to the results directory's ``config.json``): resuming (or filling a shard) with a
+different identity is an error, never mixed results. Left out: ``stages`` (which parts to run
+now) and ``device`` (where: shards may run on GPUs and the fit elsewhere).
 
-Example YAML (any field may be left out; CLI options override the file):
+Example YAML (any field may be left out; command-line options override the file):
 
 .. code-block:: yaml
 
@@ -19,31 +22,28 @@ Example YAML (any field may be left out; CLI options override the file):
     device: cuda
 
 Example:
-    >>> config = HeadAttributionConfig(model="tiny-llava", data="synthetic", n=4, masks=256)
-    >>> config.attribution().alpha, config.identity()["masks"]
+    >>> config = HeadAttributionConfig.from_dict({"model": "tiny-llava", "data": "synthetic",
+    ...                                           "n": 4, "masks": 256})
+    >>> config.attribution.alpha, config.identity()["attribution"]["n_masks"]
     (0.5, 256)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
-from hooked_vlm.studies.common import ConfigError, StudyConfig, check_count, check_positive
-from hooked_vlm.studies.common import parse_stages as select_stages
+from hooked_vlm.attribution.config import AttributionConfig
+from hooked_vlm.settings import ConfigError, check_count, check_device, check_positive
+from hooked_vlm.studies.study import StudyConfig
 
 STAGES = ("masks", "fit", "baselines", "curves", "tokens", "consistency")
-# what each stage reads of the others (added to a run that names the stage)
-STAGE_NEEDS: dict[str, tuple[str, ...]] = {
-    "fit": ("masks",), "baselines": ("fit",), "curves": ("fit", "baselines"),
-    "tokens": ("fit",), "consistency": ("fit",),
-}
-TASKS = ("classify", "vqa", "caption")
 TARGET_NAMES = ("logit", "logprob", "logit_diff")  # hooked_vlm.attribution.TARGETS
-DEFAULT_ALPHA = 0.5
-REGRESSIONS = ("ols", "ridge", "lasso")
-METRICS = ("cosine", "pearson")
+
+
+def _study_attribution() -> AttributionConfig:
+    """The study's defaults: the library's, with every head also ablated alone."""
+    return AttributionConfig(leave_one_out=True)
 
 
 @dataclass(frozen=True)
@@ -51,63 +51,48 @@ class HeadAttributionConfig(StudyConfig):
     """Everything a head-attribution run depends on (REFERENCE.md, Paper 2).
 
     Attributes:
-        model: model-config name, local ``save_pretrained`` directory or HF hub id.
-        data: hub id, local folder/file or "synthetic"; ``split`` where the default is not it.
+        model: model-config name, local save_pretrained directory or HF hub id.
+        data: hub id, local folder/file or "synthetic".
+        split: the data's split, where its default is not the one wanted.
         model_config: model-config name or YAML path for a local model (prompt templates).
-        task: "classify" (Kim et al.: the answer is the label's first token), "vqa" (the most
-            common answer's) or "caption" (the first reference caption's); the model config's
+        task: classify (Kim et al.: the answer is the label's first token), vqa (the most
+            common answer's) or caption (the first reference caption's); the model config's
             template of that task is the prompt.
-        n: examples (the first n of a permutation seeded by ``seed``).
-        seed: seeds the examples, the masks, the random-k heads and the image-token subsets.
-        masks, heldout: training masks per example, and fresh masks that score the fit.
-        alpha, k: each head is ablated with probability ``alpha``, or exactly ``k`` heads are
-            (give one; neither: alpha 0.5).
-        mode, baseline: how a head is ablated (``hooked_vlm.attribution.AttributionConfig``):
-            "baseline_kv" with a "mean" / "blank" / "zeros" baseline, "zero", "mean",
-            "knockout".
-        queries, keys: the positions the ablation cuts (default: text after the image reading
-            the image tokens).
-        target: "logit" (Kim et al.), "logprob" or "logit_diff" (against another class of the
-            data, drawn per example by ``seed``).
-        regression, regularization: "ols" (COAR), "ridge" or "lasso", and its strength.
-        leave_one_out: also ablate every head alone (the single-head baseline ranking).
-        top_k: head counts of the faithfulness/completeness curves (None: 1, 2, 4, ..., all).
+        n: examples (the first n of a permutation seeded by seed).
+        attribution: masks, ablation and target (the attribution library's settings, also
+            seeding the examples, the random-k heads and the image-token subsets).
+        regression: ols (COAR), ridge or lasso.
+        regularization: the strength of ridge or lasso (default: sklearn's).
+        top_k: head counts of the faithfulness/completeness curves (default: 1, 2, 4, ...,
+            every head).
         n_random: random head sets per k for the random-k control.
         token_examples: examples of the token-level stage (the first ones).
-        token_heads: top heads of each example the token level ablates (None: 10% of heads).
-        image_subsets, image_heldout, image_alpha: random image-token subsets, each token
-            ablated with probability ``image_alpha``, and fresh ones that score that fit.
-        consistency_metric, permutations: similarity of attribution vectors ("cosine",
-            "pearson") and the permutations of the label test.
-        chunk_size, batch_size: masks per work unit and per forward.
-        reuse_prefix: compute each example's image prefix once and reuse it for every mask.
-        device, dtype: where and in what precision the model runs (dtype None: the model's).
-        stages: which stages to run now (None: all).
+        token_heads: top heads of each example the token level ablates (default: 10% of the
+            heads).
+        image_subsets, image_heldout: random image-token subsets ablated in the top heads, and
+            fresh ones that score that fit.
+        image_alpha: probability each image token is ablated in a subset.
+        consistency_metric: similarity of attribution vectors: cosine or pearson.
+        permutations: label permutations of the consistency test.
+        device: where the model runs: cpu, cuda, cuda:1, mps.
+        dtype: precision: float32, bf16, fp16 (default: the model's).
+        stages: stages to run now, names or numbers 1-6 (default: all): masks, fit,
+            baselines, curves, tokens, consistency.
     """
 
     STUDY: ClassVar[str] = "head-attribution"
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
     NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("stages", "device")
-    EXCLUSIVE: ClassVar[tuple[tuple[str, str], ...]] = (("alpha", "k"), ("k", "alpha"))
 
     model: str
     data: str
     split: str | None = None
     model_config: str | None = None
-    task: str = "classify"
+    task: Literal["classify", "vqa", "caption"] = "classify"
     n: int = 64
-    seed: int = 0
-    masks: int = 2000
-    heldout: int = 200
-    alpha: float | None = None
-    k: int | None = None
-    mode: str = "baseline_kv"
-    baseline: str = "mean"
-    queries: str = "text_after_image"
-    keys: str = "image"
-    target: str = "logit"
-    regression: str = "ols"
+    attribution: AttributionConfig = field(default_factory=_study_attribution)
+    regression: Literal["ols", "ridge", "lasso"] = "ols"
     regularization: float | None = None
-    leave_one_out: bool = True
     top_k: tuple[int, ...] | None = None
     n_random: int = 5
     token_examples: int = 4
@@ -115,70 +100,37 @@ class HeadAttributionConfig(StudyConfig):
     image_subsets: int = 256
     image_heldout: int = 64
     image_alpha: float = 0.5
-    consistency_metric: str = "cosine"
+    consistency_metric: Literal["cosine", "pearson"] = "cosine"
     permutations: int = 1000
-    chunk_size: int = 64
-    batch_size: int = 16
-    reuse_prefix: bool = True
     device: str = "cpu"
     dtype: str | None = None
-    stages: tuple[str, ...] | None = None
+    stages: str | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.alpha is None and self.k is None:
-            object.__setattr__(self, "alpha", DEFAULT_ALPHA)
-        if self.top_k is not None:
-            if isinstance(self.top_k, (str, int)):
-                raise ConfigError(f"top_k must be a list of head counts, got {self.top_k!r}")
-            object.__setattr__(self, "top_k", tuple(self.top_k))
-            for k in self.top_k:
-                check_positive("top_k entries", k)
-        if self.stages is not None:
-            object.__setattr__(self, "stages", tuple(parse_stages(self.stages)))
-        for name in ("n", "masks", "chunk_size", "batch_size", "n_random", "image_subsets",
-                     "permutations"):
+        super().__post_init__()
+        for k in self.top_k or ():
+            check_positive("top_k entries", k)
+        if self.top_k is not None and not self.top_k:
+            raise ConfigError("top_k is empty: give head counts, e.g. [1, 2, 4]")
+        for name in ("n", "n_random", "image_subsets", "permutations"):
             check_positive(name, getattr(self, name))
-        for name in ("heldout", "token_examples", "image_heldout", "seed"):
+        for name in ("token_examples", "image_heldout"):
             check_count(name, getattr(self, name))
         if self.token_heads is not None:
             check_positive("token_heads", self.token_heads)
-        _choice("task", self.task, TASKS)
-        _choice("target", self.target, TARGET_NAMES)
-        _choice("regression", self.regression, REGRESSIONS)
-        _choice("consistency_metric", self.consistency_metric, METRICS)
+        check_device(self.device)
+        if self.attribution.target not in TARGET_NAMES:
+            raise ConfigError(f"target must be one of {', '.join(TARGET_NAMES)}; got "
+                              f"{self.attribution.target!r}")
         if self.regression == "ols" and self.regularization is not None:
             raise ConfigError("regression 'ols' takes no regularization (use 'ridge' or 'lasso')")
+        if self.regularization is not None and self.regularization <= 0:
+            raise ConfigError(f"regularization must be > 0, got {self.regularization}")
         if not 0 < self.image_alpha < 1:
             raise ConfigError(f"image_alpha is an ablation probability in (0, 1), got "
                               f"{self.image_alpha}")
-        self.attribution()  # validates alpha / k, mode, baseline, selectors
 
-    def attribution(self) -> Any:
-        """The :class:`hooked_vlm.attribution.AttributionConfig` of the mask stage."""
-        from hooked_vlm.attribution.config import AttributionConfig
-
-        try:
-            return AttributionConfig(
-                n_masks=self.masks, n_heldout=self.heldout, alpha=self.alpha, k=self.k,
-                seed=self.seed, mode=self.mode, baseline=self.baseline, target=self.target,
-                queries=self.queries, keys=self.keys, chunk_size=self.chunk_size,
-                batch_size=self.batch_size, leave_one_out=self.leave_one_out,
-                reuse_prefix=self.reuse_prefix,
-            )
-        except ValueError as err:  # ConfigError and MaskError of the attribution package
-            raise ConfigError(str(err)) from None
-
-
-def parse_stages(stages: str | Sequence[str | int]) -> list[str]:
-    """Stage names from names or numbers 1-6 (``"fit,curves"``, ``[2, 4]``), in study order.
-
-    Example:
-        >>> parse_stages("curves,1")
-        ['masks', 'curves']
-    """
-    return select_stages(stages, STAGES)
-
-
-def _choice(name: str, value: object, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    @property
+    def seed(self) -> int:
+        """The seed of the examples, masks, random-k heads and image-token subsets."""
+        return self.attribution.seed

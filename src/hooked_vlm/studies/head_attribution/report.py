@@ -18,9 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from hooked_vlm.studies.head_attribution.config import STAGES
-from hooked_vlm.studies.results import write_atomic
-from hooked_vlm.studies.stages import load_results
+from hooked_vlm.storage import write_atomic
+from hooked_vlm.studies.head_attribution.config import STAGES, HeadAttributionConfig
+from hooked_vlm.studies.head_attribution.stage_baselines import BaselinesResult
+from hooked_vlm.studies.head_attribution.stage_consistency import ConsistencyResult
+from hooked_vlm.studies.head_attribution.stage_curves import CurvesResult
+from hooked_vlm.studies.head_attribution.stage_fit import FitResult
+from hooked_vlm.studies.head_attribution.stage_tokens import TokensResult
+from hooked_vlm.studies.report import timings_table
 from hooked_vlm.viz import attention_on_image_grid
 from hooked_vlm.viz.head_attribution import (
     agreement_figure,
@@ -41,22 +46,23 @@ REPORT_WIDTH = 1100  # pixels: figures with a fixed size fit the page's column
 def write_report(out_dir: str | Path) -> Path:
     """Draw ``out_dir/report.html`` from the results written so far; returns its path."""
     root = Path(out_dir)
-    config = json.loads((root / "config.json").read_text())
+    identity = json.loads((root / "config.json").read_text())
+    config = HeadAttributionConfig.from_dict(
+        {k: v for k, v in identity.items() if k not in ("study", "schema", "fingerprint")})
     info = json.loads((root / "session.json").read_text())
-    done = {name: load_results(root, name) for name in STAGES[1:]
-            if (root / "results" / f"{name}.json").exists()}
-    fit = done["fit"][1] if "fit" in done else None
+    fit = FitResult.load(root)
     tag = _settings(config, fit)
     sections = []
-    if "fit" in done:
-        sections += [_attribution(done["fit"], info, tag), _quality(done["fit"], tag)]
-    for name, draw in (("baselines", _baselines), ("curves", _curves), ("tokens", _tokens),
-                       ("consistency", _consistency)):
-        if name in done:
-            sections.append(draw(done[name], done, tag))
+    if fit is not None:
+        sections += [_attribution(fit, info, tag), _quality(fit, tag)]
+        for kind, draw in ((BaselinesResult, _baselines), (CurvesResult, _curves),
+                           (TokensResult, _tokens), (ConsistencyResult, _consistency)):
+            result = kind.load(root)
+            if result is not None:
+                sections.append(draw(result, fit, tag))
     page = report_html(f"Head attribution: {info['model']}", _header(config, info, fit),
-                       sections, intro=_intro(info), details=config,
-                       header_tables=[_timings(root)])
+                       sections, intro=_intro(info), details=identity,
+                       header_tables=[timings_table(root, STAGES)])
     out = root / "report.html"
     write_atomic(out, page)
     return out
@@ -65,24 +71,25 @@ def write_report(out_dir: str | Path) -> Path:
 # ---------------------------------------------------------------------- header
 
 
-def _settings(config: dict, fit: dict | None) -> str:
+def _settings(config: HeadAttributionConfig, fit: FitResult | None) -> str:
     """The settings and fit figures every caption ends with."""
-    ablation = (f"α = {config['alpha']}" if config["alpha"] is not None
-                else f"k = {config['k']} heads")
-    text = (f"[{ablation} per mask, N = {config['masks']} masks (+{config['heldout']} held "
-            f"out) per example, {config['regression'].upper()}")
-    if fit is not None and fit["quality"] is not None:
-        q = fit["quality"]
+    a = config.attribution
+    ablation = f"α = {a.alpha}" if a.alpha is not None else f"k = {a.k} heads"
+    text = (f"[{ablation} per mask, N = {a.n_masks} masks (+{a.n_heldout} held "
+            f"out) per example, {config.regression.upper()}")
+    if fit is not None and fit.quality is not None:
+        q = fit.quality
         text += (f"; held-out fit: Pearson {_f(q['pooled_pearson'])}, R² {_f(q['pooled_r2'])} "
                  f"pooled, Pearson {_f(q['pearson_mean'])} per example")
     return text + "]"
 
 
-def _header(config: dict, info: dict, fit: dict | None) -> dict[str, Any]:
+def _header(config: HeadAttributionConfig, info: dict, fit: FitResult | None) -> dict[str, Any]:
     ex = info["examples"]
     classes = sorted(set(ex["label"]))
-    ablation = (f"each head ablated with probability α = {config['alpha']}"
-                if config["alpha"] is not None else f"exactly k = {config['k']} heads ablated")
+    a = config.attribution
+    ablation = (f"each head ablated with probability α = {a.alpha}"
+                if a.alpha is not None else f"exactly k = {a.k} heads ablated")
     header = {
         "model": f"{info['model']} ({info['architecture']}, "
                  f"{'native' if info['native'] else 'encoder-based'}, {info['n_layers']} layers "
@@ -92,26 +99,24 @@ def _header(config: dict, info: dict, fit: dict | None) -> dict[str, Any]:
         "data": f"{info['data']}" + (f" (split {info['split']})" if info["split"] else "")
                 + f", {len(ex['id'])} examples, {len(classes)} classes",
         "task and target": f"{info['task']}: prompt {info['prompt']!r}; target = "
-                           f"{config['target']} of the answer's first token at the last "
-                           "position",
-        "masks": f"N = {config['masks']} training + {config['heldout']} held-out masks per "
+                           f"{a.target} of the answer's first token at the last position",
+        "masks": f"N = {a.n_masks} training + {a.n_heldout} held-out masks per "
                  f"example, {ablation}"
-                 + ("; every head also ablated alone" if config["leave_one_out"] else ""),
-        "ablation": f"mode {config['mode']}"
-                    + (f", baseline {config['baseline']}" if config["mode"] == "baseline_kv"
-                       else "")
-                    + f"; queries {config['queries']} → keys {config['keys']}",
-        "regression": config["regression"].upper()
-                      + ("" if fit is None or fit["regularization"] is None
-                         else f" (regularization {fit['regularization']})"),
+                 + ("; every head also ablated alone" if a.leave_one_out else ""),
+        "ablation": f"mode {a.mode}"
+                    + (f", baseline {a.baseline}" if a.mode == "baseline_kv" else "")
+                    + f"; queries {a.queries} → keys {a.keys}",
+        "regression": config.regression.upper()
+                      + ("" if fit is None or fit.regularization is None
+                         else f" (regularization {fit.regularization})"),
     }
-    if fit is not None and fit["quality"] is not None:
-        q = fit["quality"]
+    if fit is not None and fit.quality is not None:
+        q = fit.quality
         header["held-out fit"] = (
             f"pooled Pearson {_f(q['pooled_pearson'])}, Spearman {_f(q['pooled_spearman'])}, "
             f"R² {_f(q['pooled_r2'])}; per example mean Pearson {_f(q['pearson_mean'])}, "
             f"R² {_f(q['r2_mean'])} ({q['n_heldout']} fresh masks)")
-    header["seed / device / dtype"] = f"{config['seed']} / {info['device']} / {info['dtype']}"
+    header["seed / device / dtype"] = f"{config.seed} / {info['device']} / {info['dtype']}"
     return header
 
 
@@ -125,45 +130,22 @@ def _intro(info: dict) -> str:
             "model." + (" Notes: " + " ".join(notes) if notes else ""))
 
 
-def _timings(root: Path) -> Table:
-    rows = []
-    path = root / "timings.json"
-    timings = json.loads(path.read_text()) if path.exists() else {}
-    for name in STAGES:
-        if name in timings:
-            rows.append([name, *_timing_cells(timings[name])])
-    for path in sorted(root.glob("timings-masks-shard-*.json")):
-        shard = path.stem.removeprefix("timings-masks-shard-").replace("-of-", "/")
-        rows.append([f"masks (shard {shard})", *_timing_cells(json.loads(path.read_text())
-                                                               ["masks"])])
-    return Table(["stage", "units", "computed this session", "compute s (all sessions)",
-                  "reduce s", "wall s (this session)"], rows,
-                 "Timings: the compute column adds up the units' time over every session that "
-                 "finished (for the masks, each session's wall time).")
-
-
-def _timing_cells(t: dict) -> list[Any]:
-    return [t["units"], t["computed"], t["unit_seconds"], t["reduce_seconds"],
-            t["wall_seconds"]]
-
-
 # ---------------------------------------------------------------------- sections
 
 
-def _attribution(result: tuple, info: dict, tag: str) -> Section:
-    _, v, arrays = result
+def _attribution(v: FitResult, info: dict, tag: str) -> Section:
     figures = [FigureItem(
-        head_heatmaps({"pooled": arrays["pooled_coef"]}, "Head attribution (pooled over "
+        head_heatmaps({"pooled": v.pooled_coef}, "Head attribution (pooled over "
                       "examples)"),
         "Each cell is one attention head (layer up, head across): its coefficient in the "
         "linear fit of the target on which heads were kept, fitted to the mean target over "
-        f"{v['n']} examples. Red: keeping the head raises the answer's logit (it carries image "
+        f"{v.n} examples. Red: keeping the head raises the answer's logit (it carries image "
         "information the answer uses); blue: keeping it lowers the logit; white: no effect "
-        f"the fit can see. The logit is {v['clean_mean']:.3g} on average with every head and "
-        f"{v['ablated_mean']:.3g} with every head's image access cut. {tag}")]
-    if len(v["classes"]) > 1:
+        f"the fit can see. The logit is {v.clean_mean:.3g} on average with every head and "
+        f"{v.ablated_mean:.3g} with every head's image access cut. {tag}")]
+    if len(v.classes) > 1:
         per_class = {f"{c} (n={n})": s for c, n, s in
-                     zip(v["classes"], v["class_counts"], arrays["class_coef"], strict=True)}
+                     zip(v.classes, v.class_counts, v.class_coef, strict=True)}
         figures.append(FigureItem(
             head_heatmaps(per_class, "Head attribution per class (mean of the examples' own "
                           "fits)"),
@@ -171,37 +153,36 @@ def _attribution(result: tuple, info: dict, tag: str) -> Section:
             "of that class, on one colour scale. Kim et al. find that images of one category "
             f"use similar heads (section 'Semantic consistency' tests it). {tag}"))
     figures.append(FigureItem(
-        layer_profile_figure({"pooled": arrays["pooled_coef"],
+        layer_profile_figure({"pooled": v.pooled_coef,
                               **({f"class {c}": s for c, s in
-                                  zip(v["classes"], arrays["class_coef"], strict=True)}
-                                 if len(v["classes"]) > 1 else {})}),
+                                  zip(v.classes, v.class_coef, strict=True)}
+                                 if len(v.classes) > 1 else {})}),
         "Where in depth the heads that carry the image sit: per layer, the sum of the positive "
         f"coefficients (Kim et al.: mid-to-late layers). {tag}"))
     table = Table(["rank", "head", "layer", "head index", "coefficient"],
                   [[i + 1, f"L{h['layer']}H{h['head']}", h["layer"], h["head"], h["score"]]
-                   for i, h in enumerate(v["top_heads"])],
+                   for i, h in enumerate(v.top_heads)],
                   "The highest pooled attributions.")
     return Section("Head attributions", "Which heads carry image information to the answer? "
                    + tag, figures, [table])
 
 
-def _quality(result: tuple, tag: str) -> Section:
-    _, v, arrays = result
-    if v["quality"] is None:
+def _quality(v: FitResult, tag: str) -> Section:
+    if v.quality is None:
         return Section("Fit quality", "No held-out masks in this run (heldout = 0): the fit "
                        "is not scored. " + tag)
-    n = min(HELDOUT_EXAMPLES, len(arrays["heldout_measured_each"]))
-    each = {f"example {i}": (arrays["heldout_predicted_each"][i],
-                             arrays["heldout_measured_each"][i]) for i in range(n)}
+    n = min(HELDOUT_EXAMPLES, len(v.heldout_measured_each))
+    each = {f"example {i}": (v.heldout_predicted_each[i],
+                             v.heldout_measured_each[i]) for i in range(n)}
     fig = FigureItem(
-        heldout_figure(arrays["heldout_predicted"], arrays["heldout_measured"], each),
-        f"Fresh random masks the fit never saw ({v['quality']['n_heldout']} of them, drawn like "
+        heldout_figure(v.heldout_predicted, v.heldout_measured, each),
+        f"Fresh random masks the fit never saw ({v.quality['n_heldout']} of them, drawn like "
         "the training masks): the measured target against the linear fit's prediction. Left: "
         "the target averaged over examples (the pooled fit); right: the first examples, each "
         "with its own fit. Points on the dashed line are predicted exactly; a cloud along it "
         "means the heads' effects add up (the linear model holds), a flat cloud that it "
         f"does not. {tag}")
-    q = v["quality"]
+    q = v.quality
     table = Table(["", "Pearson", "Spearman", "R²"], [
         ["pooled (example-mean target)", q["pooled_pearson"], q["pooled_spearman"],
          q["pooled_r2"]],
@@ -213,14 +194,13 @@ def _quality(result: tuple, tag: str) -> Section:
                    "not fitted on? " + tag, [fig], [table])
 
 
-def _baselines(result: tuple, done: dict, tag: str) -> Section:
-    _, v, arrays = result
-    pooled = done["fit"][2]["pooled_coef"]
-    others = {"attention weight on the image": arrays["attention"].mean(0)}
-    corr = {"attention weight on the image": v["attention"]["pooled_spearman"]}
-    if "loo" in arrays:
-        others["leave-one-out drop"] = arrays["loo"].mean(0)
-        corr["leave-one-out drop"] = v["loo"]["pooled_spearman"]
+def _baselines(v: BaselinesResult, fit: FitResult, tag: str) -> Section:
+    pooled = fit.pooled_coef
+    others = {"attention weight on the image": v.attention.mean(0)}
+    corr = {"attention weight on the image": v.attention_agreement["pooled_spearman"]}
+    if v.loo is not None:
+        others["leave-one-out drop"] = v.loo.mean(0)
+        corr["leave-one-out drop"] = v.loo_agreement["pooled_spearman"]
     fig = FigureItem(
         agreement_figure(pooled, others, corr),
         "One point per head (colour: layer): its pooled attribution against the attention "
@@ -229,7 +209,8 @@ def _baselines(result: tuple, done: dict, tag: str) -> Section:
         "importance correlates poorly with attention weight, and leave-one-out misses heads "
         f"that back each other up. {tag}")
     rows = [[name, entry["pooled_spearman"], entry["pooled_pearson"], entry["spearman_mean"]]
-            for name, entry in (("attention weight", v["attention"]), ("leave-one-out", v["loo"]))
+            for name, entry in (("attention weight", v.attention_agreement),
+                                ("leave-one-out", v.loo_agreement))
             if entry is not None]
     table = Table(["baseline", "Spearman, pooled", "Pearson, pooled",
                    "Spearman per example, mean"], rows,
@@ -238,44 +219,42 @@ def _baselines(result: tuple, done: dict, tag: str) -> Section:
                    "find the same heads? " + tag, [fig], [table])
 
 
-def _curves(result: tuple, done: dict, tag: str) -> Section:
-    _, v, arrays = result
-    names = v["rankings"]
-    summary = v["summary"]
+def _curves(v: CurvesResult, fit: FitResult, tag: str) -> Section:
+    names = v.rankings
+    summary = v.summary
     curves = FigureItem(
-        curves_figure(v["ks"], {names[n]: summary[n]["faithfulness"] for n in names},
+        curves_figure(v.ks, {names[n]: summary[n]["faithfulness"] for n in names},
                       {names[n]: summary[n]["completeness"] for n in names},
-                      v["random_completeness"]),
+                      v.random_completeness),
         "Heads ranked by each method (per example); k counts heads over all layers. Left: "
         "only the top k keep their view of the image (every other head ablated): the share of "
         "the target (clean − all ablated) they restore. Right: only the top k are ablated: "
         "the share lost; dashed: k random heads. Shares are sums over examples of the "
-        f"numerators over the sum of the gaps (mean gap {v['gap_mean']:.3g}). A better "
+        f"numerators over the sum of the gaps (mean gap {v.gap_mean:.3g}). A better "
         f"ranking rises faster on both. {tag}")
     bars = FigureItem(
-        topk_figure(v["ks"], {names[n]: summary[n]["topk_drop"] for n in names},
-                    v["random_drop"], v["random_drop_std"]),
-        f"Drop of the target (mean over {v['n']} examples) when the top k heads of each ranking "
-        f"are ablated, against k random heads ({v['n_random']} draws per k, the same for every "
+        topk_figure(v.ks, {names[n]: summary[n]["topk_drop"] for n in names},
+                    v.random_drop_mean, v.random_drop_std),
+        f"Drop of the target (mean over {v.n} examples) when the top k heads of each ranking "
+        f"are ablated, against k random heads ({v.n_random} draws per k, the same for every "
         "example; whisker: spread over examples). Top-k ablation must hurt more than random-k "
         f"for the ranking to mean something. {tag}")
-    rows = [[k, *(summary[n]["topk_drop"][i] for n in names), v["random_drop"][i]]
-            for i, k in enumerate(v["ks"])]
+    rows = [[k, *(summary[n]["topk_drop"][i] for n in names), v.random_drop_mean[i]]
+            for i, k in enumerate(v.ks)]
     table = Table(["k", *(f"top k by {names[n]}" for n in names), "random k"], rows,
                   "Mean drop of the target per k.")
-    notes = [] if v["gap_mean"] > 0 else [
+    notes = [] if v.gap_mean > 0 else [
         f"The target is not higher with the image than with every head's image access cut "
-        f"(mean clean − all ablated = {v['gap_mean']:.3g}): faithfulness and completeness, "
+        f"(mean clean − all ablated = {v.gap_mean:.3g}): faithfulness and completeness, "
         "shares of that gap, do not mean what they should here; read the drops below."]
     return Section("Faithfulness, completeness, top-k against random-k",
                    "Do the top heads carry the image's information? " + tag, [curves, bars],
                    [table], notes=notes)
 
 
-def _tokens(result: tuple, done: dict, tag: str) -> Section:
-    _, v, arrays = result
-    examples = v["examples"]
-    heads = v["token_heads"]
+def _tokens(v: TokensResult, fit: FitResult, tag: str) -> Section:
+    examples = v.examples
+    heads = v.token_heads
     figures = []
     same = all(e["tokens"] == examples[0]["tokens"] for e in examples)
     groups = [examples] if same else [[e] for e in examples]
@@ -290,17 +269,17 @@ def _tokens(result: tuple, done: dict, tag: str) -> Section:
             "target. Kim et al.: role tokens (\"ASSISTANT\") and the last token receive the "
             "image. Cutting every position at once drops it by "
             + ", ".join(f"{e['text_reference']:.3g}" for e in group) + f". {tag}"))
-    if v["image_level"]:
+    if v.image_level:
         rows = [e["example"] for e in examples]
-        pictures = [arrays[f"picture.{i}"] for i in rows]
-        heats = np.stack([arrays[f"heat.{i}"] for i in rows])
+        pictures = [v.picture[str(i)] for i in rows]
+        heats = np.stack([v.heat[str(i)] for i in rows])
         titles = [f"example {e['example']}: {e['label'] or e['answer']}" for e in examples]
         fig = attention_on_image_grid(pictures, heats, titles, title="Which image tokens "
-                                      f"carry it (top {heads} heads)", fit=v["picture_fit"],
+                                      f"carry it (top {heads} heads)", fit=v.picture_fit,
                                       colorscale="RdBu_r", cmid=0.0, width=REPORT_WIDTH)
         figures.append(FigureItem(
-            fig, f"Inside each example's top {heads} heads, {v['image_subsets']} random subsets "
-            f"of image tokens are cut (each token with probability {v['image_alpha']}) for "
+            fig, f"Inside each example's top {heads} heads, {v.image_subsets} random subsets "
+            f"of image tokens are cut (each token with probability {v.image_alpha}) for "
             "every text query, and a linear fit gives each image token a keep coefficient, "
             "drawn over its patch of the picture (one colour scale): red tokens carry what the "
             "answer uses. Kim et al.: a sparse set of object and some background tokens. "
@@ -312,29 +291,28 @@ def _tokens(result: tuple, done: dict, tag: str) -> Section:
                     ", ".join(f"L{h[0]}H{h[1]}" for h in e["heads"]), ", ".join(e["top_text"]),
                     (e.get("image_quality") or {}).get("pearson")] for e in examples],
                   "Per example: the heads cut, the text positions whose cut hurts most, and "
-                  f"the held-out quality of the image-token fit ({v['image_heldout']} fresh "
+                  f"the held-out quality of the image-token fit ({v.image_heldout} fresh "
                   "subsets).")
-    notes = [] if v["image_level"] else [
-        f"mode {v['mode']!r} ablates head outputs, not keys: image tokens cannot be cut one by "
+    notes = [] if v.image_level else [
+        f"mode {v.mode!r} ablates head outputs, not keys: image tokens cannot be cut one by "
         "one, so the image-token analysis is not run (use baseline_kv or knockout)."]
     return Section("Token level", "Which text positions receive the image, and which image "
                    "tokens carry it? " + tag, figures, [table], notes=notes)
 
 
-def _consistency(result: tuple, done: dict, tag: str) -> Section:
-    _, v, arrays = result
-    if v["skipped"]:
-        return Section("Semantic consistency", tag, notes=[f"not run: {v['skipped']}"])
+def _consistency(v: ConsistencyResult, fit: FitResult, tag: str) -> Section:
+    if v.skipped:
+        return Section("Semantic consistency", tag, notes=[f"not run: {v.skipped}"])
     fig = FigureItem(
-        consistency_figure(arrays["similarity"], v["order_labels"], v["within"], v["across"],
-                           v["per_class"], v["metric"]),
-        f"{v['metric'].capitalize()} similarity of the examples' attribution vectors (every "
+        consistency_figure(v.similarity, v.order_labels, v.within, v.across,
+                           v.per_class, v.metric),
+        f"{v.metric.capitalize()} similarity of the examples' attribution vectors (every "
         "head's coefficient), sorted by class (left), and its mean over pairs of the same "
         f"class against pairs of different classes (right). Within − across = "
-        f"{v['difference']:.3f}, p = {v['p_value']:.3g} ({v['n_permutations']} label "
+        f"{v.difference:.3f}, p = {v.p_value:.3g} ({v.n_permutations} label "
         f"permutations; one-sided). {tag}")
     table = Table(["class", "examples", "mean within-class similarity"],
-                  [[c, v["counts"][c], v["per_class"].get(c)] for c in v["counts"]],
+                  [[c, v.counts[c], v.per_class.get(c)] for c in v.counts],
                   "Classes with one example have no within-class pair.")
     return Section("Semantic consistency", "Do images of one class use similar heads? " + tag,
                    [fig], [table])

@@ -1,14 +1,17 @@
 """What every stage shares: the loaded model, the examples, the evaluator and the mask store.
 
-A :class:`Session` is built once per process from the config. Each example is one image under
-the task's prompt template (the model config's), with the *answer token* Kim et al. measure:
-the first token of the answer as it follows the prompt (classify: the label; vqa: the most
-common answer; caption: the first reference caption). The store (``<out>/store``) is opened
-here: created by the first process, reopened (and checked against the run) by every other.
+A :class:`HeadAttributionSession` is built once per process from the config; building it loads
+and checks the model, the data and the settings the model must serve (``k``, ``top_k``,
+``token_heads``, enough masks for the regression), and writes nothing. Each example is one
+image under the task's prompt template (the model config's), with the *answer token* Kim et
+al. measure: the first token of the answer as it follows the prompt (classify: the label; vqa:
+the most common answer; caption: the first reference caption). The mask store
+(``<out>/store``) is opened on first use (by then the results directory is claimed): created
+by the first process, reopened (and checked against the run) by every other.
 
 Example:
-    >>> session = Session(HeadAttributionConfig(model="tiny-llava", data="synthetic", n=4),
-    ...                   "results/ha")
+    >>> session = HeadAttributionSession(HeadAttributionConfig.from_dict(
+    ...     {"model": "tiny-llava", "data": "synthetic", "n": 4}), "results/ha")
     >>> session.examples[0].answer, session.answers[0], session.n_heads_total
 """
 
@@ -23,29 +26,30 @@ import numpy as np
 
 from hooked_vlm.attribution import Evaluator, Example, MaskStore, open_store
 from hooked_vlm.attribution.targets import answer_token
-from hooked_vlm.studies.common import ConfigError, load_study_model
+from hooked_vlm.settings import ConfigError
 from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
-from hooked_vlm.studies.stages import load_results
+from hooked_vlm.studies.session import Session, load_data, load_study_model
 
 TOKEN_HEADS_SHARE = 0.1  # token level: top 10% of heads unless token_heads is given
 
 
-class Session:
-    """The model, examples, evaluator and store of one run, loaded once per process."""
+class HeadAttributionSession(Session):
+    """The model, examples and evaluator of one run, loaded once per process."""
 
-    def __init__(self, config: HeadAttributionConfig, out_dir: str | Path) -> None:
-        from hooked_vlm.data import load_study_data
-
-        self.config = config
-        self.root = Path(out_dir)
+    def __init__(
+        self, config: HeadAttributionConfig, out_dir: str | Path, weights: bool = True
+    ) -> None:
+        super().__init__(config, out_dir)
         self.model = load_study_model(
             config.model, device=config.device, dtype=config.dtype,
-            model_config=config.model_config, tasks=[config.task],
+            model_config=config.model_config, tasks=[config.task], weights=weights,
         )
-        self.data = load_study_data(config.data, split=config.split, n=config.n,
-                                    seed=config.seed, task=config.task)
+        self.data = load_data(config.data, "data", split=config.split, n=config.n,
+                              seed=config.seed, task=config.task)
         self.n_layers, self.n_heads = self.model.cfg.n_layers, self.model.cfg.n_heads
         self.n_heads_total = self.n_layers * self.n_heads
+        config.attribution.splits(self.n_layers, self.n_heads)  # refuses a k the model lacks
+        self._check_masks()
         self.ks = self._ks()
         self.token_heads = self._token_heads()
         self.prompts = [self.model.model_config.prompt(config.task, question=q)
@@ -56,18 +60,38 @@ class Session:
         self.answer_ids = [answer_token(tokenizer, p, a)
                            for p, a in zip(self.prompts, self.answers, strict=True)]
         self.labels = [str(label) for label in self.data["label"]]
-        foils = self._foils() if config.target == "logit_diff" else [None] * len(self.answers)
+        target = config.attribution.target
+        foils = self._foils() if target == "logit_diff" else [None] * len(self.answers)
         self.examples = [
             Example(self.model.prepare([image], [prompt]), answer=answer, foil=foil, label=label)
             for image, prompt, answer, foil, label in zip(
                 self.data["image"], self.prompts, self.answer_ids, foils, self.labels,
                 strict=True)
         ]
-        self.evaluator = Evaluator(self.model, self.examples, config.attribution())
-        self.store: MaskStore = open_store(self.root / "store", self.evaluator)
-        self._results: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+        self.evaluator = Evaluator(self.model, self.examples, config.attribution)
+
+    @cached_property
+    def mask_store(self) -> MaskStore:
+        """The run's mask store (created by the first process, reopened by the others)."""
+        self.evaluator.fingerprint = self.fingerprint()
+        return open_store(self.root / "store", self.evaluator)
 
     # ------------------------------------------------------------------ settings
+    def _check_masks(self) -> None:
+        """Refuse a least-squares fit with fewer masks than it has unknowns (ridge and lasso
+        are regularised: a note says the fit is not identified by the masks alone)."""
+        masks, unknowns = self.config.attribution.n_masks, self.n_heads_total + 1
+        if masks < unknowns and self.config.regression != "ols":
+            self.notes.append(f"masks = {masks} < {unknowns} unknowns (heads + intercept): the "
+                              f"{self.config.regression} fit is set by its regularization as "
+                              "much as by the masks; read the attributions with care")
+        if self.config.regression == "ols" and masks < unknowns:
+            raise ConfigError(
+                f"masks = {masks}: the OLS fit has {unknowns} unknowns (one per head, "
+                f"{self.n_layers} layers x {self.n_heads}, and the intercept), so fewer masks "
+                "leave it underdetermined (a minimum-norm solution with arbitrary ties). Give "
+                f"masks >= {unknowns} (better several times that), or regression ridge/lasso")
+
     def _ks(self) -> list[int]:
         """Head counts of the curves: the config's, or 1, 2, 4, ... and every head."""
         total = self.n_heads_total
@@ -113,27 +137,16 @@ class Session:
         """Examples of the token-level stage: the first ``token_examples`` (at most n)."""
         return list(range(min(self.config.token_examples, self.n_examples)))
 
-    def result(self, stage: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """``(values, arrays)`` of a finished stage's reduction (read once: never rewritten)."""
-        if stage not in self._results:
-            _, values, arrays = load_results(self.root, stage)
-            self._results[stage] = values, arrays
-        return self._results[stage]
-
     def info(self) -> dict[str, Any]:
         """What the report's header says about the model, the data and the examples."""
-        model, config = self.model, self.config
+        cfg, config = self.model.cfg, self.config
         return {
-            "model": config.model, "model_config": model.model_config.name,
-            "architecture": model.cfg.architecture, "native": model.cfg.native,
-            "n_layers": self.n_layers, "n_heads": self.n_heads,
-            "n_kv_heads": model.cfg.n_kv_heads, "d_model": model.cfg.d_model,
+            **super().info(), "n_heads": self.n_heads, "n_kv_heads": cfg.n_kv_heads,
             "data": config.data, "split": config.split, "task": config.task,
             "prompt": self.model.model_config.prompts[config.task],
             "ks": self.ks, "token_heads": self.token_heads, "token_rows": self.token_rows,
             "examples": {"id": list(self.data["id"]), "label": self.labels,
                          "answer": self.answers, "answer_id": self.answer_ids},
-            "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
         }
 
 

@@ -9,34 +9,41 @@ The reduction also measures how the attribution agrees with each (Kim et al.: im
 correlates poorly with attention weight): Spearman correlation over heads, per example and for
 the pooled attribution against the example-mean baseline.
 
+Both are per-example head scores (:meth:`BaselinesResult.head_scores`), rankings the curves
+stage compares with the attribution's.
+
 Example:
-    >>> BASELINES.reduce(session, store).values["attention"]["pooled_spearman"]
+    >>> BASELINES.reduce(session, session.units).attention_agreement["pooled_spearman"]
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
 from hooked_vlm.attribution import image_attention, leave_one_out_from_store
-from hooked_vlm.studies.common import chunked
-from hooked_vlm.studies.head_attribution.session import Session
-from hooked_vlm.studies.stages import Reduced, Stage, stacked
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.storage import Store
+from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
+from hooked_vlm.studies.head_attribution.stage_fit import FitResult
+from hooked_vlm.studies.session import chunked, key_index, stacked
+from hooked_vlm.studies.study import Result, Stage
 
 
-def _units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"attention/{j:04d}", partial(_attention, session, rows))
-            for j, rows in enumerate(chunked(session.n_examples, session.config.batch_size))]
+def _chunks(session: Session) -> list[range]:
+    return chunked(session.n_examples, session.config.attribution.batch_size)
 
 
-def _attention(session: Session, rows: range) -> dict[str, np.ndarray]:
-    inputs = [session.examples[i].inputs for i in rows]
-    return {"attention": image_attention(session.model, inputs, session.config.queries,
-                                         session.config.keys)}
+def _keys(session: Session) -> list[str]:
+    return [f"attention/{j:04d}" for j in range(len(_chunks(session)))]
+
+
+def _attention(session: Session, key: str) -> dict[str, np.ndarray]:
+    inputs = [session.examples[i].inputs for i in _chunks(session)[key_index(key)]]
+    settings = session.config.attribution
+    return {"attention": image_attention(session.model, inputs, settings.queries, settings.keys)}
 
 
 def agreement(attribution: np.ndarray, other: np.ndarray) -> dict[str, Any]:
@@ -59,28 +66,45 @@ def _corr(fn: Any, x: np.ndarray, y: np.ndarray) -> float | None:
     return float(fn(x, y).statistic)
 
 
-def _reduce(session: Session, store: UnitStore) -> Reduced:
-    _, fit = session.result("fit")
-    coef = fit["coef"]
-    attention = stacked(store, _units(session, store), "attention")
-    arrays = {"attention": attention}
-    values: dict[str, Any] = {"attention": agreement(coef, attention), "loo": None}
-    if session.config.leave_one_out:
-        arrays["loo"] = leave_one_out_from_store(session.store)
-        values["loo"] = agreement(coef, arrays["loo"])
-    headline = [("Spearman(β, attention weight), pooled / per example",
-                 f"{_fmt(values['attention']['pooled_spearman'])} / "
-                 f"{_fmt(values['attention']['spearman_mean'])}")]
-    if values["loo"] is not None:
-        headline.append(("Spearman(β, leave-one-out), pooled / per example",
-                         f"{_fmt(values['loo']['pooled_spearman'])} / "
-                         f"{_fmt(values['loo']['spearman_mean'])}"))
-    return Reduced(values, headline, arrays)
+@dataclass
+class BaselinesResult(Result):
+    """Per-example head scores ``[n, L, H]``: attention weight on the image and the
+    leave-one-out drop (None without it), and their agreement with the attribution."""
+
+    STAGE = "baselines"
+    attention_agreement: dict[str, Any] = field(metadata={"name": "attention"})
+    loo_agreement: dict[str, Any] | None = field(metadata={"name": "loo"})
+    attention: np.ndarray
+    loo: np.ndarray | None = None
+
+    def head_scores(self) -> dict[str, np.ndarray]:
+        """The rankings this stage gives, per example ``[n, L, H]``."""
+        return {"attention": self.attention, **({"loo": self.loo} if self.loo is not None
+                                                else {})}
+
+    def headline(self) -> list[tuple[str, str]]:
+        rows = [("Spearman(β, attention weight), pooled / per example",
+                 f"{_fmt(self.attention_agreement['pooled_spearman'])} / "
+                 f"{_fmt(self.attention_agreement['spearman_mean'])}")]
+        if self.loo_agreement is not None:
+            rows.append(("Spearman(β, leave-one-out), pooled / per example",
+                         f"{_fmt(self.loo_agreement['pooled_spearman'])} / "
+                         f"{_fmt(self.loo_agreement['spearman_mean'])}"))
+        return rows
+
+
+def _reduce(session: Session, store: Store) -> BaselinesResult:
+    coef = session.result(FitResult).coef
+    attention = stacked(store, _keys(session), "attention")
+    loo = (leave_one_out_from_store(session.mask_store)
+           if session.config.attribution.leave_one_out else None)
+    return BaselinesResult(agreement(coef, attention),
+                           None if loo is None else agreement(coef, loo), attention, loo)
 
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-BASELINES = Stage("baselines", "3. Baselines: leave-one-out and attention weight", _units,
-                  _reduce)
+BASELINES = Stage("baselines", "3. Baselines: leave-one-out and attention weight", _keys,
+                  _attention, _reduce, BaselinesResult, needs=("fit",))

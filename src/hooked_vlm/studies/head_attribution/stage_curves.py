@@ -5,41 +5,48 @@ Rankings, each per example: the attribution (its coefficients), leave-one-out (t
 head alone is ablated; only when the store has it) and attention weight on the image. The
 random-k heads are drawn once per k (seeded), the same for every example.
 
+Another ranking method is another stage whose result has a ``head_scores()`` method (per
+example ``[n, L, H]`` by ranking name): list its result in :data:`RANKING_RESULTS`, its name in
+:data:`RANKINGS` and the stage in the curves stage's ``needs``, and the curves, the table and
+the report compare it with the others.
+
 Example:
-    >>> CURVES.reduce(session, store).values["summary"]["attribution"]["faithfulness"]
+    >>> CURVES.reduce(session, session.units).summary["attribution"]["faithfulness"]
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from hooked_vlm.attribution import Curves, head_curves
-from hooked_vlm.studies.head_attribution.session import Session
-from hooked_vlm.studies.stages import Reduced, Stage
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.storage import Store
+from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
+from hooked_vlm.studies.head_attribution.stage_baselines import BaselinesResult
+from hooked_vlm.studies.head_attribution.stage_fit import FitResult
+from hooked_vlm.studies.session import key_index
+from hooked_vlm.studies.study import Result, Stage
 
 RANKINGS = {"attribution": "attribution", "loo": "leave-one-out", "attention": "attention weight"}
+RANKING_RESULTS: tuple[type[Any], ...] = (FitResult, BaselinesResult)
 
 
-def _units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"curves/{i:04d}", partial(_curves, session, i))
-            for i in range(session.n_examples)]
+def _keys(session: Session) -> list[str]:
+    return [f"curves/{i:04d}" for i in range(session.n_examples)]
 
 
 def rankings(session: Session) -> dict[str, np.ndarray]:
     """Per-example head scores ``[n, L, H]`` of each ranking, by key of :data:`RANKINGS`."""
-    _, fit = session.result("fit")
-    _, base = session.result("baselines")
-    out = {"attribution": fit["coef"], "attention": base["attention"]}
-    if "loo" in base:
-        out["loo"] = base["loo"]
+    out: dict[str, np.ndarray] = {}
+    for kind in RANKING_RESULTS:
+        out.update(session.result(kind).head_scores())
     return {name: out[name] for name in RANKINGS if name in out}
 
 
-def _curves(session: Session, example: int) -> dict[str, np.ndarray]:
+def _curves(session: Session, key: str) -> dict[str, np.ndarray]:
+    example = key_index(key)
     scores = {name: s[example : example + 1] for name, s in rankings(session).items()}
     curves = head_curves(session.evaluator.evaluate, [example], scores, session.ks,
                          session.config.n_random, session.config.seed)
@@ -51,8 +58,35 @@ def _curves(session: Session, example: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _reduce(session: Session, store: UnitStore) -> Reduced:
-    loaded = [store.load(u.key) for u in _units(session, store)]
+@dataclass
+class CurvesResult(Result):
+    """Per ranking: faithfulness, completeness and the top-k drop per k (``summary``), the
+    random-k drops, and the per-example arrays they come from."""
+
+    STAGE = "curves"
+    ks: list[int]
+    rankings: dict[str, str]
+    summary: dict[str, dict[str, list[float]]]
+    random_drop_mean: list[float] = field(metadata={"name": "random_drop"})
+    random_drop_std: list[float]
+    random_completeness: list[float] | None
+    n_random: int
+    gap_mean: float
+    n: int
+    clean: np.ndarray
+    ablated: np.ndarray
+    random_drop: np.ndarray
+    topk_drop: dict[str, np.ndarray]
+
+    def headline(self) -> list[tuple[str, str]]:
+        top = self.summary["attribution"]["topk_drop"]
+        return [(f"k = {k}: drop, top-k / random-k",
+                 f"{top[i]:.3g} / {self.random_drop_mean[i]:.3g}")
+                for i, k in enumerate(self.ks) if k in _shown(self.ks)]
+
+
+def _reduce(session: Session, store: Store) -> CurvesResult:
+    loaded = [store.load(key) for key in _keys(session)]
     names = [n for n in RANKINGS if f"topk_drop.{n}" in loaded[0]]
 
     def joined(key: str) -> np.ndarray:
@@ -66,26 +100,15 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
         random_drop=joined("random_drop"), clean=joined("clean"), ablated=joined("ablated"),
         n_random=session.config.n_random,
     )
-    summary = curves.summary()
     gap = float((curves.clean - curves.ablated).sum())
-    random_completeness = (curves.random_drop.sum(0) / gap).tolist() if gap else None
-    values: dict[str, Any] = {
-        "ks": session.ks, "rankings": {n: RANKINGS[n] for n in names}, "summary": summary,
-        "random_drop": curves.random_drop.mean(0).tolist(),
-        "random_drop_std": curves.random_drop.std(0).tolist(),
-        "random_completeness": random_completeness, "n_random": session.config.n_random,
-        "gap_mean": gap / len(curves.clean), "n": len(curves.clean),
-    }
-    arrays = {"clean": curves.clean, "ablated": curves.ablated,
-              "random_drop": curves.random_drop,
-              **{f"topk_drop.{n}": curves.topk_drop[n] for n in names}}
-    top = summary["attribution"]["topk_drop"]
-    headline = [
-        (f"k = {k}: drop, top-k / random-k",
-         f"{top[i]:.3g} / {values['random_drop'][i]:.3g}")
-        for i, k in enumerate(session.ks) if k in _shown(session.ks)
-    ]
-    return Reduced(values, headline, arrays)
+    return CurvesResult(
+        ks=session.ks, rankings={n: RANKINGS[n] for n in names}, summary=curves.summary(),
+        random_drop_mean=curves.random_drop.mean(0).tolist(),
+        random_drop_std=curves.random_drop.std(0).tolist(),
+        random_completeness=(curves.random_drop.sum(0) / gap).tolist() if gap else None,
+        n_random=session.config.n_random, gap_mean=gap / len(curves.clean),
+        n=len(curves.clean), clean=curves.clean, ablated=curves.ablated,
+        random_drop=curves.random_drop, topk_drop={n: curves.topk_drop[n] for n in names})
 
 
 def _shown(ks: list[int], most: int = 4) -> list[int]:
@@ -95,4 +118,5 @@ def _shown(ks: list[int], most: int = 4) -> list[int]:
     return [inner[i] for i in sorted(set(picks))]
 
 
-CURVES = Stage("curves", "4. Faithfulness, completeness, top-k vs random-k", _units, _reduce)
+CURVES = Stage("curves", "4. Faithfulness, completeness, top-k vs random-k", _keys, _curves,
+               _reduce, CurvesResult, needs=("fit", "baselines"))

@@ -2,22 +2,24 @@
 
 Reads the finished store (``hooked_vlm.attribution.fit_store``); writes the coefficients
 (per example, pooled, per class mean), the held-out predictions against the measured targets,
-the clean and all-ablated targets, and the held-out Pearson / Spearman / R².
+the clean and all-ablated targets, and the held-out Pearson / Spearman / R². The per-example
+coefficients are a ranking of the heads (:meth:`FitResult.head_scores`), which the later stages
+compare with the others.
 
 Example:
-    >>> FIT.reduce(session, store).values["quality"]["pooled_pearson"]
+    >>> FIT.reduce(session, session.mask_store).quality["pooled_pearson"]
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from hooked_vlm.attribution import fit_store, ranking, stored_splits
-from hooked_vlm.studies.head_attribution.session import Session
-from hooked_vlm.studies.stages import Reduced, Stage
-from hooked_vlm.studies.units import UnitStore
+from hooked_vlm.attribution import MaskStore, fit_store, ranking, stored_splits
+from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
+from hooked_vlm.studies.study import Result, Stage
 
 TOP_HEADS = 10  # listed in the results and the summary
 
@@ -33,10 +35,62 @@ def head_name(entry: dict[str, Any]) -> str:
     return f"L{entry['layer']}H{entry['head']}"
 
 
-def _reduce(session: Session, store: UnitStore) -> Reduced:
+@dataclass
+class FitResult(Result):
+    """The linear fit: coefficients per example (``coef [n, L, H]``), pooled and per class,
+    the clean and all-ablated targets, and the held-out predictions and scores (``quality``:
+    None without held-out masks)."""
+
+    STAGE = "fit"
+    regression: str
+    regularization: float | None
+    n_layers: int
+    n_heads: int
+    n: int
+    classes: list[str]
+    class_counts: list[int]
+    pooled_intercept: float
+    top_heads: list[dict[str, Any]]
+    clean_mean: float
+    ablated_mean: float
+    quality: dict[str, float | None] | None
+    coef: np.ndarray
+    intercept: np.ndarray
+    pooled_coef: np.ndarray
+    class_coef: np.ndarray
+    clean: np.ndarray
+    ablated: np.ndarray
+    heldout_predicted: np.ndarray | None = None
+    heldout_measured: np.ndarray | None = None
+    heldout_predicted_each: np.ndarray | None = None
+    heldout_measured_each: np.ndarray | None = None
+    pearson: np.ndarray | None = None
+    spearman: np.ndarray | None = None
+    r2: np.ndarray | None = None
+
+    def head_scores(self) -> dict[str, np.ndarray]:
+        """The rankings this stage gives, per example ``[n, L, H]``."""
+        return {"attribution": self.coef}
+
+    def headline(self) -> list[tuple[str, str]]:
+        top = ", ".join(f"{head_name(h)} ({h['score']:+.3g})" for h in self.top_heads[:5])
+        rows = [("top heads (pooled β)", top)]
+        q = self.quality
+        if q is not None:
+            rows += [
+                ("held-out Pearson / Spearman / R², pooled",
+                 f"{_fmt(q['pooled_pearson'])} / {_fmt(q['pooled_spearman'])} / "
+                 f"{_fmt(q['pooled_r2'])} ({q['n_heldout']} masks)"),
+                ("held-out Pearson / R², per example (mean)",
+                 f"{_fmt(q['pearson_mean'])} / {_fmt(q['r2_mean'])}"),
+            ]
+        return rows
+
+
+def _reduce(session: Session, store: MaskStore) -> FitResult:
     config = session.config
-    attribution, quality = fit_store(session.store, config.regression, config.regularization)
-    reference = session.store.targets("reference")  # [n, 2]: all kept, all ablated
+    attribution, quality = fit_store(store, config.regression, config.regularization)
+    reference = store.targets("reference")  # [n, 2]: all kept, all ablated
     classes = sorted(set(session.labels))
     labels = np.array(session.labels)
     arrays = {
@@ -54,12 +108,10 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
         "clean_mean": float(reference[:, 0].mean()), "ablated_mean": float(reference[:, 1].mean()),
         "quality": None,
     }
-    top = ", ".join(f"{head_name(h)} ({h['score']:+.3g})" for h in values["top_heads"][:5])
-    headline = [("top heads (pooled β)", top)]
     if quality is not None:
-        held = stored_splits(session.store)["heldout"]
+        held = stored_splits(store)["heldout"]
         masks = held.masks(0, held.size)
-        measured = session.store.targets("heldout")
+        measured = store.targets("heldout")
         arrays.update({
             "heldout_predicted": attribution.predict_pooled(masks),
             "heldout_measured": measured.mean(0),
@@ -68,15 +120,7 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
             "pearson": quality.pearson, "spearman": quality.spearman, "r2": quality.r2,
         })
         values["quality"] = _finite(quality.summary())
-        q = values["quality"]
-        headline += [
-            ("held-out Pearson / Spearman / R², pooled",
-             f"{_fmt(q['pooled_pearson'])} / {_fmt(q['pooled_spearman'])} / "
-             f"{_fmt(q['pooled_r2'])} ({q['n_heldout']} masks)"),
-            ("held-out Pearson / R², per example (mean)",
-             f"{_fmt(q['pearson_mean'])} / {_fmt(q['r2_mean'])}"),
-        ]
-    return Reduced(values, headline, arrays)
+    return FitResult(**values, **arrays)
 
 
 def _finite(values: dict[str, float]) -> dict[str, float | None]:
@@ -89,4 +133,5 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-FIT = Stage("fit", "2. Fit and held-out quality", lambda session, store: [], _reduce)
+FIT = Stage("fit", "2. Fit and held-out quality", reduce=_reduce, result=FitResult,
+            needs=("masks",), store=lambda session: session.mask_store)

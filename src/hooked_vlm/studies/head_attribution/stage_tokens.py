@@ -12,12 +12,12 @@ image tokens). One unit per example of the first ``token_examples``:
 The top heads are the example's own ``token_heads`` highest attributions.
 
 Example:
-    >>> TOKENS.reduce(session, store).values["examples"][0]["top_text"]
+    >>> TOKENS.reduce(session, session.units).examples[0]["top_text"]
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,22 +27,24 @@ from hooked_vlm.analysis import scatter_to_grid
 from hooked_vlm.attribution import image_token_scores, query_position_scores, top_heads
 from hooked_vlm.attribution.token_level import KEY_MODES
 from hooked_vlm.layout import patch_grid
-from hooked_vlm.studies.common import picture_fit, thumbnail
-from hooked_vlm.studies.head_attribution.session import Session
-from hooked_vlm.studies.stages import Reduced, Stage
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.pictures import picture_fit, thumbnail
+from hooked_vlm.storage import Store
+from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
+from hooked_vlm.studies.head_attribution.stage_fit import FitResult
+from hooked_vlm.studies.session import key_index
+from hooked_vlm.studies.study import Result, Stage
 
 TOP_POSITIONS = 3  # text positions named per example in the results
 
 
-def _units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"tokens/{i:04d}", partial(_tokens, session, i)) for i in session.token_rows]
+def _keys(session: Session) -> list[str]:
+    return [f"tokens/{i:04d}" for i in session.token_rows]
 
 
-def _tokens(session: Session, example: int) -> dict[str, np.ndarray]:
-    config, evaluator = session.config, session.evaluator
-    _, fit = session.result("fit")
-    heads = top_heads(fit["coef"][example], session.token_heads)
+def _tokens(session: Session, key: str) -> dict[str, np.ndarray]:
+    config, evaluator, example = session.config, session.evaluator, key_index(key)
+    settings = config.attribution
+    heads = top_heads(session.result(FitResult).coef[example], session.token_heads)
     text = query_position_scores(evaluator, example, heads)
     out = {
         "heads": heads, "text_positions": text.positions, "text_scores": text.scores,
@@ -50,11 +52,11 @@ def _tokens(session: Session, example: int) -> dict[str, np.ndarray]:
                                 else [str(p) for p in text.positions]),
         "text_reference": np.float64(text.reference),
     }
-    if config.mode not in KEY_MODES:
+    if settings.mode not in KEY_MODES:
         return out
     image = image_token_scores(
         evaluator, example, heads, n_subsets=config.image_subsets, alpha=config.image_alpha,
-        n_heldout=config.image_heldout, seed=config.seed, keys=config.keys,
+        n_heldout=config.image_heldout, seed=config.seed, keys=settings.keys,
         method=config.regression, regularization=config.regularization,
     )
     inputs = session.examples[example].inputs
@@ -74,11 +76,41 @@ def _tokens(session: Session, example: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _reduce(session: Session, store: UnitStore) -> Reduced:
-    loaded = {i: store.load(u.key) for i, u in zip(session.token_rows, _units(session, store),
+@dataclass
+class TokensResult(Result):
+    """Per example (``examples``): its top heads, each text position's score and the image
+    tokens' keep coefficients on the patch grid (``heat``, with the ``picture``, by example)."""
+
+    STAGE = "tokens"
+    examples: list[dict[str, Any]]
+    token_heads: int
+    image_level: bool
+    mode: str
+    picture_fit: str
+    image_subsets: int
+    image_heldout: int
+    image_alpha: float
+    heat: dict[str, np.ndarray]
+    picture: dict[str, np.ndarray]
+
+    def headline(self) -> list[tuple[str, str]]:
+        tops = [e["top_text"][0] for e in self.examples if e["top_text"]]
+        common = max(set(tops), key=tops.count) if tops else "–"
+        rows = [(f"text position whose cut hurts most (top {self.token_heads} heads)",
+                 f"{common!r} in {tops.count(common)} of {len(tops)} examples")]
+        if self.image_level:
+            shares = [e["image_share_top"] for e in self.examples]
+            rows.append(("image-token weight on the top 10% of tokens",
+                         f"{np.mean(shares):.2f} (mean over {len(shares)} examples)"))
+        return rows
+
+
+def _reduce(session: Session, store: Store) -> TokensResult:
+    loaded = {i: store.load(key) for i, key in zip(session.token_rows, _keys(session),
                                                     strict=True)}
     examples: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
+    heat: dict[str, np.ndarray] = {}
+    picture: dict[str, np.ndarray] = {}
     for i, unit in loaded.items():
         order = np.argsort(-unit["text_scores"], kind="stable")[:TOP_POSITIONS]
         entry: dict[str, Any] = {
@@ -91,28 +123,19 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
             "last_is_top": bool(len(order) and order[0] == len(unit["text_scores"]) - 1),
         }
         if "heat" in unit:
-            arrays[f"heat.{i}"], arrays[f"picture.{i}"] = unit["heat"], unit["picture"]
+            heat[str(i)], picture[str(i)] = unit["heat"], unit["picture"]
             entry["image_reference"] = float(unit["image_reference"])
             entry["image_quality"] = (dict(zip(("pearson", "spearman", "r2"),
                                                unit["image_quality"].tolist(), strict=True))
                                       if "image_quality" in unit else None)
             entry["image_share_top"] = _top_share(unit["image_scores"])
         examples.append(entry)
-    values = {"examples": examples, "token_heads": session.token_heads,
-              "image_level": session.config.mode in KEY_MODES, "mode": session.config.mode,
-              "picture_fit": picture_fit(session.model),
-              "image_subsets": session.config.image_subsets,
-              "image_heldout": session.config.image_heldout,
-              "image_alpha": session.config.image_alpha}
-    tops = [e["top_text"][0] for e in examples if e["top_text"]]
-    common = max(set(tops), key=tops.count) if tops else "–"
-    headline = [(f"text position whose cut hurts most (top {session.token_heads} heads)",
-                 f"{common!r} in {tops.count(common)} of {len(tops)} examples")]
-    if values["image_level"]:
-        shares = [e["image_share_top"] for e in examples]
-        headline.append(("image-token weight on the top 10% of tokens",
-                         f"{np.mean(shares):.2f} (mean over {len(shares)} examples)"))
-    return Reduced(values, headline, arrays)
+    mode = session.config.attribution.mode
+    return TokensResult(
+        examples=examples, token_heads=session.token_heads, image_level=mode in KEY_MODES,
+        mode=mode, picture_fit=picture_fit(session.model),
+        image_subsets=session.config.image_subsets, image_heldout=session.config.image_heldout,
+        image_alpha=session.config.image_alpha, heat=heat, picture=picture)
 
 
 def _top_share(scores: np.ndarray) -> float:
@@ -126,4 +149,5 @@ def _top_share(scores: np.ndarray) -> float:
     return float(np.sort(positive)[::-1][:n_top].sum() / total)
 
 
-TOKENS = Stage("tokens", "5. Token level: text positions and image tokens", _units, _reduce)
+TOKENS = Stage("tokens", "5. Token level: text positions and image tokens", _keys, _tokens,
+               _reduce, TokensResult, needs=("fit",))

@@ -15,29 +15,23 @@ stage              what it measures (data)
 =================  ===========================================================================
 
 Example:
-    >>> from hooked_vlm.studies.narrow_gate import NarrowGateConfig, run_narrow_gate
+    >>> from hooked_vlm.studies import run_study
+    >>> from hooked_vlm.studies.narrow_gate import NARROW_GATE, NarrowGateConfig
     >>> config = NarrowGateConfig(model="tiny-native", data="synthetic", n=16)
-    >>> summary = run_narrow_gate(config, "results/narrow_gate")   # resumes if killed
-    >>> summary.report                                             # the HTML report
+    >>> summary = run_study(NARROW_GATE, config, "results/narrow_gate")   # resumes if killed
+    >>> summary.report                                                    # the HTML report
 """
+from __future__ import annotations
 
-from hooked_vlm.studies.narrow_gate.config import (
-    STAGES,
-    ConfigError,
-    NarrowGateConfig,
-    parse_stages,
-)
-from hooked_vlm.studies.narrow_gate.report import write_report
-from hooked_vlm.studies.narrow_gate.runner import run_narrow_gate
-from hooked_vlm.studies.stages import Progress, Summary
+from hooked_vlm._lazy import lazy_exports
 
-__all__ = [
-    "STAGES",
-    "ConfigError",
-    "NarrowGateConfig",
-    "Progress",
-    "Summary",
-    "parse_stages",
-    "run_narrow_gate",
-    "write_report",
-]
+# Names are imported on first use: the command line reads the config for --help
+# without importing the stages (and torch).
+_EXPORTS = {
+    "NARROW_GATE": "hooked_vlm.studies.narrow_gate.study",
+    "NarrowGateConfig": "hooked_vlm.studies.narrow_gate.config",
+    "STAGES": "hooked_vlm.studies.narrow_gate.config",
+    "NarrowGateSession": "hooked_vlm.studies.narrow_gate.session",
+    "write_report": "hooked_vlm.studies.narrow_gate.report",
+}
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

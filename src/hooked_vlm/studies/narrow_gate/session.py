@@ -1,14 +1,17 @@
 """What every stage shares: the loaded model, the data per task, chunks, prompts and the gate.
 
-A :class:`Session` is built once per run from the config. Work units ask it for the inputs of
-chunk ``j`` of a task (``batch_size`` examples, always the same ones for a given config), for
-seeds derived from (config seed, unit), and for the token groups the knockouts use.
+A :class:`NarrowGateSession` is built once per process from the config; building it loads and
+checks the model, every configured task's data and the config's layer ranges (nothing is
+written). Work units ask it for the inputs of chunk ``j`` of a task (``batch_size`` examples,
+always the same ones for a given config), for seeds derived from (config seed, unit), and for
+the token groups the knockouts use.
 
 The gate is the token the Narrow Gate paper names: [EOI] where the model has one, else the last
 image token (LLaVA-1.5 has no EOI); ``session.gate_note`` says which, for the results.
 
 Example:
-    >>> session = Session(NarrowGateConfig(model="tiny-native", data="synthetic", n=16))
+    >>> session = NarrowGateSession(NarrowGateConfig(model="tiny-native", data="synthetic",
+    ...                                              n=16), "results/ng")
     >>> inputs, images = session.inputs("classify", session.chunks("classify")[0])
     >>> session.gate, inputs.layout.select(session.gate)[0]
 """
@@ -19,13 +22,15 @@ import hashlib
 import json
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from hooked_vlm.studies.common import ConfigError, chunked, load_study_model
+from hooked_vlm.settings import ConfigError
 from hooked_vlm.studies.narrow_gate.config import NarrowGateConfig
+from hooked_vlm.studies.session import Session, chunked, load_data, load_study_model
 
 
 def unit_seed(*parts: object) -> int:
@@ -39,18 +44,17 @@ def unit_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-class Session:
-    """The model and data of one run, loaded once."""
+class NarrowGateSession(Session):
+    """The model and data of one run, loaded once per process."""
 
-    def __init__(self, config: NarrowGateConfig, weights: bool = True) -> None:
+    def __init__(self, config: NarrowGateConfig, out_dir: str | Path, weights: bool = True) -> None:
         """``weights=False``: the model without weights (see :func:`load_study_model`), for a
         driver whose units run in other processes."""
-        self.config = config
+        super().__init__(config, out_dir)
         self.model = load_study_model(
             config.model, device=config.device, dtype=config.dtype,
             model_config=config.model_config, weights=weights,
         )
-        self.device = str(self.model.device) if weights else config.device
         # batched generation needs the prompts' ends aligned: pad on the left
         self.model.tokenizer.padding_side = "left"
         tokens = self.model.architecture.tokens(self.model.hf_model.config)
@@ -74,7 +78,29 @@ class Session:
         if self.windows[-1] > n_layers:
             raise ConfigError(f"progressive_windows {self.windows}: the model has only "
                               f"{n_layers} layers")
+        missing = [layer for layer in self.steering_layers if layer not in self.layers]
+        if missing:
+            raise ConfigError(f"steering_layers {missing} are not among the analysed layers "
+                              f"{self.layers}: the class means come from those layers")
+        self.notes = [self.gate_note]
+        self.shared: dict[str, Any] = {}  # what a stage computes once per process
         self._data: dict[str, Any] = {}
+        for task in config.data:  # every configured source is checked before a run writes
+            self.data(task)
+        if self.has_task("classify"):
+            self.labels  # noqa: B018 - refuses labels outside the model's class names
+
+    def missing(self, *tasks: str) -> str | None:
+        """Why a stage reading ``tasks`` cannot run (None: it can)."""
+        absent = [t for t in tasks if not self.has_task(t)]
+        if not absent:
+            return None
+        return f"needs data for {' and '.join(tasks)}; none configured for {', '.join(absent)}"
+
+    def info(self) -> dict[str, Any]:
+        """What the report's header says about the model and data."""
+        return {**super().info(), "gate": self.gate, "gate_note": self.gate_note,
+                "data": dict(self.config.data), "n": self.config.n}
 
     # ------------------------------------------------------------------ data
     def has_task(self, task: str) -> bool:
@@ -82,15 +108,12 @@ class Session:
 
     def data(self, task: str) -> Any:
         """The ``n`` examples of ``task`` (a ``datasets.Dataset`` in the canonical schema)."""
-        from hooked_vlm.data import load_study_data
-
         if task not in self._data:
             if not self.has_task(task):
                 raise ConfigError(f"no data configured for task {task!r}")
-            self._data[task] = load_study_data(
-                self.config.data[task], split=self.config.splits.get(task), n=self.config.n,
-                seed=self.config.seed, task=task,
-            )
+            self._data[task] = load_data(self.config.data[task], f"data for {task}",
+                                         split=self.config.splits.get(task), n=self.config.n,
+                                         seed=self.config.seed, task=task)
         return self._data[task]
 
     def chunks(self, task: str) -> list[range]:

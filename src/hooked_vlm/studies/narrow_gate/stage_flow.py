@@ -10,13 +10,12 @@ For the first ``pictures`` examples the same hook also keeps the last text posit
 over the image patches (summed over heads), to draw it on the picture.
 
 Example:
-    >>> reduced = FLOW.reduce(session, store)
-    >>> reduced.values["eoi"]          # share of text->image attention on EOI, per layer
+    >>> FLOW.reduce(session, session.units).eoi   # share of text->image attention on EOI
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,18 +30,19 @@ from hooked_vlm.analysis import (
     text_to_image_mass,
 )
 from hooked_vlm.layout import patch_grid
-from hooked_vlm.studies.common import picture_fit, thumbnail
-from hooked_vlm.studies.narrow_gate.session import Session
-from hooked_vlm.studies.stages import Reduced, Stage
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.pictures import picture_fit, thumbnail
+from hooked_vlm.storage import Store
+from hooked_vlm.studies.narrow_gate.session import NarrowGateSession as Session
+from hooked_vlm.studies.session import key_index
+from hooked_vlm.studies.study import Result, Stage
 
 
-def _units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"flow/{j:04d}", partial(_unit, session, rows))
-            for j, rows in enumerate(session.chunks("caption"))]
+def _keys(session: Session) -> list[str]:
+    return [f"flow/{j:04d}" for j in range(len(session.chunks("caption")))]
 
 
-def _unit(session: Session, rows: range) -> dict[str, np.ndarray]:
+def _unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    rows = session.chunks("caption")[key_index(key)]
     inputs, images = session.inputs("caption", rows, with_caption=True)
     layout = inputs.layout
     queries, keys = flow_masks(layout)
@@ -88,8 +88,42 @@ def _key_labels(layout: Any, keys: torch.Tensor) -> list[str]:
     return names
 
 
-def _reduce(session: Session, store: UnitStore) -> Reduced:
-    loaded = [store.load(u.key) for u in _units(session, store)]
+@dataclass
+class FlowResult(Result):
+    """Shares of text->image attention per layer: on EOI, the last image token, other keys
+    above the threshold and the rest (``shares``: per layer and key); the last text
+    position's attention over the first ``pictures`` examples' patches (``heat``)."""
+
+    STAGE = "flow"
+    layers: list[int]
+    n: int
+    threshold: float
+    has_eoi: bool
+    gate_note: str
+    n_keys: int
+    key_labels: list[str]
+    eoi: list[float]
+    last_image: list[float]
+    salient: list[float]
+    n_salient: list[int]
+    internal_image: list[float]
+    picture_fit: str
+    picture_rows: list[int]
+    shares: np.ndarray
+    heat: np.ndarray | None = None
+    picture: np.ndarray | None = None
+
+    def headline(self) -> list[tuple[str, str]]:
+        gate = np.array(self.eoi if self.has_eoi else self.last_image)
+        layer = self.layers[int(gate.argmax())]
+        name = "EOI" if self.has_eoi else "last image (no EOI)"
+        return [(f"max {name} share of text->image attention", f"{gate.max():.2f} (layer "
+                 f"{layer})"),
+                ("mean internal-image share", f"{np.mean(self.internal_image):.2f}")]
+
+
+def _reduce(session: Session, store: Store) -> FlowResult:
+    loaded = [store.load(key) for key in _keys(session)]
     first = loaded[0]
     for other in loaded[1:]:
         if not (np.array_equal(other["eoi_keys"], first["eoi_keys"])
@@ -99,29 +133,22 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
     total = torch.from_numpy(np.concatenate([u["mass"] for u in loaded]).sum(0))  # [L, keys]
     flow = flow_contributions(total, torch.from_numpy(first["eoi_keys"]),
                               torch.from_numpy(first["last_keys"]), session.config.flow_threshold)
-    salient = flow.salient.sum(1)
-    values = {
-        "layers": session.layers, "n": int(sum(len(r) for r in session.chunks("caption"))),
-        "threshold": flow.threshold, "has_eoi": session.has_eoi, "gate_note": session.gate_note,
-        "n_keys": int(total.shape[1]), "key_labels": first["key_labels"].tolist(),
-        "eoi": flow.eoi.tolist(), "last_image": flow.last_image.tolist(),
-        "salient": salient.tolist(), "n_salient": (flow.salient > 0).sum(1).tolist(),
-        "internal_image": flow.internal_image.tolist(),
-        "picture_fit": picture_fit(session.model), "picture_rows": [],
-    }
-    arrays = {"shares": flow.shares.numpy()}
     with_pictures = [u for u in loaded if u["picture_rows"].size]
+    pictures: dict[str, Any] = {"picture_rows": []}
     if with_pictures:
-        arrays["heat"] = np.concatenate([u["heat"] for u in with_pictures])
-        arrays["picture"] = np.concatenate([u["picture"] for u in with_pictures])
-        values["picture_rows"] = np.concatenate(
-            [u["picture_rows"] for u in with_pictures]).tolist()
-    gate = np.array(values["eoi"] if session.has_eoi else values["last_image"])
-    layer = session.layers[int(gate.argmax())]
-    name = "EOI" if session.has_eoi else "last image (no EOI)"
-    headline = [(f"max {name} share of text->image attention", f"{gate.max():.2f} (layer {layer})"),
-                ("mean internal-image share", f"{np.mean(values['internal_image']):.2f}")]
-    return Reduced(values, headline, arrays)
+        pictures = {
+            "heat": np.concatenate([u["heat"] for u in with_pictures]),
+            "picture": np.concatenate([u["picture"] for u in with_pictures]),
+            "picture_rows": np.concatenate([u["picture_rows"] for u in with_pictures]).tolist()}
+    return FlowResult(
+        layers=session.layers, n=int(sum(len(r) for r in session.chunks("caption"))),
+        threshold=flow.threshold, has_eoi=session.has_eoi, gate_note=session.gate_note,
+        n_keys=int(total.shape[1]), key_labels=first["key_labels"].tolist(),
+        eoi=flow.eoi.tolist(), last_image=flow.last_image.tolist(),
+        salient=flow.salient.sum(1).tolist(), n_salient=(flow.salient > 0).sum(1).tolist(),
+        internal_image=flow.internal_image.tolist(), picture_fit=picture_fit(session.model),
+        shares=flow.shares.numpy(), **pictures)
 
 
-FLOW = Stage("flow", "2. Cross-modal attention flow", _units, _reduce)
+FLOW = Stage("flow", "2. Cross-modal attention flow", _keys, _unit, _reduce, FlowResult,
+             skip=lambda session: session.missing("caption"))

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +37,13 @@ import torch
 from hooked_vlm.analysis import cider_d, label_overlap, mean_vqa_accuracy
 from hooked_vlm.interventions import Hooks, Selector, knockout, resolve
 from hooked_vlm.layout import TokenLayout
+from hooked_vlm.storage import Store
 from hooked_vlm.studies.narrow_gate.collect import LastPosition
-from hooked_vlm.studies.narrow_gate.session import Session, unit_seed
+from hooked_vlm.studies.narrow_gate.session import NarrowGateSession as Session
+from hooked_vlm.studies.narrow_gate.session import unit_seed
 from hooked_vlm.studies.narrow_gate.stage_representations import overlap_k
-from hooked_vlm.studies.stages import Reduced, Stage, stacked
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.studies.session import key_index, stacked
+from hooked_vlm.studies.study import Result, Stage
 
 GENERATION_TASKS = ("caption", "vqa")
 
@@ -107,10 +109,10 @@ def knockout_hooks(
 
 
 def _classify_unit(
-    session: Session, stage: str, conds: list[Condition], j: int, rows: range
+    session: Session, stage: str, conds: list[Condition], j: int
 ) -> dict[str, np.ndarray]:
     """Last-token residual and class logits under each condition, on one reused prefix."""
-    inputs, _ = session.inputs("classify", rows)
+    inputs, _ = session.inputs("classify", session.chunks("classify")[j])
     layout = inputs.layout
     hooks = [knockout_hooks(session, layout, c, stage, "classify", j) for c in conds]
     start = min(h.start for h in hooks if h is not None)
@@ -130,12 +132,13 @@ def _mode_conditions(session: Session, mode: str | None) -> list[Condition]:
 
 
 def _generation_unit(
-    session: Session, task: str, mode: str | None, j: int, rows: range
+    session: Session, task: str, mode: str | None, j: int
 ) -> dict[str, np.ndarray]:
     """Greedy generation of chunk ``j`` under every condition of ``mode`` at once: the chunk is
     repeated once per condition (condition-major) and each copy gets its own keys cut, in
     every layer and at every decoding step."""
     conds = _mode_conditions(session, mode)
+    rows = session.chunks(task)[j]
     inputs, _ = session.inputs(task, list(rows) * len(conds))
     layout, b = inputs.layout, len(rows)
     hooks = ()
@@ -160,32 +163,40 @@ def _generation_key(task: str, mode: str | None, j: int) -> str:
     return f"knockout/{task}/{mode or 'none'}/{j:04d}"
 
 
-def _units(session: Session, store: UnitStore) -> list[Unit]:
+def _classify_keys(session: Session) -> list[str]:
+    return [f"knockout/classify/{j:04d}" for j in range(len(session.chunks("classify")))] \
+        if session.has_task("classify") else []
+
+
+def _keys(session: Session) -> list[str]:
     modes = [None, *session.config.knockout_modes]
-    units = []
-    for task in GENERATION_TASKS:
-        if session.has_task(task):
-            units += [Unit(_generation_key(task, mode, j),
-                           partial(_generation_unit, session, task, mode, j, rows))
-                      for mode in modes for j, rows in enumerate(session.chunks(task))]
-    if session.has_task("classify"):
-        units += [Unit(f"knockout/classify/{j:04d}",
-                       partial(_classify_unit, session, "knockout", conditions(session), j, rows))
-                  for j, rows in enumerate(session.chunks("classify"))]
-    return units
+    keys = [_generation_key(task, mode, j) for task in GENERATION_TASKS if session.has_task(task)
+            for mode in modes for j in range(len(session.chunks(task)))]
+    return keys + _classify_keys(session)
 
 
-def _progressive_units(session: Session, store: UnitStore) -> list[Unit]:
-    conds = progressive_conditions(session)
-    return [Unit(f"progressive/{j:04d}",
-                 partial(_classify_unit, session, "progressive", conds, j, rows))
-            for j, rows in enumerate(session.chunks("classify"))]
+def _unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    """``knockout/classify/<j>`` or ``knockout/<task>/<mode or none>/<j>``."""
+    _, task, *rest = key.split("/")
+    if task == "classify":
+        return _classify_unit(session, "knockout", conditions(session), key_index(key))
+    mode = None if rest[0] == "none" else rest[0]
+    return _generation_unit(session, task, mode, key_index(key))
+
+
+def _progressive_keys(session: Session) -> list[str]:
+    return [f"progressive/{j:04d}" for j in range(len(session.chunks("classify")))]
+
+
+def _progressive_unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    return _classify_unit(session, "progressive", progressive_conditions(session),
+                          key_index(key))
 
 
 # ---------------------------------------------------------------------- reductions
 
 
-def _classify_metrics(session: Session, store: UnitStore, units: list[Unit]) -> dict[str, list]:
+def _classify_metrics(session: Session, store: Store, units: list[str]) -> dict[str, list]:
     """Per condition: overlap chi of the last token, and class accuracy (None without names)."""
     labels = session.labels
     k, _ = overlap_k(session, labels)
@@ -202,7 +213,7 @@ def _classify_metrics(session: Session, store: UnitStore, units: list[Unit]) -> 
     return {"chi": chi, "accuracy": accuracy}
 
 
-def _generation_metrics(session: Session, store: UnitStore, task: str) -> dict[str, float]:
+def _generation_metrics(session: Session, store: Store, task: str) -> dict[str, float]:
     """CIDEr-D (caption) or VQA accuracy (vqa) of each condition's generated texts."""
     texts: dict[str, list[str]] = {}
     for mode in [None, *session.config.knockout_modes]:
@@ -218,7 +229,27 @@ def _generation_metrics(session: Session, store: UnitStore, task: str) -> dict[s
     return {name: mean_vqa_accuracy(t, answers)[0] for name, t in texts.items()}
 
 
-def _reduce(session: Session, store: UnitStore) -> Reduced:
+@dataclass
+class KnockoutResult(Result):
+    """Per condition and metric (CIDEr-D, VQA accuracy, chi, accuracy), and a table with the
+    random repeats folded into their mean and spread."""
+
+    STAGE = "knockout"
+    conditions: list[str]
+    metrics: dict[str, list[float | None]]
+    table: list[dict[str, Any]]
+    gate: str
+    gate_note: str
+    random_k: int
+    repeats: int
+
+    def headline(self) -> list[tuple[str, str]]:
+        short = {"cider": "CIDEr", "vqa_accuracy": "VQA", "chi": "chi", "accuracy": "acc"}
+        return [(r["condition"], " · ".join(f"{short[m]} {r[m]:.2f}" for m in self.metrics
+                                            if r[m] is not None)) for r in self.table]
+
+
+def _reduce(session: Session, store: Store) -> KnockoutResult:
     conds = conditions(session)
     metrics: dict[str, list] = {}
     for task in GENERATION_TASKS:
@@ -227,17 +258,11 @@ def _reduce(session: Session, store: UnitStore) -> Reduced:
             scores = _generation_metrics(session, store, task)
             metrics[name] = [scores[c.name] for c in conds]
     if session.has_task("classify"):
-        units = [u for u in _units(session, store) if u.key.startswith("knockout/classify/")]
-        metrics.update(_classify_metrics(session, store, units))
-    rows = _table(conds, metrics)
-    values = {"conditions": [c.name for c in conds], "metrics": metrics, "table": rows,
-              "gate": session.gate, "gate_note": session.gate_note,
-              "random_k": session.config.random_k, "repeats": session.config.random_repeats}
-    short = {"cider": "CIDEr", "vqa_accuracy": "VQA", "chi": "chi", "accuracy": "acc"}
-    headline = [(r["condition"], " · ".join(f"{short[m]} {r[m]:.2f}" for m in metrics
-                                            if r[m] is not None))
-                for r in rows]
-    return Reduced(values, headline)
+        metrics.update(_classify_metrics(session, store, _classify_keys(session)))
+    return KnockoutResult(
+        conditions=[c.name for c in conds], metrics=metrics, table=_table(conds, metrics),
+        gate=session.gate, gate_note=session.gate_note, random_k=session.config.random_k,
+        repeats=session.config.random_repeats)
 
 
 def _table(conds: list[Condition], metrics: dict[str, list]) -> list[dict]:
@@ -260,24 +285,47 @@ def _table(conds: list[Condition], metrics: dict[str, list]) -> list[dict]:
     return out
 
 
-def _progressive_reduce(session: Session, store: UnitStore) -> Reduced:
+@dataclass
+class ProgressiveResult(Result):
+    """Chi and accuracy with the gate or the image cut in the last w layers, per window."""
+
+    STAGE = "progressive"
+    windows: list[int]
+    curves: dict[str, dict[str, list]]
+    gate: str
+    none: dict[str, float | None]
+    n_layers: int
+
+    def headline(self) -> list[tuple[str, str]]:
+        rows = [(f"{name}, chi at w = {curve['w'][-1]}", f"{curve['chi'][-1]:.2f}")
+                for name, curve in self.curves.items()]
+        return [("no knockout: chi", f"{self.none['chi']:.2f}"), *rows]
+
+
+def _progressive_reduce(session: Session, store: Store) -> ProgressiveResult:
     conds = progressive_conditions(session)
-    metrics = _classify_metrics(session, store, _progressive_units(session, store))
+    metrics = _classify_metrics(session, store, _progressive_keys(session))
     curves: dict[str, dict] = {}
     for i, c in enumerate(conds[1:], start=1):
         curve = curves.setdefault(f"{c.mode}/{c.keys}", {"w": [], "chi": [], "accuracy": []})
         curve["w"].append(len(c.layers))
         curve["chi"].append(metrics["chi"][i])
         curve["accuracy"].append(metrics["accuracy"][i])
-    values = {"windows": session.windows, "curves": curves, "gate": session.gate,
-              "none": {"chi": metrics["chi"][0], "accuracy": metrics["accuracy"][0]},
-              "n_layers": session.model.cfg.n_layers}
-    headline = [(f"{name}, chi at w = {curve['w'][-1]}", f"{curve['chi'][-1]:.2f}")
-                for name, curve in curves.items()]
-    headline.insert(0, ("no knockout: chi", f"{metrics['chi'][0]:.2f}"))
-    return Reduced(values, headline)
+    return ProgressiveResult(
+        windows=session.windows, curves=curves, gate=session.gate,
+        none={"chi": metrics["chi"][0], "accuracy": metrics["accuracy"][0]},
+        n_layers=session.model.cfg.n_layers)
 
 
-KNOCKOUT = Stage("knockout", "4. Attention knockout", _units, _reduce)
+def _some_task(session: Session) -> str | None:
+    """Knockout reads what it has: it needs data for at least one task."""
+    if any(session.has_task(t) for t in ("caption", "vqa", "classify")):
+        return None
+    return session.missing("caption", "vqa", "classify")
+
+
+KNOCKOUT = Stage("knockout", "4. Attention knockout", _keys, _unit, _reduce, KnockoutResult,
+                 skip=_some_task)
 PROGRESSIVE = Stage("progressive", "5. Progressive knockout of the last layers",
-                    _progressive_units, _progressive_reduce)
+                    _progressive_keys, _progressive_unit, _progressive_reduce,
+                    ProgressiveResult, skip=lambda session: session.missing("classify"))

@@ -15,12 +15,13 @@ example (seeded). Metric: LD = logit[target] - logit[own class]; the flip rate t
 target is the fraction of examples with LD <= 0 unsteered that reach LD > 0.
 
 Example:
-    >>> PATCHING.reduce(session, store).values["resid"]["flip_rate"]   # per layer
+    >>> PATCHING.reduce(session, session.units).resid["flip_rate"]   # per layer
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +37,12 @@ from hooked_vlm.interventions import (
     patch_sweep,
     steer,
 )
-from hooked_vlm.studies.common import ConfigError, chunked
-from hooked_vlm.studies.narrow_gate.session import Session
-from hooked_vlm.studies.narrow_gate.stage_representations import overlap_units
-from hooked_vlm.studies.stages import Reduced, Stage, stacked
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.settings import ConfigError
+from hooked_vlm.storage import Store
+from hooked_vlm.studies.narrow_gate.session import NarrowGateSession as Session
+from hooked_vlm.studies.narrow_gate.stage_representations import overlap_keys
+from hooked_vlm.studies.session import chunked, key_index, stacked
+from hooked_vlm.studies.study import Result, Stage
 
 SWEEPS = {"resid": ("blocks.{layer}.hook_resid_pre", False),
           "attn": ("blocks.{layer}.attn.hook_in", True)}
@@ -48,10 +50,16 @@ SWEEPS = {"resid": ("blocks.{layer}.hook_resid_pre", False),
 # ---------------------------------------------------------------------- stage 6: patching
 
 
-def _patching_units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"patching/{j:04d}", partial(patch_pairs, session, [session.pair(p) for p in r]))
-            for j, r in enumerate(chunked(session.config.patch_pairs,
-                                          session.config.batch_size))]
+def _pair_chunks(session: Session) -> list[range]:
+    return chunked(session.config.patch_pairs, session.config.batch_size)
+
+
+def _patching_keys(session: Session) -> list[str]:
+    return [f"patching/{j:04d}" for j in range(len(_pair_chunks(session)))]
+
+
+def _patching_unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    return patch_pairs(session, [session.pair(p) for p in _pair_chunks(session)[key_index(key)]])
 
 
 @torch.no_grad()
@@ -99,55 +107,69 @@ def _same_positions(session: Session, target: dict, source: dict) -> None:
                           "same image size): these images give different token layouts")
 
 
-def _patching_reduce(session: Session, store: UnitStore) -> Reduced:
-    units = _patching_units(session, store)
+@dataclass
+class PatchingResult(Result):
+    """Per sweep ("resid": the gate's residual at layer l; "attn": its attention input in
+    layers l..L-1) and layer: flip rate, mean logit difference and similarity to the source."""
+
+    STAGE = "patching"
+    layers: list[int]
+    pairs: int
+    gate: str
+    gate_note: str
+    similarity_clean: float
+    ld_clean: float
+    resid: dict[str, list[float]]
+    attn: dict[str, list[float]]
+
+    def headline(self) -> list[tuple[str, str]]:
+        flips = np.array(self.resid["flip_rate"])
+        return [("EOI-residual patching: max flip rate (layer)" if self.gate == "eoi" else
+                 "last-image residual patching: max flip rate (layer)",
+                 f"{flips.max():.2f} (layer {self.layers[int(flips.argmax())]})"),
+                ("attention-input patching l..L-1: flip rate from layer 0",
+                 f"{self.attn['flip_rate'][0]:.2f}")]
+
+
+def _patching_reduce(session: Session, store: Store) -> PatchingResult:
+    units = _patching_keys(session)
     ld_clean = torch.from_numpy(stacked(store, units, "ld_clean"))
-    values: dict = {"layers": session.layers, "pairs": int(len(ld_clean)), "gate": session.gate,
-                    "gate_note": session.gate_note,
-                    "similarity_clean": float(stacked(store, units, "similarity_clean").mean()),
-                    "ld_clean": float(ld_clean.mean())}
+    sweeps: dict[str, Any] = {}
     for name in SWEEPS:
         ld = torch.from_numpy(stacked(store, units, f"ld_{name}", axis=1))  # [layer, pair]
         similarity = stacked(store, units, f"similarity_{name}", axis=1)
-        values[name] = {"flip_rate": [float(flip_rate(ld_clean, row)) for row in ld],
+        sweeps[name] = {"flip_rate": [float(flip_rate(ld_clean, row)) for row in ld],
                         "ld": ld.mean(1).tolist(), "similarity": similarity.mean(1).tolist()}
-    flips = np.array(values["resid"]["flip_rate"])
-    headline = [("EOI-residual patching: max flip rate (layer)" if session.has_eoi else
-                 "last-image residual patching: max flip rate (layer)",
-                 f"{flips.max():.2f} (layer {session.layers[int(flips.argmax())]})"),
-                ("attention-input patching l..L-1: flip rate from layer 0",
-                 f"{values['attn']['flip_rate'][0]:.2f}")]
-    return Reduced(values, headline)
+    return PatchingResult(
+        layers=session.layers, pairs=int(len(ld_clean)), gate=session.gate,
+        gate_note=session.gate_note,
+        similarity_clean=float(stacked(store, units, "similarity_clean").mean()),
+        ld_clean=float(ld_clean.mean()), **sweeps)
 
 
-PATCHING = Stage("patching", "6. Activation patching at the gate", _patching_units,
-                 _patching_reduce)
+PATCHING = Stage("patching", "6. Activation patching at the gate", _patching_keys,
+                 _patching_unit, _patching_reduce, PatchingResult,
+                 skip=lambda session: session.missing("classify"))
 
 # ---------------------------------------------------------------------- stage 7: steering
 
 
-def _steering_units(session: Session, store: UnitStore) -> list[Unit]:
-    missing = [layer for layer in session.steering_layers if layer not in session.layers]
-    if missing:
-        raise ConfigError(f"steering_layers {missing} are not among the analysed layers "
-                          f"{session.layers}: the class means come from those layers")
-    means = _GateMeans(session, store)
-    return [Unit(f"steering/{j:04d}", partial(_steering_unit, session, means, rows))
-            for j, rows in enumerate(session.chunks("classify"))]
+def _steering_keys(session: Session) -> list[str]:
+    return [f"steering/{j:04d}" for j in range(len(session.chunks("classify")))]
 
 
 class _GateMeans:
     """Class-mean differences of the gate residuals (overlap stage), computed once per pair."""
 
-    def __init__(self, session: Session, store: UnitStore) -> None:
-        self.session, self.store = session, store
+    def __init__(self, session: Session) -> None:
+        self.session = session
         self._gate: Tensor | None = None
         self._diffs: dict[tuple[str, str, int], Tensor] = {}
 
     def difference(self, target: str, own: str, layer: int) -> Tensor:
         if self._gate is None:
-            units = overlap_units(self.session, self.store)
-            self._gate = torch.from_numpy(stacked(self.store, units, self.session.gate))
+            units = overlap_keys(self.session)
+            self._gate = torch.from_numpy(stacked(self.session.units, units, self.session.gate))
         key = (target, own, layer)
         if key not in self._diffs:
             index = self.session.layers.index(layer)
@@ -156,7 +178,9 @@ class _GateMeans:
         return self._diffs[key]
 
 
-def _steering_unit(session: Session, means: _GateMeans, rows: range) -> dict[str, np.ndarray]:
+def _steering_unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    means = session.shared.setdefault("gate_means", _GateMeans(session))
+    rows = session.chunks("classify")[key_index(key)]
     model = session.model
     inputs, _ = session.inputs("classify", rows)
     layout = inputs.layout
@@ -180,26 +204,48 @@ def _steering_unit(session: Session, means: _GateMeans, rows: range) -> dict[str
     return {"ld": ld, "ld_clean": logit_difference(clean, target_tok, own_tok).numpy()}
 
 
-def _steering_reduce(session: Session, store: UnitStore) -> Reduced:
-    units = _steering_units(session, store)
+@dataclass
+class SteeringResult(Result):
+    """Per steering layer and scale: flip rate toward the target class, how often it wins,
+    the flip rate and the mean logit difference."""
+
+    STAGE = "steering"
+    layers: list[int]
+    scales: list[float]
+    flip_toward_target: list[list[float | None]]
+    target_wins: list[list[float]]
+    flip_rate: list[list[float]]
+    ld: list[list[float]]
+    n: int
+    n_below: int
+    gate: str
+    gate_note: str
+
+    def headline(self) -> list[tuple[str, str]]:
+        best = max(((v, layer, s) for layer, row in zip(self.layers, self.flip_toward_target,
+                                                       strict=True)
+                    for v, s in zip(row, self.scales, strict=True) if v is not None),
+                   default=None)
+        return [("steering: max flip rate toward target",
+                 "n/a" if best is None else f"{best[0]:.2f} (layer {best[1]}, scale {best[2]})")]
+
+
+def _steering_reduce(session: Session, store: Store) -> SteeringResult:
+    units = _steering_keys(session)
     ld = stacked(store, units, "ld", axis=2)  # [layer, scale, example]
     clean = stacked(store, units, "ld_clean")
     below = clean <= 0
     toward = [[float((row[below] > 0).mean()) if below.any() else None for row in per_layer]
               for per_layer in ld]
-    values = {"layers": session.steering_layers, "scales": list(session.config.steering_scales),
-              "flip_toward_target": toward, "target_wins": (ld > 0).mean(2).tolist(),
-              "flip_rate": [[float(flip_rate(torch.from_numpy(clean), torch.from_numpy(row)))
-                             for row in per_layer] for per_layer in ld],
-              "ld": ld.mean(2).tolist(), "n": int(len(clean)), "n_below": int(below.sum()),
-              "gate": session.gate, "gate_note": session.gate_note}
-    best = max(((v, layer, s) for layer, row in zip(session.steering_layers, toward, strict=True)
-                for v, s in zip(row, session.config.steering_scales, strict=True)
-                if v is not None), default=None)
-    headline = [("steering: max flip rate toward target",
-                 "n/a" if best is None else f"{best[0]:.2f} (layer {best[1]}, scale {best[2]})")]
-    return Reduced(values, headline)
+    return SteeringResult(
+        layers=session.steering_layers, scales=list(session.config.steering_scales),
+        flip_toward_target=toward, target_wins=(ld > 0).mean(2).tolist(),
+        flip_rate=[[float(flip_rate(torch.from_numpy(clean), torch.from_numpy(row)))
+                    for row in per_layer] for per_layer in ld],
+        ld=ld.mean(2).tolist(), n=int(len(clean)), n_below=int(below.sum()), gate=session.gate,
+        gate_note=session.gate_note)
 
 
-STEERING = Stage("steering", "7. Steering with class-mean gate differences", _steering_units,
-                 _steering_reduce)
+STEERING = Stage("steering", "7. Steering with class-mean gate differences", _steering_keys,
+                 _steering_unit, _steering_reduce, SteeringResult, needs=("overlap",),
+                 skip=lambda session: session.missing("classify"))

@@ -8,13 +8,14 @@
   and the mean over image tokens; neighbourhood overlap with the class labels per layer.
 
 Example:
-    >>> reduced = GAP.reduce(session, store)
-    >>> reduced.values["cosine"]["median"]     # one value per analysed layer
+    >>> GAP.reduce(session, session.units).cosine["median"]     # one value per analysed layer
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,20 +31,23 @@ from hooked_vlm.analysis import (
     random_positions,
     token_vectors,
 )
+from hooked_vlm.storage import Store
 from hooked_vlm.studies.narrow_gate.collect import residuals_at
-from hooked_vlm.studies.narrow_gate.session import Session, unit_seed
-from hooked_vlm.studies.stages import Reduced, Stage, stacked
-from hooked_vlm.studies.units import Unit, UnitStore
+from hooked_vlm.studies.narrow_gate.session import NarrowGateSession as Session
+from hooked_vlm.studies.narrow_gate.session import unit_seed
+from hooked_vlm.studies.session import key_index, stacked
+from hooked_vlm.studies.study import Result, Stage
 
 # ---------------------------------------------------------------------- stage 1: modality gap
 
 
-def _gap_units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"gap/{j:04d}", partial(_gap_unit, session, j, rows))
-            for j, rows in enumerate(session.chunks("caption"))]
+def _gap_keys(session: Session) -> list[str]:
+    return [f"gap/{j:04d}" for j in range(len(session.chunks("caption")))]
 
 
-def _gap_unit(session: Session, j: int, rows: range) -> dict[str, np.ndarray]:
+def _gap_unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    j = key_index(key)
+    rows = session.chunks("caption")[j]
     inputs, _ = session.inputs("caption", rows, with_caption=True)
     layout = inputs.layout
     generator = torch.Generator().manual_seed(unit_seed(session.config.seed, "gap", j))
@@ -59,13 +63,41 @@ def _gap_unit(session: Session, j: int, rows: range) -> dict[str, np.ndarray]:
     return {**vectors, "text_pos": text_pos.numpy(), "image_pos": image_pos.numpy()}
 
 
-def _gap_reduce(session: Session, store: UnitStore) -> Reduced:
-    units = _gap_units(session, store)
+@dataclass
+class GapResult(Result):
+    """Cosine of text and image residuals per layer (median, IQR; signed and absolute) and the
+    modality homogeneity of density-peak clusters per preset (None: not computed, see
+    ``homogeneity_errors``), with the cluster counts."""
+
+    STAGE = "gap"
+    layers: list[int]
+    n: int
+    cosine: dict[str, list[float]]
+    abs_cosine: dict[str, list[float]]
+    homogeneity: dict[str, list[float | None]]
+    homogeneity_errors: dict[str, list[str]]
+    clusters: dict[str, list[int | None]]
+
+    def headline(self) -> list[tuple[str, str]]:
+        median = np.array(self.cosine["median"])
+        rows = [("max median cosine (layer)",
+                 f"{median.max():.3f} (layer {self.layers[int(median.argmax())]})")]
+        for preset, scores in self.homogeneity.items():
+            ok = [s for s in scores if s is not None]
+            counts = [c for c in self.clusters[preset] if c is not None]
+            rows.append((f"homogeneity {preset} (min..max; clusters)",
+                         f"{min(ok):.2f}..{max(ok):.2f}; {min(counts)}..{max(counts)}"
+                         if ok else "n/a (too few points)"))
+        return rows
+
+
+def _gap_reduce(session: Session, store: Store) -> GapResult:
+    units = _gap_keys(session)
     text, image = (torch.from_numpy(stacked(store, units, k)).transpose(0, 1)
                    for k in ("text", "image"))  # [layer, n, d]
     sample = ModalitySample(text, image, torch.from_numpy(stacked(store, units, "text_pos")),
                             torch.from_numpy(stacked(store, units, "image_pos")))
-    values: dict = {"layers": session.layers, "n": int(text.shape[1])}
+    values: dict[str, Any] = {"layers": session.layers, "n": int(text.shape[1])}
     for key, absolute in (("cosine", False), ("abs_cosine", True)):
         gap = modality_gap(sample, absolute=absolute)
         values[key] = {"median": gap.median.tolist(), "q25": gap.q25.tolist(),
@@ -87,19 +119,11 @@ def _gap_reduce(session: Session, store: UnitStore) -> Reduced:
         values["homogeneity"][preset] = scores
         values["homogeneity_errors"][preset] = errors
         values["clusters"][preset] = clusters
-    median = np.array(values["cosine"]["median"])
-    headline = [("max median cosine (layer)",
-                 f"{median.max():.3f} (layer {session.layers[int(median.argmax())]})")]
-    for preset, scores in values["homogeneity"].items():
-        ok = [s for s in scores if s is not None]
-        counts = [c for c in values["clusters"][preset] if c is not None]
-        headline.append((f"homogeneity {preset} (min..max; clusters)",
-                         f"{min(ok):.2f}..{max(ok):.2f}; {min(counts)}..{max(counts)}"
-                         if ok else "n/a (too few points)"))
-    return Reduced(values, headline)
+    return GapResult(**values)
 
 
-GAP = Stage("gap", "1. Modality gap and homogeneity", _gap_units, _gap_reduce)
+GAP = Stage("gap", "1. Modality gap and homogeneity", _gap_keys, _gap_unit, _gap_reduce,
+            GapResult, skip=lambda session: session.missing("caption"))
 
 # ---------------------------------------------------------------------- stage 3: overlap
 
@@ -109,13 +133,12 @@ def overlap_tokens(session: Session) -> list[str]:
     return ["eoi", "last_image", "image_mean"] if session.has_eoi else ["last_image", "image_mean"]
 
 
-def overlap_units(session: Session, store: UnitStore) -> list[Unit]:
-    return [Unit(f"overlap/{j:04d}", partial(_overlap_unit, session, rows))
-            for j, rows in enumerate(session.chunks("classify"))]
+def overlap_keys(session: Session) -> list[str]:
+    return [f"overlap/{j:04d}" for j in range(len(session.chunks("classify")))]
 
 
-def _overlap_unit(session: Session, rows: range) -> dict[str, np.ndarray]:
-    inputs, _ = session.inputs("classify", rows)
+def _overlap_unit(session: Session, key: str) -> dict[str, np.ndarray]:
+    inputs, _ = session.inputs("classify", session.chunks("classify")[key_index(key)])
     layout = inputs.layout
     picks = {
         name: (partial(mean_token_vector, selector=layout.mask("image")) if name == "image_mean"
@@ -135,8 +158,30 @@ def overlap_k(session: Session, labels: list[str]) -> tuple[int, str]:
     return k, rule
 
 
-def _overlap_reduce(session: Session, store: UnitStore) -> Reduced:
-    units = overlap_units(session, store)
+@dataclass
+class OverlapResult(Result):
+    """Neighbourhood overlap chi with the class labels per layer, per token group."""
+
+    STAGE = "overlap"
+    layers: list[int]
+    n: int
+    k: int
+    k_requested: int
+    k_rule: str
+    class_balanced: bool
+    chi: dict[str, list[float]]
+    chance: float
+    n_classes: int
+    gate: str
+
+    def headline(self) -> list[tuple[str, str]]:
+        rows = [(f"overlap chi, last layer: {name}", f"{c[-1]:.2f}") for name, c in
+                self.chi.items()]
+        return [*rows, ("overlap k (chance level)", f"{self.k} ({self.chance:.2f})")]
+
+
+def _overlap_reduce(session: Session, store: Store) -> OverlapResult:
+    units = overlap_keys(session)
     labels = session.labels
     k, rule = overlap_k(session, labels)
     balanced = session.config.overlap_class_balanced
@@ -145,16 +190,11 @@ def _overlap_reduce(session: Session, store: UnitStore) -> Reduced:
         vectors = stacked(store, units, name)  # [n, layer, d]
         chi[name] = [label_overlap(vectors[:, i], labels, k, balanced)
                      for i in range(vectors.shape[1])]
-    values = {
-        "layers": session.layers, "n": len(labels), "k": k, "k_requested": session.config.overlap_k,
-        "k_rule": rule, "class_balanced": balanced, "chi": chi,
-        "chance": chance_overlap(labels, balanced), "n_classes": len(set(labels)),
-        "gate": session.gate,
-    }
-    headline = [(f"overlap chi, last layer: {name}", f"{c[-1]:.2f}") for name, c in chi.items()]
-    headline.append(("overlap k (chance level)", f"{k} ({values['chance']:.2f})"))
-    return Reduced(values, headline)
+    return OverlapResult(
+        layers=session.layers, n=len(labels), k=k, k_requested=session.config.overlap_k,
+        k_rule=rule, class_balanced=balanced, chi=chi,
+        chance=chance_overlap(labels, balanced), n_classes=len(set(labels)), gate=session.gate)
 
 
-OVERLAP = Stage("overlap", "3. Neighbourhood overlap with labels", overlap_units,
-                _overlap_reduce)
+OVERLAP = Stage("overlap", "3. Neighbourhood overlap with labels", overlap_keys, _overlap_unit,
+                _overlap_reduce, OverlapResult, skip=lambda session: session.missing("classify"))
