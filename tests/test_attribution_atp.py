@@ -87,14 +87,12 @@ def _top(scores: np.ndarray, k: int) -> set[tuple[int, int]]:
 def test_atp_ranks_the_planted_readers_first_as_the_regression_does(planted, tmp_path):
     readers = np.zeros((L, H), dtype=bool)
     readers[tuple(zip(*READERS, strict=True))] = True
-    # the regression's baseline_kv is left out here: on main it rewrites the scores of edges a
-    # mask removed (un-masking them), the composition bug feat/core fixes
-    evaluator = _evaluator(planted, "knockout", n_masks=48, n_heldout=0, chunk_size=48)
-    store = open_store(tmp_path, evaluator)
-    run(evaluator, store)
-    attribution, _ = fit_store(store)
-    assert _top(attribution.pooled_coef, 2) == set(READERS)
     for mode in KEY_MODES:
+        evaluator = _evaluator(planted, mode, n_masks=48, n_heldout=0, chunk_size=48)
+        store = open_store(tmp_path / mode, evaluator)
+        run(evaluator, store)
+        attribution, _ = fit_store(store)
+        assert _top(attribution.pooled_coef, 2) == set(READERS), mode
         atp = attribution_patching(_evaluator(planted, mode))
         for estimate in ("linear", "corrected"):
             scores = atp.scores(estimate)
