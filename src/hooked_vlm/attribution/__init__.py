@@ -39,6 +39,7 @@ _EXPORTS = {
     "AtP": "hooked_vlm.attribution.atp",
     "AtPExample": "hooked_vlm.attribution.atp",
     "atp_example": "hooked_vlm.attribution.atp",
+    "check_atp": "hooked_vlm.attribution.atp",
     "attribution_patching": "hooked_vlm.attribution.atp",
     "image_attention": "hooked_vlm.attribution.baselines",
     "leave_one_out": "hooked_vlm.attribution.baselines",

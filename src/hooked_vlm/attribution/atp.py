@@ -218,7 +218,7 @@ def atp_example(
         >>> est = atp_example(model, inputs, lambda lg: lg[:, answer], "knockout")
         >>> est.heads["corrected"]                     # [L, H] estimated drops
     """
-    check_mode(mode, ABLATION_MODES, "attribution patching")
+    check_atp(model, mode, recompute)
     if torch.is_inference_mode_enabled():
         raise InterventionError(
             "attribution patching takes a backward: call it outside torch.inference_mode()."
@@ -239,13 +239,7 @@ def atp_example(
     cols = k_pos.mask[0].nonzero().flatten() if k_pos is not None else rows[:0]
     layers = list(range(cfg.n_layers))
     if key_mode:
-        editable_attention(model, layers, f"attribution patching of mode {mode!r}")
-        _check_recomputable(model, mode, baseline, cols)
-    elif recompute is not None:
-        raise InterventionError(
-            f"mode {mode!r} ablates the head output itself: its linear estimate is exact at the "
-            "head, and AtP* has nothing to recompute (leave recompute=None)."
-        )
+        _check_baseline(mode, baseline, cols)
     if mode == "mean" and (mean is None or tuple(mean.shape) != (
             cfg.n_layers, cfg.n_heads, cfg.d_head)):
         raise InterventionError(
@@ -527,9 +521,24 @@ def _check_pattern(scores: Tensor, pattern: Tensor, dtype: torch.dtype, layer: i
         )
 
 
-def _check_recomputable(
-    model: HookedVLM, mode: str, baseline: KVBaseline | None, cols: Tensor
-) -> None:
+def check_atp(model: HookedVLM, mode: str, recompute: int | None = None) -> None:
+    """Raise :class:`InterventionError` unless attribution patching of ``mode`` (with AtP*'s
+    ``recompute``) can run on ``model``: what it checks before any forward (a study calls it
+    before it writes anything).
+
+    Example:
+        >>> check_atp(model, "knockout")        # raises on attention it cannot recompute
+    """
+    check_mode(mode, ABLATION_MODES, "attribution patching")
+    if mode not in KEY_MODES:
+        if recompute is not None:
+            raise InterventionError(
+                f"mode {mode!r} ablates the head output itself: its linear estimate is exact at "
+                "the head, and AtP* has nothing to recompute (leave recompute=None)."
+            )
+        return
+    editable_attention(model, list(range(model.cfg.n_layers)),
+                       f"attribution patching of mode {mode!r}")
     for layer in range(model.cfg.n_layers):
         attn = model.bridge.blocks[layer].attn.original_component
         if getattr(attn, "sinks", None) is not None:
@@ -538,6 +547,9 @@ def _check_recomputable(
                 f"does not model attention sinks (layer {layer}); use mode 'zero' or 'mean' on "
                 "this architecture."
             )
+
+
+def _check_baseline(mode: str, baseline: KVBaseline | None, cols: Tensor) -> None:
     if mode != "baseline_kv":
         return
     if baseline is None:
