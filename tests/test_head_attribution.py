@@ -393,7 +393,7 @@ def both(assets):
     return config, out, run_head_attribution(config, out)
 
 
-def test_method_both_leaves_the_regression_as_it_was_and_compares(run, both):
+def test_method_both_leaves_the_regression_as_it_was_and_compares(run, both, browser):
     _, reference, _ = run
     _, out, summary = both
     assert list(summary.timings) == ["masks", "fit", "baselines", "atp", "compare", "curves"]
@@ -424,8 +424,9 @@ def test_method_both_leaves_the_regression_as_it_was_and_compares(run, both):
     page = summary.report.read_text()
     assert "Attribution patching (AtP)" in page and "Faithfulness" in page
     assert "AtP*" in page and "top-4 overlap, pooled" in page
-    for figure in figures_in_html(page):
-        assert figure["data"], figure["layout"].get("title")
+    figures = figures_in_html(page)
+    assert any("AtP* against other rankings" in str(f["layout"].get("title")) for f in figures)
+    check_report(browser, out / "report.html", min_figures=len(figures))
 
 
 def test_method_atp_runs_no_masks_and_draws_its_curves(assets, both, tmp_path, browser):

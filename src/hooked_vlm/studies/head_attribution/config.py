@@ -6,7 +6,9 @@ fields may also be given at the top level (``masks: 4000``, ``alpha: 0.5``: the 
 ``--masks``, ``--alpha``). Every field that changes a number is part of the run's identity
 (written to the results directory's ``config.json``): resuming (or filling a shard) with a
 different identity is an error, never mixed results. Left out: ``stages`` (which parts to run
-now) and ``device`` (where: shards may run on GPUs and the fit elsewhere).
+now) and ``device`` (where: shards may run on GPUs and the fit elsewhere); ``method`` and
+``atp_recompute`` are in it only when attribution patching runs (a regression's identity is
+what it was before they existed).
 
 Example YAML (any field may be left out; command-line options override the file):
 
@@ -62,9 +64,10 @@ class HeadAttributionConfig(StudyConfig):
             template of that task is the prompt.
         n: examples (the first n of a permutation seeded by seed).
         method: regression (Kim et al.: random multi-head masks and a linear fit), atp
-            (attribution patching only: one forward and one backward per example, no masks,
-            so no fit, curves, token ablations or consistency) or both (AtP compared with β and
-            leave-one-out, and its rankings in the curves).
+            (attribution patching only: one forward and one backward per example and the
+            curves of its rankings; no masks, so no fit, baselines, token ablations or
+            consistency) or both (AtP compared with β and leave-one-out, and its rankings in
+            the curves).
         atp_recompute: heads whose attention AtP* recomputes exactly, per example: the ones
             with the largest linear estimate (default: every head).
         attribution: masks, ablation and target (the attribution library's settings, also
