@@ -1,4 +1,4 @@
-"""Stage 6, consistency: do images of one class use similar heads? (Kim et al.: yes.)
+"""Stage 8, consistency: do images of one class use similar heads? (Kim et al.: yes.)
 
 The per-example attribution vectors' similarity (``consistency_metric``) within classes
 against across classes, with a label-permutation p-value

@@ -1,4 +1,4 @@
-"""Stage 5, token level, inside each example's top heads (Kim et al.: image information reaches
+"""Stage 7, token level, inside each example's top heads (Kim et al.: image information reaches
 text at role tokens such as "ASSISTANT" and at the last token, carried by a sparse set of
 image tokens). One unit per example of the first ``token_examples``:
 
