@@ -448,6 +448,13 @@ def test_method_atp_runs_no_masks_and_draws_its_curves(assets, both, tmp_path, b
     page = summary.report.read_text()
     assert "Attribution patching (AtP)" in page and "not run (attribution patching only)" in page
     check_report(browser, out / "report.html", min_figures=3)
+    # resumable as every stage: a unit lost is recomputed to the same numbers, nothing else is
+    unit = out / "units" / "atp" / "0002"
+    before = np.load(unit.with_suffix(".npz"))["corrected"]
+    unit.with_suffix(".done.json").unlink()
+    again = run_head_attribution(config, out)
+    assert {name: t.computed for name, t in again.timings.items()} == {"atp": 1, "curves": 0}
+    assert np.array_equal(np.load(unit.with_suffix(".npz"))["corrected"], before)
     # the method is part of the run: a regression into this directory is refused
     with pytest.raises(ConfigError, match="method"):
         run_head_attribution(config_for(assets), out)
