@@ -25,7 +25,6 @@ on a shared machine: time spent waiting for a core is not counted).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Callable
@@ -35,29 +34,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hooked_vlm import HookedVLM  # noqa: E402
 from hooked_vlm.attribution import AttributionConfig, Evaluator, Example, RandomMasks  # noqa: E402
 from hooked_vlm.interventions import evaluate_head_masks  # noqa: E402
 from hooked_vlm.interventions.ablation import ABLATION_MODES  # noqa: E402
-from medium import medium_llava  # noqa: E402
-from timing import time_and_cpu, time_once  # noqa: E402
+from medium import attribution_arguments, hooked_medium_llava  # noqa: E402
+from timing import interleaved_rounds, time_once  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--text", type=int, default=22)
-    parser.add_argument("--masks-per-example", type=int, default=4096)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--mode", default="baseline_kv", choices=ABLATION_MODES)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    hf, inputs = medium_llava(text_tokens=args.text, n_layers=args.layers)
-    model = HookedVLM.from_hf(hf.to(args.device))
-    inputs = {k: v.to(args.device) for k, v in inputs.items()}
+    args = attribution_arguments(masks_per_example=4096, modes=ABLATION_MODES)
+    model, inputs = hooked_medium_llava(args)
     examples = [Example(inputs, answer=5)]
     layout = model.layout(**inputs)
     n_img, n_text = int(layout.mask("image").sum()), int(layout.mask("text").sum())
@@ -89,16 +75,12 @@ def main() -> None:
         f"batched + prefix reuse ({args.batch})": (lambda: fast.evaluate(0, masks), args.batch),
         "evaluate_head_masks, 16 masks, 8/forward": (interventions_setting, 16),
     }
-    wall: dict[str, list[float]] = {name: [] for name in methods}
-    cpu: dict[str, list[float]] = {name: [] for name in methods}
-    builds = []
-    for _ in range(args.rounds):
-        for name, (fn, n) in methods.items():
-            w, c = time_and_cpu(fn, args.device)
-            wall[name].append(w / n)
-            cpu[name].append(c / n)
+
+    def rebuild() -> float:
         fast._state = None  # the one-off per example: clean prefix (and state) again
-        builds.append(time_once(lambda: fast.layout(0), args.device))
+        return time_once(lambda: fast.layout(0), args.device)
+
+    wall, cpu, builds = interleaved_rounds(methods, args.rounds, args.device, rebuild)
     n, build = args.masks_per_example, statistics.median(builds)
     fast_name = f"batched + prefix reuse ({args.batch})"
     amortised = f"  same, prefix build amortised / {n} masks"

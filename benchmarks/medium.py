@@ -10,6 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 import torch
 from transformers import (
     ChameleonConfig,
@@ -25,6 +28,33 @@ from hooked_vlm.testing.tiny import chameleon_vocabulary
 
 DECODER = dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8,
                num_key_value_heads=8, max_position_embeddings=2048)
+
+
+def attribution_arguments(masks_per_example: int, modes: tuple[str, ...]) -> argparse.Namespace:
+    """The command line of the head-attribution benchmarks (threads, rounds, model size, masks
+    per forward, device, ablation mode), parsed."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--text", type=int, default=22)
+    parser.add_argument("--masks-per-example", type=int, default=masks_per_example)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mode", default="baseline_kv", choices=modes)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def hooked_medium_llava(args: argparse.Namespace) -> tuple[Any, dict[str, torch.Tensor]]:
+    """:func:`medium_llava` of ``args.text`` text tokens and ``args.layers`` layers as a
+    ``HookedVLM`` on ``args.device``, and its inputs there."""
+    from hooked_vlm import HookedVLM
+
+    hf, inputs = medium_llava(text_tokens=args.text, n_layers=args.layers)
+    model = HookedVLM.from_hf(hf.to(args.device))
+    return model, {k: v.to(args.device) for k, v in inputs.items()}
 
 
 def medium_llava(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -45,3 +45,29 @@ def median_time(fn: Callable[[], object], repeats: int, device: str = "cpu") -> 
     """
     fn()
     return statistics.median(time_once(fn, device) for _ in range(repeats))
+
+
+def interleaved_rounds(
+    methods: Mapping[str, tuple[Callable[[], object], int]],
+    rounds: int,
+    device: str = "cpu",
+    after_round: Callable[[], float] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float]]:
+    """Wall and CPU seconds per item of each ``name: (fn, items per call)``, timed in
+    ``rounds`` interleaved rounds (a shared machine's load hits each method alike), and what
+    ``after_round`` (e.g. a one-off rebuilt and timed) returns after each round.
+
+    Example:
+        >>> wall, cpu, _ = interleaved_rounds({"forward": (lambda: model(inputs), 1)}, 3)
+    """
+    wall: dict[str, list[float]] = {name: [] for name in methods}
+    cpu: dict[str, list[float]] = {name: [] for name in methods}
+    extra = []
+    for _ in range(rounds):
+        for name, (fn, n) in methods.items():
+            w, c = time_and_cpu(fn, device)
+            wall[name].append(w / n)
+            cpu[name].append(c / n)
+        if after_round is not None:
+            extra.append(after_round())
+    return wall, cpu, extra

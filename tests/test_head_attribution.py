@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from hooked_vlm import HookedVLM
@@ -32,6 +33,7 @@ from hooked_vlm.studies import run_study
 from hooked_vlm.studies.head_attribution import HEAD_ATTRIBUTION, HeadAttributionConfig
 from hooked_vlm.testing.study_fixtures import save_tiny_study_data, save_tiny_study_model
 from hooked_vlm.viz.report import figures_in_html
+from tests.browser import check_report
 
 # 4 layers x 4 heads; 8 examples of 6 classes (two classes twice); seconds per run
 FAST = dict(n=8, masks=48, heldout=24, chunk_size=16, batch_size=16, n_random=2,
@@ -378,3 +380,104 @@ def test_the_embedded_tiny_llava_clean_target_is_its_answer_logit(tmp_path, monk
         assert reference[i, 0] == pytest.approx(float(logits[0, -1, answer]), abs=1e-4)
     _, fit = results(tmp_path / "tiny", "fit")
     assert fit["coef"].shape == (2, 4, 4) and np.isfinite(fit["coef"]).all()
+
+
+# ---------------------------------------------------------------------- --method atp / both
+
+
+@pytest.fixture(scope="module")
+def both(assets):
+    """Attribution patching beside the regression: the stages the comparison needs."""
+    config = config_for(assets, method="both", stages="compare,curves")
+    out = assets[0] / "both"
+    return config, out, run_head_attribution(config, out)
+
+
+def test_method_both_leaves_the_regression_as_it_was_and_compares(run, both, browser):
+    _, reference, _ = run
+    _, out, summary = both
+    assert list(summary.timings) == ["masks", "fit", "baselines", "atp", "compare", "curves"]
+    same_store(reference, out)
+    same_results(reference, out, ("fit", "baselines"))
+    (v, a), (v_reg, a_reg) = results(out, "curves"), results(reference, "curves")
+    assert list(v["rankings"]) == ["attribution", "loo", "attention", "atp", "atp_star"]
+    for name in v_reg["rankings"]:  # the regression's curves, untouched by AtP beside them
+        assert np.array_equal(a[f"topk_drop.{name}"], a_reg[f"topk_drop.{name}"])
+    for name in ("atp", "atp_star"):  # every head ranked: all 16 kept is the clean run
+        assert v["summary"][name]["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)
+    # the agreement, recomputed from the stored scores
+    _, atp = results(out, "atp")
+    _, fit = results(out, "fit")
+    _, baselines = results(out, "baselines")
+    cmp, _ = results(out, "compare")
+    pairs = {"AtP* / β": (atp["corrected"], fit["coef"]), "AtP / β": (atp["linear"], fit["coef"]),
+             "AtP* / leave-one-out": (atp["corrected"], baselines["loo"])}
+    for pair, (x, y) in pairs.items():
+        rho = spearmanr(x.mean(0).ravel(), y.mean(0).ravel()).statistic
+        assert cmp["spearman"][pair]["pooled_spearman"] == pytest.approx(rho)
+        overlap = cmp["overlap"][pair]["pooled"]
+        assert len(overlap) == 5 and overlap[-1] == 1.0 and all(0 <= o <= 1 for o in overlap)
+        best = set(np.argsort(-x.mean(0).ravel(), kind="stable")[:4]) & set(
+            np.argsort(-y.mean(0).ravel(), kind="stable")[:4])
+        assert overlap[2] == len(best) / 4  # k = 4
+    assert any("Spearman(AtP* / β)" in row[0] for row in summary.headline["compare"])
+    page = summary.report.read_text()
+    assert "Attribution patching (AtP)" in page and "Faithfulness" in page
+    assert "AtP*" in page and "top-4 overlap, pooled" in page
+    figures = figures_in_html(page)
+    assert any("AtP* against other rankings" in str(f["layout"].get("title")) for f in figures)
+    check_report(browser, out / "report.html", min_figures=len(figures))
+
+
+def test_method_atp_runs_no_masks_and_draws_its_curves(assets, both, tmp_path, browser):
+    _, both_out, _ = both
+    config = config_for(assets, method="atp")
+    out = tmp_path / "atp"
+    summary = run_head_attribution(config, out)
+    assert list(summary.timings) == ["atp", "curves"]
+    assert not (out / "store").exists()  # no mask was evaluated
+    assert any("'masks' skipped: method 'atp'" in note for note in summary.notes)
+    (_, a), (_, a_both) = results(out, "atp"), results(both_out, "atp")
+    for name in ("linear", "corrected", "clean"):  # the same units, whatever runs beside them
+        assert np.array_equal(a[name], a_both[name]), name
+    (v, c), (_, c_both) = results(out, "curves"), results(both_out, "curves")
+    assert list(v["rankings"]) == ["atp", "atp_star"]
+    for name in v["rankings"]:
+        assert np.array_equal(c[f"topk_drop.{name}"], c_both[f"topk_drop.{name}"])
+    assert any("top-k by AtP / random-k" in row[0] for row in summary.headline["curves"])
+    page = summary.report.read_text()
+    assert "Attribution patching (AtP)" in page and "not run (attribution patching only)" in page
+    check_report(browser, out / "report.html", min_figures=3)
+    # resumable as every stage: a unit lost is recomputed to the same numbers, nothing else is
+    unit = out / "units" / "atp" / "0002"
+    before = np.load(unit.with_suffix(".npz"))["corrected"]
+    unit.with_suffix(".done.json").unlink()
+    again = run_head_attribution(config, out)
+    assert {name: t.computed for name, t in again.timings.items()} == {"atp": 1, "curves": 0}
+    assert np.array_equal(np.load(unit.with_suffix(".npz"))["corrected"], before)
+    # the method is part of the run: a regression into this directory is refused
+    with pytest.raises(ConfigError, match="method"):
+        run_head_attribution(config_for(assets), out)
+
+
+def test_a_regression_keeps_its_identity_and_bad_methods_are_refused(assets, tmp_path):
+    default = config_for(assets)
+    assert "method" not in default.identity() and "atp_recompute" not in default.identity()
+    assert default.identity() == config_for(assets, method="regression").identity()
+    assert config_for(assets, method="both").identity()["method"] == "both"
+    with pytest.raises(ConfigError, match="method must be one of"):
+        config_for(assets, method="gradient")
+    with pytest.raises(ConfigError, match="atp_recompute is a setting of attribution patching"):
+        config_for(assets, atp_recompute=3)
+    with pytest.raises(ConfigError, match="mode 'zero' ablates the head output itself"):
+        config_for(assets, method="atp", atp_recompute=3, mode="zero")
+    for changes, message in (({"atp_recompute": 17}, "atp_recompute 17: the model has 16"),
+                             ({"stages": "fit"}, "stage 'fit' cannot run: method 'atp'")):
+        out = tmp_path / "refused"
+        with pytest.raises(ConfigError, match=message):
+            run_head_attribution(config_for(assets, method="atp", **changes), out)
+        assert not out.exists()  # refused before anything was written
+    bad = CliRunner().invoke(app, ["run", "head-attribution", "--model", default.model,
+                                   "--data", default.data, "--method", "gradient",
+                                   "--out", str(tmp_path / "cli")])
+    assert bad.exit_code == 2 and "method" in bad.output and not (tmp_path / "cli").exists()

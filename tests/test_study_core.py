@@ -151,6 +151,10 @@ def test_plans_add_needs_and_name_why_a_stage_is_left_out():
     assert study.plan(None, ("b",)) == (["a", "b"], ["stage 'b' needs 'a': running it too"])
     with pytest.raises(ConfigError, match="stage 'c' cannot run: no data for c"):
         study.plan(None, "3")
+    # the needs of the needs come too; a need the session skips is left out, not run
+    deep = Study("d", object, lambda *a: None, (*stages, Stage("d", "D", needs=("b", "c"))))
+    assert deep.plan(None, ("d",)) == (["a", "b", "d"], [
+        "stage 'd' needs 'b': running it too", "stage 'b' needs 'a': running it too"])
     with pytest.raises(ConfigError, match="unknown stage 'd'; stages: 1=a, 2=b, 3=c"):
         study.select("d")
     with pytest.raises(TypeError, match="needs \\['b'\\], which do not come before it"):

@@ -13,6 +13,10 @@
    :mod:`.consistency`): faithfulness / completeness curves against leave-one-out and
    attention-weight rankings, top-k vs random-k, token-level scores, class consistency.
 
+Beside the regression, :mod:`.atp`: attribution patching (AtP, with Kramár et al.'s AtP*
+correction), every head's effect under the same ablation from one forward and one backward
+per example, per head and per token.
+
 Names are imported on first use (PEP 562): ``AttributionConfig`` comes without torch, so the
 command line can read its fields for ``--help``.
 
@@ -32,6 +36,11 @@ from hooked_vlm._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
+    "AtP": "hooked_vlm.attribution.atp",
+    "AtPExample": "hooked_vlm.attribution.atp",
+    "atp_example": "hooked_vlm.attribution.atp",
+    "check_atp": "hooked_vlm.attribution.atp",
+    "attribution_patching": "hooked_vlm.attribution.atp",
     "image_attention": "hooked_vlm.attribution.baselines",
     "leave_one_out": "hooked_vlm.attribution.baselines",
     "leave_one_out_from_store": "hooked_vlm.attribution.baselines",

@@ -183,16 +183,27 @@ class Evaluator:
         """The token layout of example ``example``."""
         return self._example(example).layout
 
+    def ablation(self, example: int) -> dict[str, Any]:
+        """The :func:`~hooked_vlm.interventions.head_ablation` arguments of example ``example``:
+        the selectors and what the mode needs (baseline keys/values, mean head output), without
+        the reused prefix: for estimates that run no masks (:mod:`hooked_vlm.attribution.atp`).
+
+        Example:
+            >>> evaluator.ablation(0)["baseline"].keys[3].shape   # [1, pos, kv_head, d_head]
+        """
+        if not 0 <= example < self.n_examples:
+            raise IndexError(f"example {example} does not exist ({self.n_examples} examples).")
+        inputs = self.examples[example].inputs
+        return {"queries": self.config.queries, "keys": self.config.keys,
+                **self._ablation_inputs(inputs, self.model.layout(**inputs))}
+
     def _example(self, index: int) -> _ExampleState:
         if self._state is not None and self._state.index == index:
             return self._state
-        if not 0 <= index < self.n_examples:
-            raise IndexError(f"example {index} does not exist ({self.n_examples} examples).")
         self._state = None  # free the previous example's prefix first
+        ablation = self.ablation(index)
         inputs = self.examples[index].inputs
         layout = self.model.layout(**inputs)
-        ablation = {"queries": self.config.queries, "keys": self.config.keys,
-                    **self._ablation_inputs(inputs, layout)}
         probe = torch.ones(1, self.n_layers, self.n_heads)
         prefix = (
             ablation_prefix(self.model, inputs, probe, self.config.mode, **ablation)

@@ -130,17 +130,25 @@ class PrefixCache:
     def batch_size(self) -> int:
         return self.suffix_ids.shape[0]
 
-    @torch.no_grad()
     def run(
-        self, fwd_hooks: Iterable[tuple[str, HookFn]] = (), *, last_only: bool = False
+        self, fwd_hooks: Iterable[tuple[str, HookFn]] = (), *, last_only: bool = False,
+        grad: bool = False,
     ) -> Float[Tensor, "batch suffix vocab"]:
         """Logits of the suffix positions ``start..end`` with ``fwd_hooks`` active; with
         ``last_only``, of the final position only (``[batch, 1, vocab]``: the unembedding of the
-        other positions is skipped).
+        other positions is skipped). ``grad`` records autograd's graph of the suffix run (the
+        prefix's keys and values enter as constants), so that a backward costs about the
+        suffix's share of one (attribution patching); off by default.
 
         Raises if ``fwd_hooks`` (a :class:`Hooks` list) may change a position before ``start``
         and the prefix is reused (a recomputing prefix takes any intervention).
         """
+        with torch.set_grad_enabled(grad):
+            return self._run(fwd_hooks, last_only)
+
+    def _run(
+        self, fwd_hooks: Iterable[tuple[str, HookFn]], last_only: bool
+    ) -> Float[Tensor, "batch suffix vocab"]:
         hooks = list(fwd_hooks)
         hook_start = getattr(fwd_hooks, "start", None)
         if self.full_inputs is None and hook_start is not None and hook_start < self.start:

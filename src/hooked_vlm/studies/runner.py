@@ -201,10 +201,12 @@ def _identity(config: Any, session: Any, pool: Pool) -> dict[str, Any]:
 
 
 def _ready(study: Study, stage: Stage, session: Any, root: Path) -> bool:
-    """Whether every stage ``stage`` reads is finished: all its units done and, where it
-    reduces, its result stored (a shard reduces nothing itself)."""
+    """Whether every stage ``stage`` reads (and the session runs) is finished: all its units
+    done and, where it reduces, its result stored (a shard reduces nothing itself)."""
     for name in stage.needs:
         need = study.stage(name)
+        if need.skip is not None and need.skip(session) is not None:
+            continue  # left out for this session: nothing to wait for
         store = need.store_of(session)
         if not all(store.done(k) for k in need.keys(session)):
             return False

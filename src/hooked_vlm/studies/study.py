@@ -217,19 +217,19 @@ class Study:
                                                                         self.stage_names())
 
     def plan(self, session: Any, stages: Sequence[str] | None) -> tuple[list[str], list[str]]:
-        """Stages to run, in order (the stages they need added), and notes saying why a stage
-        was added or left out. A stage asked for by name that cannot run is an error."""
+        """Stages to run, in order (the stages they need added, unless the session leaves them
+        out), and notes saying why a stage was added or left out. A stage asked for by name
+        that cannot run is an error."""
         explicit = stages is not None
         wanted, notes = list(self.select(stages)), []
-        for name in list(wanted):
+        for name in wanted:  # grows as it goes: the needs of the needs too
             for need in self.stage(name).needs:
-                if need not in wanted:
+                if need not in wanted and self._skip(session, need) is None:
                     wanted.append(need)
                     notes.append(f"stage {name!r} needs {need!r}: running it too")
         runnable = []
         for name in wanted:
-            stage = self.stage(name)
-            reason = stage.skip(session) if stage.skip is not None else None
+            reason = self._skip(session, name)
             if reason is None:
                 runnable.append(name)
             elif explicit and name in self.select(stages):
@@ -237,6 +237,11 @@ class Study:
             else:
                 notes.append(f"stage {name!r} skipped: {reason}")
         return [n for n in self.stage_names() if n in runnable], notes
+
+
+    def _skip(self, session: Any, name: str) -> str | None:
+        stage = self.stage(name)
+        return stage.skip(session) if stage.skip is not None else None
 
 
 def select_stages(stages: str | Sequence[str | int], known: Sequence[str]) -> list[str]:

@@ -136,26 +136,27 @@ def topk_figure(
 
 def agreement_figure(
     attribution: np.ndarray, others: Mapping[str, np.ndarray],
-    correlations: Mapping[str, float | None],
+    correlations: Mapping[str, float | None], name: str = "attribution",
 ) -> go.Figure:
-    """Each head's pooled attribution against its score by another ranking (one panel per
-    ranking), hover naming the head."""
+    """Each head's pooled ``name`` score (the attribution) against its score by another
+    ranking (one panel per ranking), hover naming the head."""
     names = list(others)
     n_heads = np.shape(attribution)[1]
     heads = [f"L{i // n_heads}H{i % n_heads}" for i in range(np.size(attribution))]
-    titles = [f"{name} (Spearman {_corr(correlations.get(name))})" for name in names]
+    titles = [f"{other} (Spearman {_corr(correlations.get(other))})" for other in names]
     fig = make_subplots(1, len(names), subplot_titles=titles, horizontal_spacing=0.1)
     layer = np.repeat(np.arange(np.shape(attribution)[0]), n_heads)
-    for col, name in enumerate(names, start=1):
+    for col, other in enumerate(names, start=1):
         fig.add_trace(go.Scatter(
-            x=np.ravel(others[name]), y=np.ravel(attribution), mode="markers", text=heads,
+            x=np.ravel(others[other]), y=np.ravel(attribution), mode="markers", text=heads,
             marker={"color": layer, "colorscale": "Viridis", "size": 7, "showscale": col == 1,
                     "colorbar": {"title": "layer"}},
-            hovertemplate="%{text}: %{x:.4g}, attribution %{y:.4g}<extra></extra>",
+            hovertemplate=f"%{{text}}: %{{x:.4g}}, {name} %{{y:.4g}}<extra></extra>",
             showlegend=False), row=1, col=col)
-        fig.update_xaxes(title_text=name, row=1, col=col)
-    fig.update_yaxes(title_text="attribution (pooled)", row=1, col=1)
-    fig.update_layout(title="Attribution against the baseline rankings, one point per head",
+        fig.update_xaxes(title_text=other, row=1, col=col)
+    fig.update_yaxes(title_text=f"{name} (pooled)", row=1, col=1)
+    fig.update_layout(title=f"{name[:1].upper()}{name[1:]} against other rankings, one point "
+                            "per head",
                       **{**LAYOUT, "height": 430, "margin": {**LAYOUT["margin"], "t": 90}})
     return fig
 

@@ -1,13 +1,18 @@
 """The head-attribution study (REFERENCE.md, Paper 2; Kim et al. 2025): which attention heads
-carry image information to the text? Six stages, then one HTML report.
+carry image information to the text? Eight stages (those ``method`` runs: regression, atp or
+both), then one HTML report.
 
 ===============  ============================================================================
 stage            what it does (library call)
 ===============  ============================================================================
-``masks``        the target under N random head masks, held-out, reference and single-head
+``masks``        (regression, both; so are fit, baselines, tokens, consistency)
+                 the target under N random head masks, held-out, reference and single-head
                  masks per example, into a resumable, shardable store (``attribution``)
 ``fit``          y ≈ β0 + Σ β_h m_h per example and pooled; held-out Pearson, Spearman, R²
 ``baselines``    leave-one-out drops and attention weight on the image; agreement with β
+``atp``          (atp, both) attribution patching: AtP and AtP* of every head per example,
+                 one forward and one backward each (``attribution_patching``)
+``compare``      (both) AtP and AtP* against β and leave-one-out: Spearman, top-k overlap
 ``curves``       faithfulness / completeness of top-k heads per ranking, top-k vs random-k
 ``tokens``       inside the top heads: text query positions and image tokens (on the picture)
 ``consistency``  similarity of attributions within vs across classes

@@ -20,10 +20,11 @@ import numpy as np
 
 from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.head_attribution.config import STAGES, HeadAttributionConfig
+from hooked_vlm.studies.head_attribution.stage_atp import AtPResult, CompareResult
 from hooked_vlm.studies.head_attribution.stage_baselines import BaselinesResult
 from hooked_vlm.studies.head_attribution.stage_consistency import ConsistencyResult
 from hooked_vlm.studies.head_attribution.stage_curves import CurvesResult
-from hooked_vlm.studies.head_attribution.stage_fit import FitResult
+from hooked_vlm.studies.head_attribution.stage_fit import FitResult, head_name
 from hooked_vlm.studies.head_attribution.stage_tokens import TokensResult
 from hooked_vlm.studies.report import timings_table
 from hooked_vlm.viz import attention_on_image_grid
@@ -50,18 +51,28 @@ def write_report(out_dir: str | Path) -> Path:
     config = HeadAttributionConfig.from_dict(
         {k: v for k, v in identity.items() if k not in ("study", "schema", "fingerprint")})
     info = json.loads((root / "session.json").read_text())
-    fit = FitResult.load(root)
+    fit, atp = FitResult.load(root), AtPResult.load(root)
     tag = _settings(config, fit)
     sections = []
     if fit is not None:
         sections += [_attribution(fit, info, tag), _quality(fit, tag)]
-        for kind, draw in ((BaselinesResult, _baselines), (CurvesResult, _curves),
-                           (TokensResult, _tokens), (ConsistencyResult, _consistency)):
+        baselines = BaselinesResult.load(root)
+        if baselines is not None:
+            sections.append(_baselines(baselines, fit, tag))
+    if atp is not None:
+        sections.append(_atp(atp, CompareResult.load(root), fit, BaselinesResult.load(root),
+                             _atp_settings(config, atp)))
+    curves = CurvesResult.load(root)
+    if curves is not None:  # the regression's rankings, AtP's or both
+        sections.append(_curves(curves, tag if fit is not None or atp is None
+                                   else _atp_settings(config, atp)))
+    if fit is not None:
+        for kind, draw in ((TokensResult, _tokens), (ConsistencyResult, _consistency)):
             result = kind.load(root)
             if result is not None:
                 sections.append(draw(result, fit, tag))
-    page = report_html(f"Head attribution: {info['model']}", _header(config, info, fit),
-                       sections, intro=_intro(info), details=identity,
+    page = report_html(f"Head attribution: {info['model']}", _header(config, info, fit, atp),
+                       sections, intro=_intro(info, atp is not None), details=identity,
                        header_tables=[timings_table(root, STAGES)])
     out = root / "report.html"
     write_atomic(out, page)
@@ -84,7 +95,20 @@ def _settings(config: HeadAttributionConfig, fit: FitResult | None) -> str:
     return text + "]"
 
 
-def _header(config: HeadAttributionConfig, info: dict, fit: FitResult | None) -> dict[str, Any]:
+def _atp_settings(config: HeadAttributionConfig, atp: AtPResult) -> str:
+    """What every caption of the attribution-patching section ends with."""
+    a = config.attribution
+    low, high = min(atp.n_recomputed), max(atp.n_recomputed)
+    recomputed = f"{low}" if low == high else f"{low}–{high}"
+    return (f"[AtP: one clean forward, one baseline forward and one backward per example, "
+            f"mode {a.mode}" + (f" ({a.baseline} baseline)" if a.mode == "baseline_kv" else "")
+            + f", target {a.target}; AtP* recomputed {recomputed} of {atp.linear[0].size} heads "
+            "per example]")
+
+
+def _header(
+    config: HeadAttributionConfig, info: dict, fit: FitResult | None, atp: AtPResult | None
+) -> dict[str, Any]:
     ex = info["examples"]
     classes = sorted(set(ex["label"]))
     a = config.attribution
@@ -110,6 +134,13 @@ def _header(config: HeadAttributionConfig, info: dict, fit: FitResult | None) ->
                       + ("" if fit is None or fit.regularization is None
                          else f" (regularization {fit.regularization})"),
     }
+    if fit is None and atp is not None:  # method atp: the masks and the fit never ran
+        header["masks"] = header["regression"] = "not run (attribution patching only)"
+    if atp is not None:
+        header["attribution patching"] = (
+            "AtP and AtP* (Kramár et al.'s exact attention for "
+            + (f"the {config.atp_recompute} largest heads" if config.atp_recompute is not None
+               else "every head") + ") under the same ablation and target")
     if fit is not None and fit.quality is not None:
         q = fit.quality
         header["held-out fit"] = (
@@ -120,14 +151,16 @@ def _header(config: HeadAttributionConfig, info: dict, fit: FitResult | None) ->
     return header
 
 
-def _intro(info: dict) -> str:
+def _intro(info: dict, atp: bool) -> str:
     notes = info.get("notes", [])
     return ("Which attention heads carry image information to the text? Kim et al. (2025) "
             "ablate many random sets of heads at once (cutting each ablated head's view of the "
             "image), measure the answer's logit under each, and fit a linear model whose "
             "coefficients are the heads' attributions; single-head ablation misses heads that "
             "back each other up. Each section below repeats one of their analyses on this "
-            "model." + (" Notes: " + " ".join(notes) if notes else ""))
+            "model." + (" Attribution patching estimates every head's single-head ablation "
+                        "from one forward and one backward per example instead." if atp else "")
+            + (" Notes: " + " ".join(notes) if notes else ""))
 
 
 # ---------------------------------------------------------------------- sections
@@ -219,7 +252,48 @@ def _baselines(v: BaselinesResult, fit: FitResult, tag: str) -> Section:
                    "find the same heads? " + tag, [fig], [table])
 
 
-def _curves(v: CurvesResult, fit: FitResult, tag: str) -> Section:
+def _atp(v: AtPResult, compare: CompareResult | None, fit: FitResult | None,
+         baselines: BaselinesResult | None, tag: str) -> Section:
+    figures = [FigureItem(
+        head_heatmaps({"AtP*": v.pooled("corrected"), "AtP": v.pooled("linear")},
+                      "Attribution patching (pooled over examples)", "estimated drop"),
+        "Each cell is one head: the estimated drop of the target when that head alone is "
+        "ablated (every other head kept: what leave-one-out measures), from the gradient of "
+        "the target at the head's output (AtP*, left: the head's ablated attention recomputed "
+        "exactly; AtP, right: linear through the softmax, which a saturated softmax defeats). "
+        f"Mean over {len(v.linear)} examples. {tag}")]
+    tables = [Table(["rank", "head", "AtP*", "AtP"],
+                    [[i + 1, head_name(h), h["score"],
+                      float(v.pooled("linear")[h["layer"], h["head"]])]
+                     for i, h in enumerate(v.top_heads)],
+                    "The highest pooled AtP* estimates.")]
+    if compare is not None and fit is not None:
+        others = {"β (regression)": fit.pooled_coef}
+        corr = {"β (regression)": compare.spearman["AtP* / β"]["pooled_spearman"]}
+        if baselines is not None and baselines.loo is not None:
+            others["leave-one-out drop"] = baselines.loo.mean(0)
+            corr["leave-one-out drop"] = compare.spearman["AtP* / leave-one-out"][
+                "pooled_spearman"]
+        figures.append(FigureItem(
+            agreement_figure(v.pooled("corrected"), others, corr, name="AtP*"),
+            "One point per head (colour: layer): its pooled AtP* estimate against the "
+            "regression's pooled coefficient (left) and against the measured drop when it "
+            "alone is ablated (right). AtP estimates the latter; β averages a head's effect "
+            "over contexts in which many other heads are ablated too, so heads that back each "
+            f"other up score higher in β than in AtP or leave-one-out. {tag}"))
+        tables.append(Table(
+            ["rankings", "Spearman, pooled", "Spearman per example, mean",
+             *(f"top-{k} overlap, pooled" for k in compare.ks)],
+            [[pair, entry["pooled_spearman"], entry["spearman_mean"],
+              *compare.overlap[pair]["pooled"]] for pair, entry in compare.spearman.items()],
+            "Agreement over heads; top-k overlap: the share of the k highest-scoring heads two "
+            "rankings have in common (pooled scores)."))
+    return Section("Attribution patching (AtP)", "Every head's single-head ablation, "
+                   "estimated from one forward and one backward per example. " + tag,
+                   figures, tables)
+
+
+def _curves(v: CurvesResult, tag: str) -> Section:
     names = v.rankings
     summary = v.summary
     curves = FigureItem(

@@ -2,7 +2,8 @@
 
 A :class:`HeadAttributionSession` is built once per process from the config; building it loads
 and checks the model, the data and the settings the model must serve (``k``, ``top_k``,
-``token_heads``, enough masks for the regression), and writes nothing. Each example is one
+``token_heads``, enough masks for the regression, an ablation attribution patching can
+estimate on this model), and writes nothing. Each example is one
 image under the task's prompt template (the model config's), with the *answer token* Kim et
 al. measure: the first token of the answer as it follows the prompt (classify: the label; vqa:
 the most common answer; caption: the first reference caption). The mask store
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from hooked_vlm.attribution import Evaluator, Example, MaskStore, open_store
+from hooked_vlm.attribution import Evaluator, Example, MaskStore, check_atp, open_store
 from hooked_vlm.attribution.targets import answer_token
+from hooked_vlm.interventions import InterventionError
 from hooked_vlm.settings import ConfigError
 from hooked_vlm.studies.head_attribution.config import HeadAttributionConfig
 from hooked_vlm.studies.session import Session, load_data, load_study_model
@@ -49,7 +51,10 @@ class HeadAttributionSession(Session):
         self.n_layers, self.n_heads = self.model.cfg.n_layers, self.model.cfg.n_heads
         self.n_heads_total = self.n_layers * self.n_heads
         config.attribution.splits(self.n_layers, self.n_heads)  # refuses a k the model lacks
-        self._check_masks()
+        if config.method != "atp":  # attribution patching runs no masks
+            self._check_masks()
+        if config.method != "regression":
+            self._check_atp()
         self.ks = self._ks()
         self.token_heads = self._token_heads()
         self.prompts = [self.model.model_config.prompt(config.task, question=q)
@@ -91,6 +96,19 @@ class HeadAttributionSession(Session):
                 f"{self.n_layers} layers x {self.n_heads}, and the intercept), so fewer masks "
                 "leave it underdetermined (a minimum-norm solution with arbitrary ties). Give "
                 f"masks >= {unknowns} (better several times that), or regression ridge/lasso")
+
+    def _check_atp(self) -> None:
+        """Refuse attribution patching this model's attention or ``atp_recompute`` rules out
+        (before anything is written, not in the first unit)."""
+        recompute = self.config.atp_recompute
+        if (recompute or 0) > self.n_heads_total:
+            raise ConfigError(f"atp_recompute {recompute}: the model has {self.n_heads_total} "
+                              f"heads ({self.n_layers} layers x {self.n_heads})")
+        try:
+            check_atp(self.model, self.config.attribution.mode, recompute)
+        except InterventionError as err:
+            raise ConfigError(f"method {self.config.method!r}: {err} (method regression runs "
+                              "any ablation)") from err
 
     def _ks(self) -> list[int]:
         """Head counts of the curves: the config's, or 1, 2, 4, ... and every head."""

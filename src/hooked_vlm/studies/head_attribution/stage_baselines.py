@@ -26,6 +26,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from hooked_vlm.attribution import image_attention, leave_one_out_from_store
 from hooked_vlm.storage import Store
+from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult
 from hooked_vlm.studies.session import chunked, key_index, stacked
@@ -107,4 +108,5 @@ def _fmt(value: float | None) -> str:
 
 
 BASELINES = Stage("baselines", "3. Baselines: leave-one-out and attention weight", _keys,
-                  _attention, _reduce, BaselinesResult, needs=("fit",))
+                  _attention, _reduce, BaselinesResult, needs=("fit",),
+                  skip=runs_with("regression", "both"))

@@ -1,4 +1,4 @@
-"""Stage 6, consistency: do images of one class use similar heads? (Kim et al.: yes.)
+"""Stage 8, consistency: do images of one class use similar heads? (Kim et al.: yes.)
 
 The per-example attribution vectors' similarity (``consistency_metric``) within classes
 against across classes, with a label-permutation p-value
@@ -18,6 +18,7 @@ import numpy as np
 
 from hooked_vlm.attribution import class_consistency
 from hooked_vlm.storage import Store
+from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult
 from hooked_vlm.studies.study import Result, Stage
@@ -68,5 +69,5 @@ def _reduce(session: Session, store: Store) -> ConsistencyResult:
         similarity=result.similarity[np.ix_(order, order)])
 
 
-CONSISTENCY = Stage("consistency", "6. Semantic consistency across classes", reduce=_reduce,
-                    result=ConsistencyResult, needs=("fit",))
+CONSISTENCY = Stage("consistency", "8. Semantic consistency across classes", reduce=_reduce,
+                    result=ConsistencyResult, needs=("fit",), skip=runs_with("regression", "both"))

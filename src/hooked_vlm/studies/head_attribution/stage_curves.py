@@ -1,14 +1,17 @@
-"""Stage 4, curves: faithfulness and completeness of the top-k heads of each ranking, and the
+"""Stage 6, curves: faithfulness and completeness of the top-k heads of each ranking, and the
 top-k ablation against random-k (``hooked_vlm.attribution.head_curves``), one unit per example.
 
-Rankings, each per example: the attribution (its coefficients), leave-one-out (the drop when a
-head alone is ablated; only when the store has it) and attention weight on the image. The
-random-k heads are drawn once per k (seeded), the same for every example.
+Rankings, each per example, those of the stages the ``method`` runs: the attribution (its
+coefficients), leave-one-out (the drop when a head alone is ablated; only when the store has
+it) and attention weight on the image (regression, both); AtP and AtP* (atp, both). The
+random-k heads are drawn once per k (seeded), the same for every example. A unit holds the
+curves of its method's rankings; the method is part of the run's identity, so one results
+directory never mixes units of two methods.
 
 Another ranking method is another stage whose result has a ``head_scores()`` method (per
-example ``[n, L, H]`` by ranking name): list its result in :data:`RANKING_RESULTS`, its name in
-:data:`RANKINGS` and the stage in the curves stage's ``needs``, and the curves, the table and
-the report compare it with the others.
+example ``[n, L, H]`` by ranking name): list its result in :data:`RANKING_RESULTS` under the
+methods that run it, its name in :data:`RANKINGS` and the stage in the curves stage's
+``needs``, and the curves, the table and the report compare it with the others.
 
 Example:
     >>> CURVES.reduce(session, session.units).summary["attribution"]["faithfulness"]
@@ -24,13 +27,18 @@ import numpy as np
 from hooked_vlm.attribution import Curves, head_curves
 from hooked_vlm.storage import Store
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
+from hooked_vlm.studies.head_attribution.stage_atp import AtPResult
 from hooked_vlm.studies.head_attribution.stage_baselines import BaselinesResult
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult
 from hooked_vlm.studies.session import key_index
 from hooked_vlm.studies.study import Result, Stage
 
-RANKINGS = {"attribution": "attribution", "loo": "leave-one-out", "attention": "attention weight"}
-RANKING_RESULTS: tuple[type[Any], ...] = (FitResult, BaselinesResult)
+RANKINGS = {"attribution": "attribution", "loo": "leave-one-out", "attention": "attention weight",
+            "atp": "AtP", "atp_star": "AtP*"}
+# the stages each method runs that rank heads
+RANKING_RESULTS: dict[str, tuple[type[Any], ...]] = {
+    "regression": (FitResult, BaselinesResult), "atp": (AtPResult,),
+    "both": (FitResult, BaselinesResult, AtPResult)}
 
 
 def _keys(session: Session) -> list[str]:
@@ -40,7 +48,7 @@ def _keys(session: Session) -> list[str]:
 def rankings(session: Session) -> dict[str, np.ndarray]:
     """Per-example head scores ``[n, L, H]`` of each ranking, by key of :data:`RANKINGS`."""
     out: dict[str, np.ndarray] = {}
-    for kind in RANKING_RESULTS:
+    for kind in RANKING_RESULTS[session.config.method]:
         out.update(session.result(kind).head_scores())
     return {name: out[name] for name in RANKINGS if name in out}
 
@@ -79,8 +87,10 @@ class CurvesResult(Result):
     topk_drop: dict[str, np.ndarray]
 
     def headline(self) -> list[tuple[str, str]]:
-        top = self.summary["attribution"]["topk_drop"]
-        return [(f"k = {k}: drop, top-k / random-k",
+        first = next(iter(self.rankings))  # the attribution, or AtP without the regression
+        top = self.summary[first]["topk_drop"]
+        by = "" if first == "attribution" else f" by {self.rankings[first]}"
+        return [(f"k = {k}: drop, top-k{by} / random-k",
                  f"{top[i]:.3g} / {self.random_drop_mean[i]:.3g}")
                 for i, k in enumerate(self.ks) if k in _shown(self.ks)]
 
@@ -118,5 +128,5 @@ def _shown(ks: list[int], most: int = 4) -> list[int]:
     return [inner[i] for i in sorted(set(picks))]
 
 
-CURVES = Stage("curves", "4. Faithfulness, completeness, top-k vs random-k", _keys, _curves,
-               _reduce, CurvesResult, needs=("fit", "baselines"))
+CURVES = Stage("curves", "6. Faithfulness, completeness, top-k vs random-k", _keys, _curves,
+               _reduce, CurvesResult, needs=("fit", "baselines", "atp"))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hooked_vlm.attribution import MaskStore, fit_store, ranking, stored_splits
+from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
 from hooked_vlm.studies.study import Result, Stage
 
@@ -134,4 +135,5 @@ def _fmt(value: float | None) -> str:
 
 
 FIT = Stage("fit", "2. Fit and held-out quality", reduce=_reduce, result=FitResult,
-            needs=("masks",), store=lambda session: session.mask_store)
+            needs=("masks",), store=lambda session: session.mask_store,
+            skip=runs_with("regression", "both"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from hooked_vlm.attribution import evaluate_unit, units
+from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
 from hooked_vlm.studies.study import Stage
 
@@ -25,4 +26,4 @@ def _compute(session: Session, key: str) -> dict[str, np.ndarray]:
 
 
 MASKS = Stage("masks", "1. Masks -> store", lambda session: units(session.evaluator), _compute,
-              store=lambda session: session.mask_store)
+              store=lambda session: session.mask_store, skip=runs_with("regression", "both"))

@@ -1,4 +1,4 @@
-"""Stage 5, token level, inside each example's top heads (Kim et al.: image information reaches
+"""Stage 7, token level, inside each example's top heads (Kim et al.: image information reaches
 text at role tokens such as "ASSISTANT" and at the last token, carried by a sparse set of
 image tokens). One unit per example of the first ``token_examples``:
 
@@ -29,6 +29,7 @@ from hooked_vlm.attribution.token_level import KEY_MODES
 from hooked_vlm.layout import patch_grid
 from hooked_vlm.pictures import picture_fit, thumbnail
 from hooked_vlm.storage import Store
+from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult
 from hooked_vlm.studies.session import key_index
@@ -149,5 +150,5 @@ def _top_share(scores: np.ndarray) -> float:
     return float(np.sort(positive)[::-1][:n_top].sum() / total)
 
 
-TOKENS = Stage("tokens", "5. Token level: text positions and image tokens", _keys, _tokens,
-               _reduce, TokensResult, needs=("fit",))
+TOKENS = Stage("tokens", "7. Token level: text positions and image tokens", _keys, _tokens,
+               _reduce, TokensResult, needs=("fit",), skip=runs_with("regression", "both"))

@@ -3,6 +3,7 @@
 from hooked_vlm.studies.head_attribution.config import STAGES, HeadAttributionConfig
 from hooked_vlm.studies.head_attribution.report import write_report
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession
+from hooked_vlm.studies.head_attribution.stage_atp import ATP, COMPARE
 from hooked_vlm.studies.head_attribution.stage_baselines import BASELINES
 from hooked_vlm.studies.head_attribution.stage_consistency import CONSISTENCY
 from hooked_vlm.studies.head_attribution.stage_curves import CURVES
@@ -13,10 +14,12 @@ from hooked_vlm.studies.study import Study
 
 HEAD_ATTRIBUTION = Study(
     "head-attribution", HeadAttributionConfig, HeadAttributionSession,
-    (MASKS, FIT, BASELINES, CURVES, TOKENS, CONSISTENCY), write_report,
+    (MASKS, FIT, BASELINES, ATP, COMPARE, CURVES, TOKENS, CONSISTENCY), write_report,
     "Head attribution (Kim et al. 2025): which heads carry image information to the text. "
     "Random multi-head ablations into a resumable store, a linear fit scored on held-out masks, "
     "leave-one-out and attention-weight baselines, faithfulness/completeness and top-k vs "
-    "random-k, text positions and image tokens inside the top heads, class consistency.",
+    "random-k, text positions and image tokens inside the top heads, class consistency; "
+    "with method atp or both, attribution patching (one forward and one backward per "
+    "example) beside it.",
 )
 assert tuple(HEAD_ATTRIBUTION.stage_names()) == STAGES
