@@ -22,7 +22,7 @@ from hooked_vlm._lazy import lazy_exports
 # The trained tiny models that ship in the package (hooked_vlm/embedded/): the demo runs both
 # studies on them, offline. tiny-native is a Chameleon (images as VQ codes between BOI and EOI),
 # tiny-llava a LLaVA (vision tower + projector, no EOI).
-DEMO_CHOICES = ("tiny-native", "tiny-llava")
+DEMO_CHOICES = ("tiny-native", "tiny-gate", "tiny-llava")
 DEMO_DEFAULT = DEMO_CHOICES
 
 _EXPORTS = {
