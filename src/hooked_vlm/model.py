@@ -98,9 +98,11 @@ class HookedVLM:
         self.model_config = model_config
         self.state = RunState()
         # Hooks TL gates off by default (hook_result, hook_q_input, ...) never fire until
-        # enabled on the bridge (bridge.set_use_attn_result(True), ...): not listed here.
+        # enabled on the bridge (bridge.set_use_attn_result(True), ...): not listed here. TL
+        # gates by the point's own name, so an alias of a gated point is gated too.
         self._hook_names = frozenset(
-            n for n in bridge.hook_dict if bridge._gated_hook_reason(n) is None
+            n for n, point in bridge.hook_dict.items()
+            if bridge._gated_hook_reason(point.name or n) is None
         )
         self.cfg = _vlm_config(bridge.cfg, architecture)
         self._input_names = forward_input_names(self.hf_model)
