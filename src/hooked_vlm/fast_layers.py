@@ -94,14 +94,17 @@ def _route(
     if any(bool(getattr(config, flag, False)) for flag in _RESTRUCTURING_FLAGS):
         return None
     watched: set[int] = set()
-    for d, entry in owners:  # a plain loop: this runs for every layer of every forward
-        for name in _HOOK_REGISTRIES:
-            registry = d.get(name)
-            if registry and (not ignored or any(key not in ignored for key in registry)):
-                if entry < 0 or not boundary:
-                    return None
-                watched.add(entry)
-                break
+    for d, entry in owners:  # plain code: this runs for every layer of every forward
+        if not (d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"]
+                or d["_backward_pre_hooks"]):
+            continue
+        if ignored and all(
+            key in ignored for name in _HOOK_REGISTRIES for key in d[name]
+        ):
+            continue
+        if entry < 0 or not boundary:
+            return None
+        watched.add(entry)
     return tuple(sorted(watched))
 
 
@@ -117,16 +120,44 @@ def _layers(bridge: Any) -> Iterator[GeneralizedComponent]:
         yield from getattr(vision, attr, None) or []
 
 
-def install_layer_bypass(bridge: Any) -> int:
-    """Give every layer of ``bridge`` a pristine twin used while nothing watches the layer.
+def _outside(bridge: Any) -> Iterator[GeneralizedComponent]:
+    """The bridge components outside the layers that hold no layer: embedding, rotary
+    embedding, final norm, unembedding, the projector, a vision tower's patch embedding and
+    norms. Each costs the bridge's Python per call like a layer does, so each gets a twin."""
+    layers = {id(layer) for layer in _layers(bridge)}
 
-    Returns the number of layers given a twin. Layers holding a module whose ``forward`` was
+    def walk(module: torch.nn.Module) -> Iterator[GeneralizedComponent]:
+        for child in module.children():
+            if id(child) in layers:
+                continue
+            if (
+                isinstance(child, GeneralizedComponent)
+                and child._modules.get("_original_component") is not None
+                and not any(id(m) in layers for m in child.modules())
+            ):
+                yield child
+            else:
+                yield from walk(child)
+
+    yield from walk(bridge)
+
+
+def _bypassed(bridge: Any) -> list[GeneralizedComponent]:
+    """Every component that gets a twin: the layers, then what lies outside them."""
+    return [*_layers(bridge), *_outside(bridge)]
+
+
+def install_layer_bypass(bridge: Any) -> int:
+    """Give every layer of ``bridge`` a pristine twin used while nothing watches the layer,
+    and every component outside the layers (embedding, final norm, unembedding, ...) too.
+
+    Returns the number of components given a twin. Layers holding a module whose ``forward`` was
     replaced on the instance (accelerate's ``device_map`` dispatch hooks, for one) keep the
     bridged path only: a shallow twin would call the patched original.
     """
     count = 0
-    for layer in _layers(bridge):
-        if layer.original_component is None or "_bypass_twin" in layer.__dict__:
+    for layer in _bypassed(bridge):
+        if layer._modules.get("_original_component") is None or "_bypass_twin" in layer.__dict__:
             continue
         modules = list(layer.modules())  # bridges, hook points, the HF modules they wrap
         if any("forward" in m.__dict__ for m in modules[1:]):
@@ -191,7 +222,7 @@ def boundary_hook_names(bridge: Any) -> set[str]:
         True
     """
     points: set[int] = set()
-    for layer in _layers(bridge):
+    for layer in _bypassed(bridge):
         points |= layer.__dict__.get("_boundary_points", frozenset())
     return {name for name, point in bridge.hook_dict.items() if id(point) in points}
 
@@ -205,7 +236,7 @@ def bridged_hook_points(bridge: Any) -> Iterator[None]:
         >>> with bridged_hook_points(model.bridge):
         ...     _, bridged = model.run_with_cache(inputs, names_filter="blocks.0.hook_resid_post")
     """
-    layers = [layer for layer in _layers(bridge) if "_bypass_twin" in layer.__dict__]
+    layers = [layer for layer in _bypassed(bridge) if "_bypass_twin" in layer.__dict__]
     for layer in layers:
         layer.__dict__["_boundary_off"] = True
     try:
