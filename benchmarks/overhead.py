@@ -148,8 +148,9 @@ def cell(name: str, results: dict[str, float | str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    choices = ["medium-llava", "medium-chameleon", "llava-7b-shape", *EMBEDDED]
     parser.add_argument("--models", nargs="+", default=["medium-llava", *EMBEDDED],
-                        help=f"medium-llava, medium-chameleon, llava-7b-shape, {', '.join(EMBEDDED)}")
+                        choices=choices)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=7)

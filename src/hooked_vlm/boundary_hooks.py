@@ -171,3 +171,21 @@ def attached(entries: Sequence[Boundary]) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_with_boundaries(
+    twin: torch.nn.Module, entries: Sequence[Boundary], args: tuple, kwargs: dict
+) -> Any:
+    """Call ``twin`` firing ``entries``' hook points. The twin's own entry (a layer's
+    ``hook_resid_pre``/``post``) fires around the call itself, as the bridge does, with no
+    PyTorch hook to register; the inner modules' entries through :func:`attached`."""
+    own = [entry for entry in entries if entry.module is twin]
+    inner = [entry for entry in entries if entry.module is not twin]
+    if own:
+        args, kwargs = _pre_hook(own[0].pre)(twin, args, kwargs)
+    if inner:
+        with attached(inner):
+            out = twin(*args, **kwargs)
+    else:
+        out = twin(*args, **kwargs)
+    return _post_hook(own[0].post)(twin, args, out) if own else out

@@ -33,7 +33,7 @@ import torch
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
-from hooked_vlm.boundary_hooks import Boundary, attached, boundaries
+from hooked_vlm.boundary_hooks import Boundary, boundaries, run_with_boundaries
 from hooked_vlm.fast_attention import sdpa_supported
 
 _RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
@@ -202,8 +202,7 @@ def install_layer_bypass(bridge: Any) -> int:
                 return _bridged(*args, **kwargs)
             if not route:
                 return _twin(*args, **kwargs)
-            with attached([_entries[i] for i in route]):
-                return _twin(*args, **kwargs)
+            return run_with_boundaries(_twin, [_entries[i] for i in route], args, kwargs)
 
         object.__setattr__(layer, "_bypass_twin", twin)  # not a submodule: no double params
         object.__setattr__(layer, "_boundary_points", frozenset(entry_of))
