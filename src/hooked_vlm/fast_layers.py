@@ -33,7 +33,7 @@ import torch
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
-from hooked_vlm.boundary_hooks import Boundary, boundaries, run_with_boundaries
+from hooked_vlm.boundary_hooks import boundaries, run_with_boundaries
 from hooked_vlm.fast_attention import sdpa_supported
 
 _RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
@@ -176,16 +176,11 @@ def install_layer_bypass(bridge: Any) -> int:
         eager_modules = [m for m in modules if hasattr(type(m), "force_eager")]
         bridged_forward = layer.forward
 
-        def forward(
+        def route(
             self: GeneralizedComponent,
-            *args: Any,
-            _twin: torch.nn.Module = twin,
-            _bridged: Any = bridged_forward,
             _owners: list[tuple[dict, int]] = owners,
             _eager: list[Any] = eager_modules,
-            _entries: list[Boundary] = entries,
-            **kwargs: Any,
-        ) -> Any:
+        ) -> tuple[int, ...] | None:
             state = self.__dict__
             if (
                 self.training  # the twin is not registered, so train() does not reach it
@@ -193,23 +188,75 @@ def install_layer_bypass(bridge: Any) -> int:
                 or state.get("_start_at_layer_idx") is not None
                 or self.compatibility_mode  # TL's processed weights live on the bridges
             ):
-                return _bridged(*args, **kwargs)
-            route = _route(
+                return None
+            return _route(
                 _owners, _tl_capture_ids(self), _eager, self.config,
                 not state.get("_boundary_off", False),
             )
-            if route is None:
+
+        def forward(
+            self: GeneralizedComponent, *args: Any, _bridged: Any = bridged_forward, **kwargs: Any
+        ) -> Any:
+            path = self.__dict__["_bypass_route"]()
+            if path is None:
                 return _bridged(*args, **kwargs)
-            if not route:
-                return _twin(*args, **kwargs)
-            return run_with_boundaries(_twin, [_entries[i] for i in route], args, kwargs)
+            return _run_twin(self, path, args, kwargs)
 
         object.__setattr__(layer, "_bypass_twin", twin)  # not a submodule: no double params
         object.__setattr__(layer, "_boundary_points", frozenset(entry_of))
+        object.__setattr__(layer, "_bypass_entries", entries)
+        object.__setattr__(layer, "_bypass_route", types.MethodType(route, layer))
         # object.__setattr__: a bridge forwards attribute writes to the module it wraps
         object.__setattr__(layer, "forward", types.MethodType(forward, layer))
+        layer.__class__ = _direct_call_class(type(layer))
         count += 1
     return count
+
+
+def _run_twin(layer: GeneralizedComponent, path: tuple[int, ...], args: tuple, kwargs: dict) -> Any:
+    state = layer.__dict__
+    if not path:
+        return state["_bypass_twin"](*args, **kwargs)
+    entries = state["_bypass_entries"]
+    return run_with_boundaries(state["_bypass_twin"], [entries[i] for i in path], args, kwargs)
+
+
+_DIRECT_CALL_CLASSES: dict[type, type] = {}
+
+
+def _direct_call_class(cls: type) -> type:
+    """``cls`` with a ``__call__`` that goes straight to the twin when no PyTorch hook sits on
+    the component itself (nor a global one): TransformerLens' ``__call__`` (accelerate
+    alignment, a no-op for the components given twins) and ``nn.Module``'s hook dispatch cost
+    tens of microseconds per component per call. Anything else takes the usual call."""
+    if cls in _DIRECT_CALL_CLASSES.values():
+        return cls
+    if cls not in _DIRECT_CALL_CLASSES:
+
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            state = self.__dict__
+            if not (
+                state["_forward_hooks"] or state["_forward_pre_hooks"]
+                or state["_backward_hooks"] or state["_backward_pre_hooks"]
+                or _global_hooks()
+            ):
+                path = state["_bypass_route"]()
+                if path is not None:
+                    return _run_twin(self, path, args, kwargs)
+            return cls.__call__(self, *args, **kwargs)
+
+        _DIRECT_CALL_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+        })
+    return _DIRECT_CALL_CLASSES[cls]
+
+
+def _global_hooks() -> bool:
+    module = torch.nn.modules.module
+    return bool(
+        module._global_forward_hooks or module._global_forward_pre_hooks
+        or module._global_backward_hooks or module._global_backward_pre_hooks
+    )
 
 
 def boundary_hook_names(bridge: Any) -> set[str]:
