@@ -104,6 +104,9 @@ class HookedVLM:
             n for n, point in bridge.hook_dict.items()
             if bridge._gated_hook_reason(point.name or n) is None
         )
+        self._weight_hooks = tuple(
+            n for n in self._hook_names if n.endswith(("hook_pattern", "hook_attn_scores"))
+        )
         self.cfg = _vlm_config(bridge.cfg, architecture)
         self._input_names = forward_input_names(self.hf_model)
         first = next(n for n, _ in self.hf_model.named_parameters())
@@ -318,6 +321,11 @@ class HookedVLM:
         check_pos_slice(pos_slice, ids.shape[1])
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
+        if "output_attentions" not in kw and not any(map(keep, self._weight_hooks)):
+            # TransformerLens asks HF for attention weights whenever it caches (adapters that
+            # keep HF's attention read patterns from them); that installs HF's output-capture
+            # hooks on every attention module for good, a cost on every later forward.
+            kw["output_attentions"] = False
         with self._running(kw):
             return self._bridge_call(ids, kw, cache_filter=keep, cache_options=options)
 
