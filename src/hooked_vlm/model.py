@@ -104,9 +104,7 @@ class HookedVLM:
             n for n, point in bridge.hook_dict.items()
             if bridge._gated_hook_reason(point.name or n) is None
         )
-        self._weight_hooks = tuple(
-            n for n in self._hook_names if n.endswith(("hook_pattern", "hook_attn_scores"))
-        )
+        self._weight_hooks = _native_weight_hooks(bridge, self._hook_names)
         self.cfg = _vlm_config(bridge.cfg, architecture)
         self._input_names = forward_input_names(self.hf_model)
         first = next(n for n, _ in self.hf_model.named_parameters())
@@ -322,7 +320,7 @@ class HookedVLM:
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
         if "output_attentions" not in kw and not any(map(keep, self._weight_hooks)):
-            # TransformerLens asks HF for attention weights whenever it caches (adapters that
+            # TransformerLens asks HF for attention weights whenever it caches (bridges that
             # keep HF's attention read patterns from them); that installs HF's output-capture
             # hooks on every attention module for good, a cost on every later forward.
             kw["output_attentions"] = False
@@ -607,6 +605,19 @@ class HookedVLM:
             f"HookedVLM({c.architecture}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
             f"d_model={c.d_model}, native={c.native}, dtype={self.dtype}, device={self.device})"
         )
+
+
+def _native_weight_hooks(bridge: Any, names: frozenset[str]) -> tuple[str, ...]:
+    """Pattern and score hook names of attention bridges that read HF's attention weights
+    (``maintain_native_attention``): caching one of them needs ``output_attentions``."""
+    points = {
+        id(point)
+        for module in bridge.modules()
+        if getattr(module, "maintain_native_attention", False)
+        for point in (getattr(module, name, None) for name in ("hook_pattern", "hook_attn_scores"))
+        if point is not None
+    }
+    return tuple(n for n in names if id(bridge.hook_dict[n]) in points)
 
 
 def _vlm_config(tl_cfg: Any, arch: Architecture) -> VLMConfig:
