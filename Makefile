@@ -51,13 +51,14 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks
 
 bench: setup
+	$(PY) $(PIP) -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/overhead.py
 
 # Fresh venv, newest admitted releases, suite must pass, then the lock is rewritten.
 upgrade-lock:
 	rm -rf .venv-upgrade && python3 -m venv .venv-upgrade
 	.venv-upgrade/bin/python $(PIP) "$(TORCH_SPEC)"
-	.venv-upgrade/bin/python $(PIP) -e ".[dev]" "$(TORCH_SPEC)"
+	.venv-upgrade/bin/python $(PIP) -e ".[dev,bench]" "$(TORCH_SPEC)"
 	.venv-upgrade/bin/python -m pytest
 	.venv-upgrade/bin/python scripts/freeze_lock.py .venv-upgrade constraints.txt \
 		"the newest releases pyproject.toml admits"
@@ -66,7 +67,7 @@ upgrade-lock:
 min-lock:
 	rm -rf .venv-minlock && python3 -m venv .venv-minlock
 	.venv-minlock/bin/python $(PIP) "$(TORCH_SPEC)"
-	.venv-minlock/bin/python $(PIP) -c requirements-min.in -e ".[dev]"
+	.venv-minlock/bin/python $(PIP) -c requirements-min.in -e ".[dev,bench]"
 	.venv-minlock/bin/python -m pytest
 	.venv-minlock/bin/python scripts/freeze_lock.py .venv-minlock constraints-min.txt \
 		"the lowest versions pyproject.toml admits (requirements-min.in)"

@@ -26,22 +26,29 @@ from __future__ import annotations
 import copy
 import types
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
+from hooked_vlm.boundary_hooks import boundaries, run_with_boundaries
 from hooked_vlm.fast_attention import sdpa_supported
 
 _RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
 
 
-def pristine(module: torch.nn.Module) -> torch.nn.Module:
+def pristine(
+    module: torch.nn.Module, twins: dict[int, torch.nn.Module] | None = None
+) -> torch.nn.Module:
     """A copy of the HF module tree under ``module`` with every bridge replaced by the HF
     module it wraps. Parameters, buffers, attributes and PyTorch hook registries are shared,
     not copied: a hook registered on an HF module (by the user, or HF's own output capturing
-    for ``output_hidden_states``) runs on either path."""
+    for ``output_hidden_states``) runs on either path. ``twins``, when given, receives
+    ``id(bridge or module) -> its twin`` for every module of the tree."""
+    twins = {} if twins is None else twins
+    given = module
     if isinstance(module, GeneralizedComponent):
         module = module.original_component
     twin = copy.copy(module)
@@ -54,8 +61,9 @@ def pristine(module: torch.nn.Module) -> torch.nn.Module:
     object.__setattr__(
         twin,
         "_modules",
-        {name: None if c is None else pristine(c) for name, c in module._modules.items()},
+        {name: None if c is None else pristine(c, twins) for name, c in module._modules.items()},
     )
+    twins[id(given)] = twin
     return twin
 
 
@@ -64,26 +72,40 @@ _HOOK_REGISTRIES = (
 )
 
 
-def _watched(
-    owners: list[dict], ignored: set[int], eager_modules: list[Any], config: Any
-) -> bool:
-    """True when a hook, a restructuring TL flag or a forced eager attention needs the bridge.
+def _route(
+    owners: list[tuple[dict, int]],
+    ignored: set[int],
+    eager_modules: list[Any],
+    config: Any,
+    boundary: bool,
+) -> tuple[int, ...] | None:
+    """How a layer runs: ``None`` when it needs the bridge (a hook on a hook point that is not
+    a module boundary, a restructuring TL flag, a forced eager attention), else the indices of
+    the boundary entries whose hook points have hooks (empty: the plain twin, nothing watched).
 
-    ``owners`` are the ``__dict__`` of the modules whose hooks count: their hook registries are
-    looked up at every call, since TransformerLens replaces (not empties) them on removal.
-    ``ignored``: ids of TL's own capture hooks (for ``use_hook_mlp_in`` and the split-qkv
-    fork, both restructuring flags checked here), which it leaves installed for good.
+    ``owners`` are ``(__dict__, boundary entry or -1)`` of the modules whose hooks count: their
+    hook registries are looked up at every call, since TransformerLens replaces (not empties)
+    them on removal. ``ignored``: ids of TL's own capture hooks (for ``use_hook_mlp_in`` and
+    the split-qkv fork, both restructuring flags checked here), which it leaves installed.
+    ``boundary=False`` sends every watched layer to the bridge (:func:`bridged_hook_points`).
     """
     if any(m.force_eager for m in eager_modules):
-        return True
+        return None
     if any(bool(getattr(config, flag, False)) for flag in _RESTRUCTURING_FLAGS):
-        return True
-    for d in owners:  # a plain loop: this runs for every layer of every forward
-        for name in _HOOK_REGISTRIES:
-            registry = d.get(name)
-            if registry and (not ignored or any(key not in ignored for key in registry)):
-                return True
-    return False
+        return None
+    watched: set[int] = set()
+    for d, entry in owners:  # plain code: this runs for every layer of every forward
+        if not (d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"]
+                or d["_backward_pre_hooks"]):
+            continue
+        if ignored and all(
+            key in ignored for name in _HOOK_REGISTRIES for key in d[name]
+        ):
+            continue
+        if entry < 0 or not boundary:
+            return None
+        watched.add(entry)
+    return tuple(sorted(watched))
 
 
 def _tl_capture_ids(layer: GeneralizedComponent) -> set[int]:
@@ -98,51 +120,173 @@ def _layers(bridge: Any) -> Iterator[GeneralizedComponent]:
         yield from getattr(vision, attr, None) or []
 
 
-def install_layer_bypass(bridge: Any) -> int:
-    """Give every layer of ``bridge`` a pristine twin used while nothing watches the layer.
+def _outside(bridge: Any) -> Iterator[GeneralizedComponent]:
+    """The bridge components outside the layers that hold no layer: embedding, rotary
+    embedding, final norm, unembedding, the projector, a vision tower's patch embedding and
+    norms. Each costs the bridge's Python per call like a layer does, so each gets a twin."""
+    layers = {id(layer) for layer in _layers(bridge)}
 
-    Returns the number of layers given a twin. Layers holding a module whose ``forward`` was
+    def walk(module: torch.nn.Module) -> Iterator[GeneralizedComponent]:
+        for child in module.children():
+            if id(child) in layers:
+                continue
+            if (
+                isinstance(child, GeneralizedComponent)
+                and child._modules.get("_original_component") is not None
+                and not any(id(m) in layers for m in child.modules())
+            ):
+                yield child
+            else:
+                yield from walk(child)
+
+    yield from walk(bridge)
+
+
+def _bypassed(bridge: Any) -> list[GeneralizedComponent]:
+    """Every component that gets a twin: the layers, then what lies outside them."""
+    return [*_layers(bridge), *_outside(bridge)]
+
+
+def install_layer_bypass(bridge: Any) -> int:
+    """Give every layer of ``bridge`` a pristine twin used while nothing watches the layer,
+    and every component outside the layers (embedding, final norm, unembedding, ...) too.
+
+    Returns the number of components given a twin. Layers holding a module whose ``forward`` was
     replaced on the instance (accelerate's ``device_map`` dispatch hooks, for one) keep the
     bridged path only: a shallow twin would call the patched original.
     """
     count = 0
-    for layer in _layers(bridge):
-        if layer.original_component is None or "_bypass_twin" in layer.__dict__:
+    for layer in _bypassed(bridge):
+        if layer._modules.get("_original_component") is None or "_bypass_twin" in layer.__dict__:
             continue
         modules = list(layer.modules())  # bridges, hook points, the HF modules they wrap
         if any("forward" in m.__dict__ for m in modules[1:]):
             continue  # a forward patched on an instance (accelerate's dispatch hooks): keep it
-        # TL-level hooks (hook points, inner bridges) fire only on the bridged path; the layer's
-        # own hooks run around either path, HF modules' hooks are shared with the twin.
+        twins: dict[int, torch.nn.Module] = {}
+        twin = pristine(layer, twins)
+        entries, entry_of = boundaries(layer, twins)
+        # TL-level hooks (hook points, inner bridges) fire only on the bridged path, except
+        # module-boundary hook points, fired from PyTorch hooks on the twin; the layer's own
+        # hooks run around either path, HF modules' hooks are shared with the twin.
         owners = [
-            m.__dict__ for m in modules[1:] if isinstance(m, (HookPoint, GeneralizedComponent))
+            (m.__dict__, entry_of.get(id(m), -1))
+            for m in modules[1:]
+            if isinstance(m, (HookPoint, GeneralizedComponent))
         ]
         eager_modules = [m for m in modules if hasattr(type(m), "force_eager")]
-        twin = pristine(layer)
         bridged_forward = layer.forward
 
-        def forward(
+        def route(
             self: GeneralizedComponent,
-            *args: Any,
-            _twin: torch.nn.Module = twin,
-            _bridged: Any = bridged_forward,
-            _owners: list[dict] = owners,
+            _owners: list[tuple[dict, int]] = owners,
             _eager: list[Any] = eager_modules,
-            **kwargs: Any,
-        ) -> Any:
+        ) -> tuple[int, ...] | None:
             state = self.__dict__
             if (
                 self.training  # the twin is not registered, so train() does not reach it
                 or state.get("_stop_at_layer_idx") is not None  # TL's start/stop_at_layer
                 or state.get("_start_at_layer_idx") is not None
                 or self.compatibility_mode  # TL's processed weights live on the bridges
-                or _watched(_owners, _tl_capture_ids(self), _eager, self.config)
             ):
+                return None
+            return _route(
+                _owners, _tl_capture_ids(self), _eager, self.config,
+                not state.get("_boundary_off", False),
+            )
+
+        def forward(
+            self: GeneralizedComponent, *args: Any, _bridged: Any = bridged_forward, **kwargs: Any
+        ) -> Any:
+            path = self.__dict__["_bypass_route"]()
+            if path is None:
                 return _bridged(*args, **kwargs)
-            return _twin(*args, **kwargs)
+            return _run_twin(self, path, args, kwargs)
 
         object.__setattr__(layer, "_bypass_twin", twin)  # not a submodule: no double params
+        object.__setattr__(layer, "_boundary_points", frozenset(entry_of))
+        object.__setattr__(layer, "_bypass_entries", entries)
+        object.__setattr__(layer, "_bypass_route", types.MethodType(route, layer))
         # object.__setattr__: a bridge forwards attribute writes to the module it wraps
         object.__setattr__(layer, "forward", types.MethodType(forward, layer))
+        layer.__class__ = _direct_call_class(type(layer))
         count += 1
     return count
+
+
+def _run_twin(layer: GeneralizedComponent, path: tuple[int, ...], args: tuple, kwargs: dict) -> Any:
+    state = layer.__dict__
+    if not path:
+        return state["_bypass_twin"](*args, **kwargs)
+    entries = state["_bypass_entries"]
+    return run_with_boundaries(state["_bypass_twin"], [entries[i] for i in path], args, kwargs)
+
+
+_DIRECT_CALL_CLASSES: dict[type, type] = {}
+
+
+def _direct_call_class(cls: type) -> type:
+    """``cls`` with a ``__call__`` that goes straight to the twin when no PyTorch hook sits on
+    the component itself (nor a global one): TransformerLens' ``__call__`` (accelerate
+    alignment, a no-op for the components given twins) and ``nn.Module``'s hook dispatch cost
+    tens of microseconds per component per call. Anything else takes the usual call."""
+    if cls in _DIRECT_CALL_CLASSES.values():
+        return cls
+    if cls not in _DIRECT_CALL_CLASSES:
+
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            state = self.__dict__
+            if not (
+                state["_forward_hooks"] or state["_forward_pre_hooks"]
+                or state["_backward_hooks"] or state["_backward_pre_hooks"]
+                or _global_hooks()
+            ):
+                path = state["_bypass_route"]()
+                if path is not None:
+                    return _run_twin(self, path, args, kwargs)
+            return cls.__call__(self, *args, **kwargs)
+
+        _DIRECT_CALL_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+        })
+    return _DIRECT_CALL_CLASSES[cls]
+
+
+def _global_hooks() -> bool:
+    module = torch.nn.modules.module
+    return bool(
+        module._global_forward_hooks or module._global_forward_pre_hooks
+        or module._global_backward_hooks or module._global_backward_pre_hooks
+    )
+
+
+def boundary_hook_names(bridge: Any) -> set[str]:
+    """Hook names (aliases included) fired from PyTorch hooks on a layer's plain HF modules:
+    watching only these keeps the layer off the bridge (:mod:`hooked_vlm.boundary_hooks`).
+
+    Example:
+        >>> "blocks.0.hook_resid_post" in boundary_hook_names(model.bridge)
+        True
+    """
+    points: set[int] = set()
+    for layer in _bypassed(bridge):
+        points |= layer.__dict__.get("_boundary_points", frozenset())
+    return {name for name, point in bridge.hook_dict.items() if id(point) in points}
+
+
+@contextmanager
+def bridged_hook_points(bridge: Any) -> Iterator[None]:
+    """Run every watched layer through the bridge, module-boundary hook points included (the
+    path before :mod:`hooked_vlm.boundary_hooks`): for comparisons and benchmarks.
+
+    Example:
+        >>> with bridged_hook_points(model.bridge):
+        ...     _, bridged = model.run_with_cache(inputs, names_filter="blocks.0.hook_resid_post")
+    """
+    layers = [layer for layer in _bypassed(bridge) if "_bypass_twin" in layer.__dict__]
+    for layer in layers:
+        layer.__dict__["_boundary_off"] = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_boundary_off", None)

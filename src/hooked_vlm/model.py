@@ -98,12 +98,18 @@ class HookedVLM:
         self.model_config = model_config
         self.state = RunState()
         # Hooks TL gates off by default (hook_result, hook_q_input, ...) never fire until
-        # enabled on the bridge (bridge.set_use_attn_result(True), ...): not listed here.
+        # enabled on the bridge (bridge.set_use_attn_result(True), ...): not listed here. TL
+        # gates by the point's own name, so an alias of a gated point is gated too.
         self._hook_names = frozenset(
-            n for n in bridge.hook_dict if bridge._gated_hook_reason(n) is None
+            n for n, point in bridge.hook_dict.items()
+            if bridge._gated_hook_reason(point.name or n) is None
         )
+        self._weight_hooks = _native_weight_hooks(bridge, self._hook_names)
         self.cfg = _vlm_config(bridge.cfg, architecture)
         self._input_names = forward_input_names(self.hf_model)
+        first = next(n for n, _ in self.hf_model.named_parameters())
+        owner, _, leaf = first.rpartition(".")
+        self._param_owner = (self.hf_model.get_submodule(owner), leaf)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -199,11 +205,18 @@ class HookedVLM:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        return self._first_parameter().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.hf_model.parameters()).dtype
+        return self._first_parameter().dtype
+
+    def _first_parameter(self) -> torch.nn.Parameter:
+        """The model's first parameter, read through its owner each time (``.to()`` may swap
+        the Parameter object); walking ``parameters()`` costs ~0.1 ms per call."""
+        owner, name = self._param_owner
+        found = owner._parameters.get(name)
+        return found if found is not None else next(self.hf_model.parameters())
 
     @property
     def tokenizer(self) -> Any | None:
@@ -306,6 +319,11 @@ class HookedVLM:
         check_pos_slice(pos_slice, ids.shape[1])
         keep = names_filter_fn(names_filter, self._hook_names)
         options = {"device": cache_device, "pos_slice": pos_slice}
+        if "output_attentions" not in kw and not any(map(keep, self._weight_hooks)):
+            # TransformerLens asks HF for attention weights whenever it caches (bridges that
+            # keep HF's attention read patterns from them); that installs HF's output-capture
+            # hooks on every attention module for good, a cost on every later forward.
+            kw["output_attentions"] = False
         with self._running(kw):
             return self._bridge_call(ids, kw, cache_filter=keep, cache_options=options)
 
@@ -587,6 +605,19 @@ class HookedVLM:
             f"HookedVLM({c.architecture}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
             f"d_model={c.d_model}, native={c.native}, dtype={self.dtype}, device={self.device})"
         )
+
+
+def _native_weight_hooks(bridge: Any, names: frozenset[str]) -> tuple[str, ...]:
+    """Pattern and score hook names of attention bridges that read HF's attention weights
+    (``maintain_native_attention``): caching one of them needs ``output_attentions``."""
+    points = {
+        id(point)
+        for module in bridge.modules()
+        if getattr(module, "maintain_native_attention", False)
+        for point in (getattr(module, name, None) for name in ("hook_pattern", "hook_attn_scores"))
+        if point is not None
+    }
+    return tuple(n for n in names if id(bridge.hook_dict[n]) in points)
 
 
 def _vlm_config(tl_cfg: Any, arch: Architecture) -> VLMConfig:
