@@ -96,9 +96,17 @@ def rows(root: Path, references: Path | None) -> list[dict[str, Any]]:
                             **narrow_gate_row(seed_dir / "narrow-gate")})
     for name in REFERENCES if references else ():
         if (references / name / "results" / "steering.json").exists():
-            out.append({"name": name, "variant": name, "classify": None,
+            out.append({"name": name, "variant": name, "classify": _shipped_classify(name),
                         **narrow_gate_row(references / name)})
     return out
+
+
+def _shipped_classify(name: str) -> float:
+    """An embedded model's held-out classification accuracy, from its training report."""
+    from hooked_vlm.model_configs import load_model_config
+
+    location = Path(load_model_config(name).location)
+    return json.loads((location / "training.json").read_text())["eval"]["classify"]
 
 
 def table(found: list[dict[str, Any]]) -> str:

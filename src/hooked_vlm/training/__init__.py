@@ -1,4 +1,4 @@
-"""Training of the two tiny VLMs embedded in hooked-vlm (tiny-native, tiny-llava).
+"""Training of the tiny VLMs embedded in hooked-vlm (tiny-native, tiny-gate, tiny-llava).
 
 Random weights make every interpretability finding meaningless, and no checkpoint can be
 downloaded in tests, so hooked-vlm ships two small models trained here on the synthetic

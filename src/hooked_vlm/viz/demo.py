@@ -104,5 +104,6 @@ def gate_vs_image_figure(
     fig.update_layout(
         title=f"{metric} left after the cut, relative to clean (mode {mode!r}, every layer)",
         xaxis_title="text→gate cut", yaxis_title="text→image tokens cut (gate kept)",
-        xaxis_range=[-0.05, 1.2], yaxis_range=[-0.05, 1.2], showlegend=False, **_LAYOUT)
+        xaxis_range=[-0.05, 1.2], yaxis_range=[-0.05, 1.2], showlegend=len(points) > 3,
+        **_LAYOUT)
     return fig

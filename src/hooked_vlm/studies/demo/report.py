@@ -99,7 +99,8 @@ def attribution_table(rows: list[dict[str, Any]]) -> Table:
     ]
     for i, k in enumerate(ha[0]["k"][:-1]):  # the last k is every head: 1 by definition
         lines.append([f"top-{k} / random-{k} heads: share of that drop", *(
-            f"{h['completeness'][i]:.2f} / {h['random_drop'][i] / _gap(h):.2f}" for h in ha)])
+            f"{h['completeness'][i]:.2f} / {h['random_drop'][i] / _gap(h):.2f}"
+            if _moves(h) else "– (no drop to share)" for h in ha)])
     lines.append(["Spearman of β with leave-one-out / attention weight", *(
         " / ".join(f"{h['agreement'].get(n, float('nan')):.2f}" for n in ("loo", "attention"))
         for h in ha)])
@@ -111,6 +112,12 @@ def attribution_table(rows: list[dict[str, Any]]) -> Table:
 
 def _gap(h: dict[str, Any]) -> float:
     return h["gap"]["clean"] - h["gap"]["ablated"]
+
+
+def _moves(h: dict[str, Any], tolerance: float = 1e-3) -> bool:
+    """Whether ablating every head moves the target at all: shares of a drop of ~0 (a model
+    whose text never reads the image tokens, e.g. tiny-gate) are noise, not findings."""
+    return abs(_gap(h)) > tolerance * max(1.0, abs(h["gap"]["clean"]))
 
 
 def write_demo_report(out_dir: Path, config: DemoConfig, rows: list[dict[str, Any]]) -> Path:
@@ -138,9 +145,11 @@ def write_demo_report(out_dir: Path, config: DemoConfig, rows: list[dict[str, An
         "linear fit of the answer logit over random head ablations, checked on held-out masks.",
         [FigureItem(topk_share_figure({
             m: (h["k"], h["completeness"], [d / _gap(h) for d in h["random_drop"]])
-            for m, h in ha.items()}),
+            for m, h in ha.items() if _moves(h)}),
             "1 = the drop of ablating every head at once. A ranking that finds the heads "
-            "carrying the image reaches it with few heads; random heads stay near 0.")],
+            "carrying the image reaches it with few heads; random heads stay near 0. A model "
+            "whose answer does not move with every head ablated is left out (nothing to "
+            "share).")],
         [attribution_table(rows)],
     )
     links = Section("Every study's full report", links=[
