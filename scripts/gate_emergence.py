@@ -146,14 +146,13 @@ def figure_page(found: list[dict[str, Any]], out: Path) -> Path:
     """``out``: a self-contained page with the paper's Fig. 1 (right) per metric and the EOI
     share of text->image attention per layer, every model on one figure."""
     from hooked_vlm.storage import write_atomic
+    from hooked_vlm.studies.demo.contrast import gate_vs_image_points
     from hooked_vlm.viz.demo import gate_share_figure, gate_vs_image_figure
     from hooked_vlm.viz.report import FigureItem, Section, report_html
 
     figures = [
         FigureItem(gate_vs_image_figure(
-            {r["name"]: (r["relative"]["mask"][metric]["gate"],
-                         r["relative"]["mask"][metric]["image"])
-             for r in found if metric in r["relative"].get("mask", {})}, title, "mask"),
+            gate_vs_image_points({r["name"]: r for r in found}, "mask", metric), title, "mask"),
             f"{title}: with text→EOI cut (x) and text→image tokens cut (y), over clean.")
         for metric, title in (("vqa_accuracy", "VQA accuracy"),
                               ("accuracy", "Classification accuracy"))

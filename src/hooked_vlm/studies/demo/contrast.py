@@ -100,6 +100,19 @@ def narrow_gate_row(out_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def gate_vs_image_points(
+    rows: dict[str, dict[str, Any]], mode: str, metric: str
+) -> dict[str, tuple[float | None, float | None]]:
+    """``{name: (gate, image)}``: per :func:`narrow_gate_row`, ``metric`` left with text->gate
+    and with text->image-token edges cut (mode ``mode``) over clean: the paper's Fig. 1
+    (right). A model whose row lacks them gets ``(None, None)`` (the figure skips it)."""
+    points = {}
+    for name, row in rows.items():
+        cuts = row.get("relative", {}).get(mode, {}).get(metric) or {}
+        points[name] = (cuts.get("gate"), cuts.get("image"))
+    return points
+
+
 def _ratio(value: float | None, clean: float | None) -> float | None:
     return None if value is None or not clean else value / clean
 

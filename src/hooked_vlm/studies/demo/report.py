@@ -7,7 +7,12 @@ from typing import Any
 
 from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.demo.config import DemoConfig
-from hooked_vlm.studies.demo.contrast import KNOCKOUT_METRICS, KNOCKOUT_MODE, KNOCKOUT_MODES
+from hooked_vlm.studies.demo.contrast import (
+    KNOCKOUT_METRICS,
+    KNOCKOUT_MODE,
+    KNOCKOUT_MODES,
+    gate_vs_image_points,
+)
 from hooked_vlm.viz.demo import (
     gate_share_figure,
     gate_vs_image_figure,
@@ -74,12 +79,9 @@ def _relative(row: dict[str, Any], mode: str, metric: str) -> str:
 
 def gate_vs_image(ng: dict[str, dict[str, Any]], mode: str) -> FigureItem:
     """The paper's Fig. 1 (right) for ``mode``: VQA left with the gate cut vs the image cut."""
-    points = {}
-    for model, row in ng.items():
-        cuts = row.get("relative", {}).get(mode, {}).get("vqa_accuracy") or {}
-        points[model] = (cuts.get("gate"), cuts.get("image"))
     return FigureItem(
-        gate_vs_image_figure(points, "VQA accuracy", mode),
+        gate_vs_image_figure(gate_vs_image_points(ng, mode, "vqa_accuracy"), "VQA accuracy",
+                             mode),
         "The Narrow Gate paper's Fig. 1 (right) on these models: a model whose text reads the "
         "image through the gate sits top-left (little left with the gate cut, x; most left "
         "with the other image tokens cut, y); one that reads the image tokens sits "
