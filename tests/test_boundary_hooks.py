@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_vlm.fast_layers import _bypassed, boundary_hook_names, bridged_hook_points
+from hooked_vlm.fast_layers import boundary_hook_names, bridged_hook_points, bypassed
 
 from .conftest import ALL_ARCHS, Wrapped, wrap
 
@@ -21,10 +21,10 @@ def w(request) -> Wrapped:
 
 @pytest.fixture
 def bridged_calls(w: Wrapped, monkeypatch) -> list[int]:
-    """Indices (in ``fast_layers._bypassed`` order) of the layers and outer components (embed,
+    """Indices (in ``fast_layers.bypassed`` order) of the layers and outer components (embed,
     final norm, ...) that ran bridged."""
     calls: list[int] = []
-    for i, layer in enumerate(_bypassed(w.model.bridge)):
+    for i, layer in enumerate(bypassed(w.model.bridge)):
         if "_bypass_twin" not in layer.__dict__:
             continue
         defaults = layer.forward.__func__.__kwdefaults__
@@ -150,3 +150,26 @@ def test_backward_hooks_and_reset_behave_as_on_the_bridge(w: Wrapped):
 
 def _hook_count(module: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_with_nothing_hooked_the_whole_hf_model_runs_and_computes_the_same(
+    w: Wrapped, bridged_calls: list[int], monkeypatch
+):
+    plain = w.model._plain
+    assert plain is not None  # every family the suite builds skips the bridge when unhooked
+    modules, name, plain_module, _ = plain.swaps[0]
+    swapped: list[bool] = []  # seen from the root HF module, called on both paths
+    handle = w.model.hf_model.register_forward_pre_hook(
+        lambda module, args: swapped.append(modules[name] is plain_module)
+    )
+    try:
+        with torch.no_grad():
+            whole = w.model(w.inputs)
+            monkeypatch.setattr(w.model, "_plain", None)  # each component through its bridge
+            parts = w.model(w.inputs)
+    finally:
+        handle.remove()
+    assert swapped == [True, False]  # the bridges swapped out, then each routing itself
+    assert modules[name] is not plain_module  # and swapped back
+    assert bridged_calls == []
+    assert torch.equal(whole, parts)

@@ -24,9 +24,11 @@ Example:
 from __future__ import annotations
 
 import copy
+import operator
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import compress
 from typing import Any
 
 import torch
@@ -36,7 +38,7 @@ from transformer_lens.model_bridge.generalized_components.base import Generalize
 from hooked_vlm.boundary_hooks import boundaries, run_with_boundaries
 from hooked_vlm.fast_attention import sdpa_supported
 
-_RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
+RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
 
 
 def pristine(
@@ -70,45 +72,69 @@ def pristine(
 _HOOK_REGISTRIES = (
     "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
 )
+_GET_REGISTRY = tuple(operator.itemgetter(name) for name in _HOOK_REGISTRIES)
+
+
+def any_hooks(states: list[dict[str, Any]]) -> bool:
+    """True when one of the modules whose ``__dict__`` is in ``states`` holds a PyTorch hook.
+
+    ``map`` over ``operator.itemgetter`` keeps the loop in C: this runs for every component
+    of every forward (a few microseconds for the ~350 hook points and bridges of a tiny
+    model, where a Python loop took ~20). The registries are looked up at every call, since
+    TransformerLens replaces (not empties) them on removal.
+
+    Example:
+        >>> any_hooks([point.__dict__ for point in model.bridge.blocks[0].modules()])
+        False
+    """
+    for get in _GET_REGISTRY:
+        if any(map(get, states)):
+            return True
+    return False
+
+
+def watched_owners(owners: list[Any], states: list[dict], ignored: set[int]) -> list[Any]:
+    """The entries of ``owners`` whose module (``__dict__`` at the same index of ``states``)
+    holds a hook other than those whose handle ids are in ``ignored``: TL's own capture
+    hooks (for ``use_hook_mlp_in`` and the split-qkv fork, both restructuring flags), which
+    it leaves installed after the flag is cleared. ``itertools.compress`` keeps the scan in
+    C; only the few hooked owners reach Python."""
+    hooked: dict[int, tuple[Any, dict]] = {}
+    for get in _GET_REGISTRY:
+        pairs = compress(zip(owners, states, strict=True), map(get, states))
+        hooked.update((id(state), (owner, state)) for owner, state in pairs)
+    return [
+        owner
+        for owner, state in hooked.values()
+        if not ignored
+        or not all(key in ignored for name in _HOOK_REGISTRIES for key in state[name])
+    ]
 
 
 def _route(
     owners: list[tuple[dict, int]],
+    states: list[dict],
     ignored: set[int],
-    eager_modules: list[Any],
-    config: Any,
     boundary: bool,
 ) -> tuple[int, ...] | None:
-    """How a layer runs: ``None`` when it needs the bridge (a hook on a hook point that is not
-    a module boundary, a restructuring TL flag, a forced eager attention), else the indices of
-    the boundary entries whose hook points have hooks (empty: the plain twin, nothing watched).
+    """How a layer with hooks somewhere in it runs: ``None`` when it needs the bridge (a hook
+    on a hook point that is not a module boundary), else the indices of the boundary entries
+    whose hook points have hooks (empty: the plain twin, nothing watched).
 
-    ``owners`` are ``(__dict__, boundary entry or -1)`` of the modules whose hooks count: their
-    hook registries are looked up at every call, since TransformerLens replaces (not empties)
-    them on removal. ``ignored``: ids of TL's own capture hooks (for ``use_hook_mlp_in`` and
-    the split-qkv fork, both restructuring flags checked here), which it leaves installed.
+    ``owners`` are ``(__dict__, boundary entry or -1)`` of the modules whose hooks count,
+    ``states`` their ``__dict__`` alone; ``ignored`` as in :func:`watched_owners`.
     ``boundary=False`` sends every watched layer to the bridge (:func:`bridged_hook_points`).
     """
-    if any(m.force_eager for m in eager_modules):
-        return None
-    if any(bool(getattr(config, flag, False)) for flag in _RESTRUCTURING_FLAGS):
-        return None
     watched: set[int] = set()
-    for d, entry in owners:  # plain code: this runs for every layer of every forward
-        if not (d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"]
-                or d["_backward_pre_hooks"]):
-            continue
-        if ignored and all(
-            key in ignored for name in _HOOK_REGISTRIES for key in d[name]
-        ):
-            continue
+    for _, entry in watched_owners(owners, states, ignored):
         if entry < 0 or not boundary:
             return None
         watched.add(entry)
     return tuple(sorted(watched))
 
 
-def _tl_capture_ids(layer: GeneralizedComponent) -> set[int]:
+def tl_capture_ids(layer: GeneralizedComponent) -> set[int]:
+    """Handle ids of the capture hooks TransformerLens left installed on ``layer``."""
     return {handle.id for handle in layer.__dict__.get("_capture_hook_handles", ())}
 
 
@@ -142,7 +168,7 @@ def _outside(bridge: Any) -> Iterator[GeneralizedComponent]:
     yield from walk(bridge)
 
 
-def _bypassed(bridge: Any) -> list[GeneralizedComponent]:
+def bypassed(bridge: Any) -> list[GeneralizedComponent]:
     """Every component that gets a twin: the layers, then what lies outside them."""
     return [*_layers(bridge), *_outside(bridge)]
 
@@ -156,7 +182,7 @@ def install_layer_bypass(bridge: Any) -> int:
     bridged path only: a shallow twin would call the patched original.
     """
     count = 0
-    for layer in _bypassed(bridge):
+    for layer in bypassed(bridge):
         if layer._modules.get("_original_component") is None or "_bypass_twin" in layer.__dict__:
             continue
         modules = list(layer.modules())  # bridges, hook points, the HF modules they wrap
@@ -173,14 +199,17 @@ def install_layer_bypass(bridge: Any) -> int:
             for m in modules[1:]
             if isinstance(m, (HookPoint, GeneralizedComponent))
         ]
+        states = [d for d, _ in owners]
         eager_modules = [m for m in modules if hasattr(type(m), "force_eager")]
         bridged_forward = layer.forward
 
         def route(
             self: GeneralizedComponent,
             _owners: list[tuple[dict, int]] = owners,
+            _states: list[dict] = states,
             _eager: list[Any] = eager_modules,
         ) -> tuple[int, ...] | None:
+            """``None``: run the bridge; else the boundary entries to fire on the twin."""
             state = self.__dict__
             if (
                 self.training  # the twin is not registered, so train() does not reach it
@@ -189,10 +218,17 @@ def install_layer_bypass(bridge: Any) -> int:
                 or self.compatibility_mode  # TL's processed weights live on the bridges
             ):
                 return None
-            return _route(
-                _owners, _tl_capture_ids(self), _eager, self.config,
-                not state.get("_boundary_off", False),
-            )
+            for module in _eager:
+                if module.force_eager:
+                    return None
+            config = self.config
+            for flag in RESTRUCTURING_FLAGS:
+                if getattr(config, flag, False):
+                    return None
+            if not any_hooks(_states):
+                return ()  # the common case, decided in C
+            boundary = not state.get("_boundary_off", False)
+            return _route(_owners, _states, tl_capture_ids(self), boundary)
 
         def forward(
             self: GeneralizedComponent, *args: Any, _bridged: Any = bridged_forward, **kwargs: Any
@@ -238,7 +274,7 @@ def _direct_call_class(cls: type) -> type:
             if not (
                 state["_forward_hooks"] or state["_forward_pre_hooks"]
                 or state["_backward_hooks"] or state["_backward_pre_hooks"]
-                or _global_hooks()
+                or global_hooks()
             ):
                 path = state["_bypass_route"]()
                 if path is not None:
@@ -251,7 +287,8 @@ def _direct_call_class(cls: type) -> type:
     return _DIRECT_CALL_CLASSES[cls]
 
 
-def _global_hooks() -> bool:
+def global_hooks() -> bool:
+    """True when a global PyTorch module hook is registered (it must see every module)."""
     module = torch.nn.modules.module
     return bool(
         module._global_forward_hooks or module._global_forward_pre_hooks
@@ -268,7 +305,7 @@ def boundary_hook_names(bridge: Any) -> set[str]:
         True
     """
     points: set[int] = set()
-    for layer in _bypassed(bridge):
+    for layer in bypassed(bridge):
         points |= layer.__dict__.get("_boundary_points", frozenset())
     return {name for name, point in bridge.hook_dict.items() if id(point) in points}
 
@@ -282,7 +319,7 @@ def bridged_hook_points(bridge: Any) -> Iterator[None]:
         >>> with bridged_hook_points(model.bridge):
         ...     _, bridged = model.run_with_cache(inputs, names_filter="blocks.0.hook_resid_post")
     """
-    layers = [layer for layer in _bypassed(bridge) if "_bypass_twin" in layer.__dict__]
+    layers = [layer for layer in bypassed(bridge) if "_bypass_twin" in layer.__dict__]
     for layer in layers:
         layer.__dict__["_boundary_off"] = True
     try:

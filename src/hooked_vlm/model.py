@@ -32,6 +32,7 @@ from transformer_lens import ActivationCache
 
 from hooked_vlm import loading
 from hooked_vlm.adapters.vision import follow_edits_in_recorded_states
+from hooked_vlm.cached_hook_dict import cache_hook_dict
 from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache_kwargs
 from hooked_vlm.families import Architecture
 from hooked_vlm.fast_attention import install_fast_attention
@@ -41,6 +42,7 @@ from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
 from hooked_vlm.inputs import VLMInputs, split_inputs
 from hooked_vlm.layout import TokenLayout, build_layout
 from hooked_vlm.model_configs import ModelConfig
+from hooked_vlm.plain_model import PlainModel
 from hooked_vlm.validation import (
     ImageTokenMismatchError,
     check_image_inputs,
@@ -97,6 +99,8 @@ class HookedVLM:
         self.processor = processor
         self.model_config = model_config
         self.state = RunState()
+        # a forward with nothing hooked runs the whole HF model, no bridge in between
+        self._plain = PlainModel.build(bridge)
         # Hooks TL gates off by default (hook_result, hook_q_input, ...) never fire until
         # enabled on the bridge (bridge.set_use_attn_result(True), ...): not listed here. TL
         # gates by the point's own name, so an alias of a gated point is gated too.
@@ -156,6 +160,7 @@ class HookedVLM:
             arch.install(bridge)
         install_fast_attention(bridge)
         install_layer_bypass(bridge)  # after fast attention: twins share its SDPA configs
+        cache_hook_dict(bridge)
         follow_edits_in_recorded_states(bridge)
         return cls(bridge, arch, processor, model_config)
 
@@ -565,6 +570,9 @@ class HookedVLM:
                 out = self.bridge.run_with_cache(
                     ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
                 )
+            elif self._plain is not None and self._plain.takes(call_kw):
+                plain = self._plain  # no TransformerLens forward around the HF model
+                out = plain(ids, call_kw) if plain.unwatched() else plain.bridged(ids, call_kw)
             else:
                 out = self.bridge(ids, **call_kw)
         except ValueError as err:  # HF's batch-total check (families without a per-image one)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -265,13 +266,13 @@ def follow_edits_in_recorded_states(bridge: Any) -> int:
     layers = getattr(vision, "encoder_layers", None) or getattr(vision, "blocks", None) or []
     for layer in layers:
         hf_layer = layer.original_component
-        produced: dict[str, torch.Tensor] = {}
+        produced: dict[str, weakref.ref] = {}  # a weak reference: nothing kept between calls
 
         def remember(_module: Any, _args: Any, output: Any, _produced: dict = produced) -> None:
-            _produced["output"] = output[0] if isinstance(output, tuple) else output
+            _produced["output"] = weakref.ref(output[0] if isinstance(output, tuple) else output)
 
         def swap(_module: Any, _args: Any, output: Any, _produced: dict = produced) -> None:
-            raw = _produced.pop("output", None)
+            raw = _produced.pop("output", lambda: None)()
             states = recorded_hidden_states()
             if raw is None or not states or states[-1] is not raw:
                 return
@@ -279,4 +280,6 @@ def follow_edits_in_recorded_states(bridge: Any) -> int:
 
         hf_layer.register_forward_hook(remember)
         layer.register_forward_hook(swap)
+        # swap is inert while nothing is hooked: hooked_vlm.plain_model may skip the bridge
+        layer.__dict__["_inert_forward_hooks"] = 1
     return len(layers)

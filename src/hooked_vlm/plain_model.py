@@ -1,0 +1,191 @@
+"""A forward with nothing hooked runs the whole HF model, no bridge in between.
+
+:mod:`hooked_vlm.fast_layers` gives every layer and every component outside the layers a
+pristine HF twin, but each still answers through its bridge: a route check per component, the
+bridge's ``__call__``, and TransformerLens' ``forward`` around the HF model (argument handling,
+the vision tower's wrapper). On the embedded tiny models (the Python-bound regime of a 7B
+model at GPU batch 1) that was 10-20 % of a forward with no hook at all. :class:`PlainModel`
+runs the HF model itself with, for the duration of the call, each bridge in its module tree
+swapped for the twin already built for it (a container bridge that holds layers, such as the
+vision tower, for the HF module it wraps): the same module objects everywhere else, so state
+HF keeps on them between calls (Qwen2-VL's ``rope_deltas``, the hooks it installs to record
+hidden states) stays one. It computes what the per-component path computes, bit for bit
+(``tests/test_boundary_hooks.py``, every family). The swap is undone in a ``finally``; like
+every hook in TransformerLens, it assumes one forward at a time per model.
+
+:meth:`HookedVLM.forward` takes it only while nothing could tell the difference
+(:meth:`PlainModel.unwatched`: no hook on any hook point or bridge component, found in one
+pass over their registries in C, no TransformerLens flag that restructures a layer, no
+forced eager attention, eval mode) and TransformerLens' forward would pass the arguments
+through unchanged (:meth:`PlainModel.takes`: no request for HF's recorded outputs, no hook
+on the bridge itself, no attention mask that TransformerLens turns into position ids). While
+something is watched, the HF model with its bridges is called without that forward around
+it (:meth:`PlainModel.bridged`); ``run_with_cache`` keeps TransformerLens' own.
+
+Example:
+    >>> plain = PlainModel.build(model.bridge)      # HookedVLM does this for you
+    >>> if plain.takes(kwargs):
+    ...     logits = plain(ids, kwargs) if plain.unwatched() else plain.bridged(ids, kwargs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge.generalized_components import (
+    CLIPVisionEncoderBridge,
+    SiglipVisionEncoderBridge,
+)
+from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+from hooked_vlm.fast_layers import (
+    RESTRUCTURING_FLAGS,
+    any_hooks,
+    bypassed,
+    global_hooks,
+    tl_capture_ids,
+    watched_owners,
+)
+
+# HF's recorded outputs, which TransformerLens' caching may ask for: left to the bridge.
+_RECORDING = ("output_hidden_states", "output_attentions")
+# Container bridges (holding layers, so without a twin of their own) whose forward only wraps
+# the HF module in hook_in/hook_out: the plain model calls the HF module instead. Any other
+# container keeps the bridge (PlainModel.build returns None).
+_PASSTHROUGH = (
+    GeneralizedComponent.forward,
+    CLIPVisionEncoderBridge.forward,
+    SiglipVisionEncoderBridge.forward,
+)
+# (a parent's _modules, the child's name, the module to run there with nothing hooked, the bridge)
+Swap = tuple[dict, str, torch.nn.Module, torch.nn.Module]
+
+
+class PlainModel:
+    """The HF model run with its bridges swapped out, and when a forward may do so."""
+
+    def __init__(
+        self, bridge: Any, swaps: list[Swap], watched: list[dict], inert: list[dict]
+    ) -> None:
+        self.bridge = bridge
+        self.swaps = swaps
+        self.watched = watched  # __dict__ of every hook point and bridge component
+        self.inert = inert  # those carrying one hook of ours that is inert with nothing hooked
+        self.eager = [m for m in bridge.modules() if hasattr(type(m), "force_eager")]
+        self.layers = bypassed(bridge)
+        self.root = [bridge.__dict__]
+        self.positions_owned = not bridge._accepts_derived_position_ids()
+
+    @classmethod
+    def build(cls, bridge: Any) -> PlainModel | None:
+        """The plain model of ``bridge``, or ``None`` where a component has no twin (a
+        forward patched on an instance, such as accelerate's dispatch hooks), a container
+        bridge does more than wrap its module, or TransformerLens feeds the HF model
+        something of its own (learned positions)."""
+        twins: dict[int, torch.nn.Module] = {}
+        for component in bypassed(bridge):
+            if "_bypass_twin" not in component.__dict__:
+                return None
+            twins[id(component)] = component.__dict__["_bypass_twin"]
+        if hasattr(bridge, "pos_embed"):
+            return None  # TL sets the batch size of its position bridge in its forward
+        swaps: list[Swap] = []
+        if not _swaps(bridge.original_model, twins, swaps):
+            return None
+        modules = [
+            bridge,
+            *(m for m in bridge.modules() if isinstance(m, (HookPoint, GeneralizedComponent))),
+        ]
+        inert = [m.__dict__ for m in modules if m.__dict__.get("_inert_forward_hooks")]
+        watched = [m.__dict__ for m in modules if not m.__dict__.get("_inert_forward_hooks")]
+        return cls(bridge, swaps, watched, inert)
+
+    def unwatched(self) -> bool:
+        """True while no hook, flag or mode needs the bridge anywhere in the model."""
+        bridge = self.bridge
+        if bridge.training or getattr(bridge, "compatibility_mode", False):
+            return False
+        config = bridge.cfg
+        for flag in RESTRUCTURING_FLAGS:
+            if getattr(config, flag, False):
+                return False
+        for module in self.eager:
+            if module.force_eager:
+                return False
+        if any_hooks(self.watched):
+            captures = [layer for layer in self.layers if "_capture_hook_handles" in layer.__dict__]
+            if not captures:
+                return False
+            ignored = set().union(*map(tl_capture_ids, captures))
+            if watched_owners(self.watched, self.watched, ignored):
+                return False
+        for state in self.inert:  # one inert forward hook each, nothing else
+            if len(state["_forward_hooks"]) != state["_inert_forward_hooks"]:
+                return False
+            if state["_forward_pre_hooks"] or state["_backward_hooks"]:
+                return False
+            if state["_backward_pre_hooks"]:
+                return False
+        return not global_hooks()
+
+    def takes(self, kwargs: Mapping[str, Any]) -> bool:
+        """True when TransformerLens' forward would hand these HF keyword arguments to the HF
+        model unchanged and nothing hooks the bridge's root, so the wrapper can be skipped."""
+        for key in _RECORDING:
+            if kwargs.get(key):
+                return False
+        if any_hooks(self.root):
+            return False
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not self.positions_owned and mask.ndim == 2:
+            # TL derives position ids from a mask with a padding token before a real one
+            real = mask.bool()
+            if bool((real[:, 1:] & ~real[:, :-1]).any()):
+                return False
+        return True
+
+    def __call__(
+        self, input_ids: Int[Tensor, "batch pos"], kwargs: Mapping[str, Any]
+    ) -> Float[Tensor, "batch pos vocab"]:
+        """Logits of the HF model with every bridge swapped out: only while
+        :meth:`unwatched` and :meth:`takes` hold."""
+        for modules, name, plain, _ in self.swaps:
+            modules[name] = plain
+        try:
+            return self.bridge.original_model(input_ids=input_ids, **kwargs).logits
+        finally:
+            for modules, name, _, bridged in self.swaps:
+                modules[name] = bridged
+
+    def bridged(
+        self, input_ids: Int[Tensor, "batch pos"], kwargs: Mapping[str, Any]
+    ) -> Float[Tensor, "batch pos vocab"]:
+        """Logits of the HF model with its bridges (each component routes itself), without
+        TransformerLens' forward around it: only while :meth:`takes` holds."""
+        return self.bridge.original_model(input_ids=input_ids, **kwargs).logits
+
+
+def _swaps(module: torch.nn.Module, twins: dict[int, torch.nn.Module], out: list[Swap]) -> bool:
+    """Collect into ``out`` the swaps that take every bridge out of ``module``'s tree; False
+    where a container bridge cannot be taken out."""
+    for name, child in module._modules.items():
+        if child is None:
+            continue
+        if id(child) in twins:
+            out.append((module._modules, name, twins[id(child)], child))
+        elif isinstance(child, GeneralizedComponent):
+            inner = child._modules.get("_original_component")
+            if inner is None or type(child).forward not in _PASSTHROUGH:
+                return False
+            out.append((module._modules, name, inner, child))
+            if not _swaps(inner, twins, out):
+                return False
+        elif any(isinstance(m, GeneralizedComponent) for m in child.modules()):
+            if not _swaps(child, twins, out):
+                return False
+    return True
