@@ -99,15 +99,14 @@ def watched_owners(owners: list[Any], states: list[dict], ignored: set[int]) -> 
     hooks (for ``use_hook_mlp_in`` and the split-qkv fork, both restructuring flags), which
     it leaves installed after the flag is cleared. ``itertools.compress`` keeps the scan in
     C; only the few hooked owners reach Python."""
-    hooked: dict[int, tuple[Any, dict]] = {}
+    hooked: set[int] = set()
     for get in _GET_REGISTRY:
-        pairs = compress(zip(owners, states, strict=True), map(get, states))
-        hooked.update((id(state), (owner, state)) for owner, state in pairs)
+        hooked.update(compress(range(len(states)), map(get, states)))
     return [
-        owner
-        for owner, state in hooked.values()
+        owners[i]
+        for i in sorted(hooked)
         if not ignored
-        or not all(key in ignored for name in _HOOK_REGISTRIES for key in state[name])
+        or not all(key in ignored for name in _HOOK_REGISTRIES for key in states[i][name])
     ]
 
 

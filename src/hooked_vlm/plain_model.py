@@ -118,7 +118,7 @@ class PlainModel:
             if module.force_eager:
                 return False
         if any_hooks(self.watched):
-            captures = [layer for layer in self.layers if "_capture_hook_handles" in layer.__dict__]
+            captures = [m for m in self.layers if m.__dict__.get("_capture_hook_handles")]
             if not captures:
                 return False
             ignored = set().union(*map(tl_capture_ids, captures))
