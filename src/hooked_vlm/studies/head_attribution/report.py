@@ -27,6 +27,7 @@ from hooked_vlm.studies.head_attribution.stage_curves import CurvesResult
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult, head_name
 from hooked_vlm.studies.head_attribution.stage_tokens import TokensResult
 from hooked_vlm.studies.report import timings_table
+from hooked_vlm.studies.study import fmt
 from hooked_vlm.viz import attention_on_image_grid
 from hooked_vlm.viz.head_attribution import (
     agreement_figure,
@@ -90,8 +91,8 @@ def _settings(config: HeadAttributionConfig, fit: FitResult | None) -> str:
             f"out) per example, {config.regression.upper()}")
     if fit is not None and fit.quality is not None:
         q = fit.quality
-        text += (f"; held-out fit: Pearson {_f(q['pooled_pearson'])}, R² {_f(q['pooled_r2'])} "
-                 f"pooled, Pearson {_f(q['pearson_mean'])} per example")
+        text += (f"; held-out fit: Pearson {fmt(q['pooled_pearson'])}, R² {fmt(q['pooled_r2'])} "
+                 f"pooled, Pearson {fmt(q['pearson_mean'])} per example")
     return text + "]"
 
 
@@ -144,9 +145,9 @@ def _header(
     if fit is not None and fit.quality is not None:
         q = fit.quality
         header["held-out fit"] = (
-            f"pooled Pearson {_f(q['pooled_pearson'])}, Spearman {_f(q['pooled_spearman'])}, "
-            f"R² {_f(q['pooled_r2'])}; per example mean Pearson {_f(q['pearson_mean'])}, "
-            f"R² {_f(q['r2_mean'])} ({q['n_heldout']} fresh masks)")
+            f"pooled Pearson {fmt(q['pooled_pearson'])}, Spearman {fmt(q['pooled_spearman'])}, "
+            f"R² {fmt(q['pooled_r2'])}; per example mean Pearson {fmt(q['pearson_mean'])}, "
+            f"R² {fmt(q['r2_mean'])} ({q['n_heldout']} fresh masks)")
     header["seed / device / dtype"] = f"{config.seed} / {info['device']} / {info['dtype']}"
     return header
 
@@ -193,7 +194,7 @@ def _attribution(v: FitResult, info: dict, tag: str) -> Section:
         "Where in depth the heads that carry the image sit: per layer, the sum of the positive "
         f"coefficients (Kim et al.: mid-to-late layers). {tag}"))
     table = Table(["rank", "head", "layer", "head index", "coefficient"],
-                  [[i + 1, f"L{h['layer']}H{h['head']}", h["layer"], h["head"], h["score"]]
+                  [[i + 1, head_name(h), h["layer"], h["head"], h["score"]]
                    for i, h in enumerate(v.top_heads)],
                   "The highest pooled attributions.")
     return Section("Head attributions", "Which heads carry image information to the answer? "
@@ -390,7 +391,3 @@ def _consistency(v: ConsistencyResult, fit: FitResult, tag: str) -> Section:
                   "Classes with one example have no within-class pair.")
     return Section("Semantic consistency", "Do images of one class use similar heads? " + tag,
                    [fig], [table])
-
-
-def _f(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
