@@ -248,7 +248,6 @@ class Study:
                 notes.append(f"stage {name!r} skipped: {reason}")
         return [n for n in self.stage_names() if n in runnable], notes
 
-
     def _skip(self, session: Any, name: str) -> str | None:
         stage = self.stage(name)
         return stage.skip(session) if stage.skip is not None else None
