@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from hooked_vlm.cli_explore import explore_command
-from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
+from hooked_vlm.studies import DEMO_CHOICES
 from hooked_vlm.studies.command import run_app
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True,
@@ -184,7 +184,7 @@ def demo(
     ),
     models: Annotated[
         str, typer.Option(help=f"comma-separated embedded models: {', '.join(DEMO_CHOICES)}")
-    ] = ",".join(DEMO_DEFAULT),
+    ] = ",".join(DEMO_CHOICES),
     n: Annotated[int, typer.Option(help="Narrow Gate examples per task", min=2)] = 64,
     attribution_n: Annotated[int, typer.Option(help="head-attribution examples", min=2)] = 8,
     masks: Annotated[int, typer.Option(help="random head masks per example", min=2)] = 256,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooked_vlm.settings import ConfigError, Settings
-from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
+from hooked_vlm.studies import DEMO_CHOICES
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class DemoConfig(Settings):
         16
     """
 
-    models: tuple[str, ...] = DEMO_DEFAULT
+    models: tuple[str, ...] = DEMO_CHOICES
     n: int = 64
     attribution_n: int = 8
     masks: int = 256
