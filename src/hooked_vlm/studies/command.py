@@ -107,7 +107,9 @@ def _defaults(config: type) -> dict[str, Any]:
     return out
 
 
-def _config_options(config: type) -> list[inspect.Parameter]:
+def config_options(config: type, panel: str | None = STUDY_PANEL) -> list[inspect.Parameter]:
+    """An option per field of ``config`` (typed, its docstring as help, shown under ``panel``),
+    each None unless given: :func:`config_from` builds the config."""
     docs, defaults = config.field_docs(), _defaults(config)
     aliases: dict[str, list[str]] = {}
     for holder in [config, *(typing.get_type_hints(config)[f.name] for f in
@@ -125,7 +127,7 @@ def _config_options(config: type) -> list[inspect.Parameter]:
         decls = [f"--{_flag(name)}/--no-{_flag(name)}" if flag else f"--{_flag(name)}",
                  *(f"--{_flag(a)}" for a in aliases.get(name, []))]
         option = typer.Option(*decls, help=escape(f"{help_text} [{shown}]"),
-                              rich_help_panel=STUDY_PANEL, show_default=False)
+                              rich_help_panel=panel, show_default=False)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[kind | None, option]))
     return params
@@ -176,17 +178,13 @@ def study_app(study: Any) -> typer.Typer:
 def study_command(name: str, config_cls: type, help_text: str, load: Any) -> typer.Typer:
     """The typer app of study ``name``: options from ``config_cls``; ``load()`` gives the
     :class:`~hooked_vlm.studies.Study` when it runs."""
-    hints = config_cls.option_hints()
 
     def command(**options: Any) -> None:
         from hooked_vlm.engines import Shard
 
         run = {k: options.pop(k) for k in _RUN_OPTIONS}
         try:
-            given = {k: parse_text(k, hints[k], v) if isinstance(v, str) else v
-                     for k, v in options.items() if v is not None}
-            config = (config_cls.from_yaml(run["config"], **given) if run["config"] is not None
-                      else config_cls.from_dict(given))
+            config = config_from(config_cls, options, run["config"])
             engine = _engine(run["ray"], run["workers"], run["gpus_per_worker"],
                              getattr(config, "device", "cpu"))
             shard = None if run["shard"] is None else Shard.parse(run["shard"])
@@ -204,13 +202,27 @@ def study_command(name: str, config_cls: type, help_text: str, load: Any) -> typ
                                 default=None if name != "out" else inspect.Parameter.empty,
                                 annotation=Annotated[kind, option])
               for name, (kind, option) in _RUN_OPTIONS.items()]
-    params += _config_options(config_cls)
+    params += config_options(config_cls)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = escape(help_text)
     app = typer.Typer(add_completion=False, rich_markup_mode="rich")
     app.command(name)(command)
     return app
+
+
+def config_from(config_cls: type, options: Mapping[str, Any], path: Path | None = None) -> Any:
+    """The config of :func:`config_options`' values (None: not given) over YAML file ``path``.
+
+    Example:
+        >>> config_from(DemoConfig, {"models": "tiny-llava", "n": 16, "seed": None}).models
+        ('tiny-llava',)
+    """
+    hints = config_cls.option_hints()
+    given = {k: parse_text(k, hints[k], v) if isinstance(v, str) else v
+             for k, v in options.items() if v is not None}
+    return (config_cls.from_yaml(path, **given) if path is not None
+            else config_cls.from_dict(given))
 
 
 def _engine(ray: str | None, workers: int | None, gpus: float | None, device: str) -> Any:

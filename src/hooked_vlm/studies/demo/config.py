@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ class DemoConfig(Settings):
     """What the demo runs.
 
     Attributes:
-        models: embedded model names (see ``DEMO_CHOICES``).
+        models: the embedded models to run (of tiny-native, tiny-gate, tiny-llava).
         n: Narrow Gate examples per task (caption, VQA, classification).
         attribution_n: head-attribution examples (classification prompts).
         masks: random head masks per example (plus the held-out ones the study adds).
@@ -46,5 +45,4 @@ class DemoConfig(Settings):
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a number (all of them), for the results directory."""
-        return {"study": "demo", "schema": 4, **dataclasses.asdict(self),
-                "models": list(self.models)}
+        return {"study": "demo", "schema": 4, **self.to_dict()}
