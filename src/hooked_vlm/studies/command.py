@@ -171,8 +171,8 @@ def study_app(study: Any) -> typer.Typer:
         >>> if __name__ == "__main__":          # a script: python my_study.py --out ... --n 4
         ...     study_app(STUDY)()
     """
-    return study_command(study.name, study.config, study.description or study.name,
-                         lambda: study)
+    shipped = STUDIES[study.name].help if study.name in STUDIES else study.name
+    return study_command(study.name, study.config, study.description or shipped, lambda: study)
 
 
 def study_command(name: str, config_cls: type, help_text: str, load: Any) -> typer.Typer:

@@ -14,7 +14,6 @@ Example:
 
 from hooked_vlm._lazy import lazy_exports
 
-# imported on first use: the command line reads DemoConfig for --help without torch
 __getattr__, __all__ = lazy_exports(__name__, {
     "DemoConfig": "hooked_vlm.studies.demo.config",
     "DemoSummary": "hooked_vlm.studies.demo.runner",
