@@ -21,6 +21,7 @@ use them, so ``hooked-vlm --help`` answers at once.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,8 +29,8 @@ from typing import Annotated, Any
 import typer
 
 from hooked_vlm.cli_explore import explore_command
-from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
-from hooked_vlm.studies.command import run_app
+from hooked_vlm.studies.command import config_from, config_options, run_app
+from hooked_vlm.studies.demo import DemoConfig
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True,
                   rich_markup_mode="rich")
@@ -177,30 +178,17 @@ def _ranges(positions: list[int]) -> str:
     return ", ".join(out) or "-"
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="results directory (resumable)")] = Path(
-        "results/demo"
-    ),
-    models: Annotated[
-        str, typer.Option(help=f"comma-separated embedded models: {', '.join(DEMO_CHOICES)}")
-    ] = ",".join(DEMO_DEFAULT),
-    n: Annotated[int, typer.Option(help="Narrow Gate examples per task", min=2)] = 64,
-    attribution_n: Annotated[int, typer.Option(help="head-attribution examples", min=2)] = 8,
-    masks: Annotated[int, typer.Option(help="random head masks per example", min=2)] = 256,
-    seed: Annotated[int, typer.Option(help="seed of both studies")] = 0,
-):
+def demo(out: Path, **options: Any) -> None:
     """Both studies on the embedded trained tiny models (no download), one comparison page."""
     from rich.table import Table
 
     from hooked_vlm.settings import ConfigError
     from hooked_vlm.studies.command import RichProgress, quiet_libraries
-    from hooked_vlm.studies.demo import DemoConfig, run_demo
+    from hooked_vlm.studies.demo import run_demo
     from hooked_vlm.studies.demo.report import attribution_table, contrast_table
 
     try:  # checked before anything is written
-        config = DemoConfig(models=tuple(m.strip() for m in models.split(",") if m.strip()),
-                            n=n, attribution_n=attribution_n, masks=masks, seed=seed)
+        config = config_from(DemoConfig, options)
     except ConfigError as err:
         raise typer.BadParameter(str(err)) from None
     console = _console()
@@ -224,6 +212,14 @@ def demo(
             table.add_row(*map(str, row))
         console.print(table)
     console.print(f"report: [bold]{summary.report}[/] (links to each study's full report)")
+
+
+# the demo's options are DemoConfig's fields
+_out = typer.Option(help="results directory (resumable)")
+demo.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("results/demo"),
+                      annotation=Annotated[Path, _out]), *config_options(DemoConfig, panel=None)])
+app.command()(demo)
 
 
 @app.command()

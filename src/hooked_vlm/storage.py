@@ -148,10 +148,8 @@ class UnitStore:
         path = self._path(key, ".done.json")
         try:
             return json.loads(path.read_text())
-        except FileNotFoundError:
+        except (ValueError, OSError):  # missing or unreadable: the unit is computed (again)
             return None
-        except (ValueError, OSError):
-            return None  # an unreadable marker: the unit is computed again
 
     def done(self, key: str) -> bool:
         marker = self._marker(key)

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from hooked_vlm._lazy import lazy_exports
 
-# The trained tiny models that ship in the package (hooked_vlm/embedded/): the demo runs both
-# studies on them, offline. tiny-native is a Chameleon (images as VQ codes between BOI and EOI),
-# tiny-llava a LLaVA (vision tower + projector, no EOI).
+# The trained tiny models that ship in the package (hooked_vlm/embedded/), which the demo runs
+# both studies on, offline: two Chameleons (tiny-gate reads the image only through EOI) and a LLaVA.
 DEMO_CHOICES = ("tiny-native", "tiny-gate", "tiny-llava")
-DEMO_DEFAULT = DEMO_CHOICES
 
 _EXPORTS = {
     "Study": "hooked_vlm.studies.study",
@@ -41,4 +39,4 @@ _EXPORTS = {
 }
 
 __getattr__, _names = lazy_exports(__name__, _EXPORTS)
-__all__ = ["DEMO_CHOICES", "DEMO_DEFAULT", *_names]
+__all__ = ["DEMO_CHOICES", *_names]

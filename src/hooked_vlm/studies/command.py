@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, Union
 
 import click
 import typer
+from rich.markup import escape  # square brackets are rich markup: hooked-vlm[ray]
 from typer.core import TyperGroup
 
 from hooked_vlm.settings import ConfigError
@@ -36,18 +37,16 @@ RUN_HELP = ("Run a study into a results directory. Resumable: run the same comma
 RUN_PANEL, STUDY_PANEL = "Where and how it runs", "Study options (also in --config)"
 
 
-def _escape(text: str) -> str:
-    """Help text as rich prints it (square brackets are rich markup: ``hooked-vlm[ray]``)."""
-    from rich.markup import escape
-
-    return escape(text)
-
-
 # ---------------------------------------------------------------------- options from a config
+def _options(hint: Any) -> list[Any]:
+    """The types a hint allows, None left out: ``int | None`` -> ``[int]``."""
+    union = typing.get_origin(hint) in (Union, types.UnionType)
+    return [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+
+
 def _cli_type(hint: Any) -> tuple[Any, bool]:
     """The option's Python type for typer, and whether it is a flag (``--x/--no-x``)."""
-    union = typing.get_origin(hint) in (Union, types.UnionType)
-    inner = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    inner = _options(hint)
     single = inner[0] if len(inner) == 1 else None
     if single is bool:
         return bool, True
@@ -65,8 +64,7 @@ def parse_text(name: str, hint: Any, text: str) -> Any:
         >>> parse_text("top_k", tuple[int, ...] | None, "1,2,4")
         [1, 2, 4]
     """
-    union = typing.get_origin(hint) in (Union, types.UnionType)
-    options = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    options = _options(hint)
     if str in options or any(typing.get_origin(o) is Literal for o in options):
         return text
     for option in options:
@@ -109,7 +107,9 @@ def _defaults(config: type) -> dict[str, Any]:
     return out
 
 
-def _config_options(config: type) -> list[inspect.Parameter]:
+def config_options(config: type, panel: str | None = STUDY_PANEL) -> list[inspect.Parameter]:
+    """An option per field of ``config`` (typed, its docstring as help, shown under ``panel``),
+    each None unless given: :func:`config_from` builds the config."""
     docs, defaults = config.field_docs(), _defaults(config)
     aliases: dict[str, list[str]] = {}
     for holder in [config, *(typing.get_type_hints(config)[f.name] for f in
@@ -126,8 +126,8 @@ def _config_options(config: type) -> list[inspect.Parameter]:
         help_text = docs.get(name, "") + (f" One of: {', '.join(choices)}." if choices else "")
         decls = [f"--{_flag(name)}/--no-{_flag(name)}" if flag else f"--{_flag(name)}",
                  *(f"--{_flag(a)}" for a in aliases.get(name, []))]
-        option = typer.Option(*decls, help=_escape(f"{help_text} [{shown}]"),
-                              rich_help_panel=STUDY_PANEL, show_default=False)
+        option = typer.Option(*decls, help=escape(f"{help_text} [{shown}]"),
+                              rich_help_panel=panel, show_default=False)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[kind | None, option]))
     return params
@@ -145,12 +145,12 @@ _RUN_OPTIONS = {
     "config": (Path | None, typer.Option("--config", help="study YAML with any of the study "
                                          "options below (command-line options win)",
                                          rich_help_panel=RUN_PANEL)),
-    "shard": (str | None, typer.Option("--shard", help=_escape(
+    "shard": (str | None, typer.Option("--shard", help=escape(
         "i/N: compute block i of N of each stage's units and stop (a Slurm array task: --shard "
         "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); then the same command without --shard "
         "computes anything still missing, reduces and writes the report"),
         rich_help_panel=RUN_PANEL)),
-    "ray": (str | None, typer.Option("--ray", help=_escape(
+    "ray": (str | None, typer.Option("--ray", help=escape(
         "run the units on Ray workers that load the model once each: auto (the cluster of this "
         "node: `ray start` ran here or RAY_ADDRESS is set), local (a new cluster on this "
         "machine), host:port or ray://host:10001. Needs pip install 'hooked-vlm[ray]'"),
@@ -171,25 +171,23 @@ def study_app(study: Any) -> typer.Typer:
         >>> if __name__ == "__main__":          # a script: python my_study.py --out ... --n 4
         ...     study_app(STUDY)()
     """
-    return study_command(study.name, study.config, study.description or study.name,
-                         lambda: study)
+    shipped = STUDIES[study.name].help if study.name in STUDIES else study.name
+    return study_command(study.name, study.config, study.description or shipped, lambda: study)
 
 
 def study_command(name: str, config_cls: type, help_text: str, load: Any) -> typer.Typer:
     """The typer app of study ``name``: options from ``config_cls``; ``load()`` gives the
     :class:`~hooked_vlm.studies.Study` when it runs."""
-    hints = config_cls.option_hints()
 
     def command(**options: Any) -> None:
+        from hooked_vlm.engines import Shard
+
         run = {k: options.pop(k) for k in _RUN_OPTIONS}
         try:
-            given = {k: parse_text(k, hints[k], v) if isinstance(v, str) else v
-                     for k, v in options.items() if v is not None}
-            config = (config_cls.from_yaml(run["config"], **given) if run["config"] is not None
-                      else config_cls.from_dict(given))
+            config = config_from(config_cls, options, run["config"])
             engine = _engine(run["ray"], run["workers"], run["gpus_per_worker"],
                              getattr(config, "device", "cpu"))
-            shard = _shard(run["shard"])
+            shard = None if run["shard"] is None else Shard.parse(run["shard"])
         except (ConfigError, ValueError) as err:
             _fail("invalid study configuration", err, 2)
         except ImportError as err:  # --ray without Ray installed
@@ -204,19 +202,27 @@ def study_command(name: str, config_cls: type, help_text: str, load: Any) -> typ
                                 default=None if name != "out" else inspect.Parameter.empty,
                                 annotation=Annotated[kind, option])
               for name, (kind, option) in _RUN_OPTIONS.items()]
-    params += _config_options(config_cls)
+    params += config_options(config_cls)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = _escape(help_text)
+    command.__doc__ = escape(help_text)
     app = typer.Typer(add_completion=False, rich_markup_mode="rich")
     app.command(name)(command)
     return app
 
 
-def _shard(text: str | None) -> Any:
-    from hooked_vlm.engines import Shard
+def config_from(config_cls: type, options: Mapping[str, Any], path: Path | None = None) -> Any:
+    """The config of :func:`config_options`' values (None: not given) over YAML file ``path``.
 
-    return None if text is None else Shard.parse(text)
+    Example:
+        >>> config_from(DemoConfig, {"models": "tiny-llava", "n": 16, "seed": None}).models
+        ('tiny-llava',)
+    """
+    hints = config_cls.option_hints()
+    given = {k: parse_text(k, hints[k], v) if isinstance(v, str) else v
+             for k, v in options.items() if v is not None}
+    return (config_cls.from_yaml(path, **given) if path is not None
+            else config_cls.from_dict(given))
 
 
 def _engine(ray: str | None, workers: int | None, gpus: float | None, device: str) -> Any:
@@ -238,7 +244,7 @@ def _engine(ray: str | None, workers: int | None, gpus: float | None, device: st
 def _fail(title: str, err: object, code: int) -> typing.NoReturn:
     from rich.console import Console
 
-    Console(stderr=False).print(f"[red]{title}[/]: {_escape(str(err))}")
+    Console(stderr=False).print(f"[red]{title}[/]: {escape(str(err))}")
     raise typer.Exit(code=code)
 
 
@@ -274,7 +280,7 @@ def _run(study: Any, config: Any, out: Path, engine: Any, shard: Any) -> None:
         timing = summary.timings[stage]
         seconds = f"{timing.unit_seconds + timing.reduce_seconds:.1f}"
         for i, (label, value) in enumerate(rows):
-            table.add_row(stage if i == 0 else "", label, _escape(value),
+            table.add_row(stage if i == 0 else "", label, escape(value),
                           seconds if i == 0 else "")
     console.print(table)
     if summary.report is not None:
@@ -315,13 +321,13 @@ class RichProgress:
     def stage(self, name: str, title: str, total: int) -> None:
         for task in self.tasks.values():  # the previous stage is over: stop its clock
             self.bars.stop_task(task)
-        self.tasks[name] = self.bars.add_task(_escape(title), total=total)
+        self.tasks[name] = self.bars.add_task(escape(title), total=total)
 
     def advance(self, name: str, key: str, computed: bool) -> None:
         self.bars.advance(self.tasks[name])
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]note[/]: {_escape(text)}")
+        self.console.print(f"[yellow]note[/]: {escape(text)}")
 
 
 # ---------------------------------------------------------------------- `hooked-vlm run`

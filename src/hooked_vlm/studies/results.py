@@ -95,15 +95,13 @@ def _check_or_write(root: Path, identity: dict[str, Any], running: Any) -> None:
 
 
 def _read_identity(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
     try:
-        found = json.loads(path.read_text())
+        found = read_json(path)
     except ValueError:
-        found = None
-    if not isinstance(found, dict):
-        return {"config.json": "unreadable"}  # damaged: another identity, never ours
-    return found
+        found = "damaged"
+    if found is None or isinstance(found, dict):
+        return found
+    return {"config.json": "unreadable"}  # damaged: another identity, never ours
 
 
 def finished(root: Path) -> bool:

@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from hooked_vlm.engines import Engine, EngineError, LocalEngine, Pool, Shard
 from hooked_vlm.settings import ConfigError
@@ -102,7 +103,7 @@ class StudyWorker:
         if store.done(key):
             return False
         start = time.perf_counter()
-        with _autograd(stage):
+        with torch.set_grad_enabled(stage.gradients):
             arrays = stage.compute(self.session, key)  # type: ignore[misc]
         store.save(key, arrays, time.perf_counter() - start)
         return True
@@ -119,14 +120,6 @@ class StudyJob:
 
     def __call__(self) -> StudyWorker:
         return StudyWorker(self.study, self.study.session(self.config, Path(self.out_dir), True))
-
-
-def _autograd(stage: Stage) -> Any:
-    if stage.gradients:
-        return nullcontext()
-    import torch
-
-    return torch.no_grad()
 
 
 # ---------------------------------------------------------------------- the runner
@@ -254,7 +247,7 @@ def reduced(stage: Stage, session: Any, root: Path, store: Any) -> tuple[Result,
     if saved is not None:
         return stage.result.load(root), saved["seconds"]  # type: ignore[return-value]
     start = time.perf_counter()
-    with _autograd(stage):
+    with torch.set_grad_enabled(stage.gradients):
         result = stage.reduce(session, store)
     seconds = time.perf_counter() - start
     result.save(root, stage.title, seconds)

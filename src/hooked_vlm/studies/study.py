@@ -147,6 +147,16 @@ def _kind(cls: type, name: str) -> str:
     return "value"
 
 
+def fmt(value: float | None) -> str:
+    """A number for a headline or a table: three decimals, "–" for None.
+
+    Example:
+        >>> fmt(0.12345), fmt(None)
+        ('0.123', '–')
+    """
+    return "–" if value is None else f"{value:.3f}"
+
+
 def no_keys(session: Any) -> list[str]:
     return []
 
@@ -237,7 +247,6 @@ class Study:
             else:
                 notes.append(f"stage {name!r} skipped: {reason}")
         return [n for n in self.stage_names() if n in runnable], notes
-
 
     def _skip(self, session: Any, name: str) -> str | None:
         stage = self.stage(name)

@@ -1,6 +1,6 @@
 """The demo: both studies on the embedded trained tiny models, and one page comparing them.
 
-For each model (``tiny-native``: Chameleon, native; ``tiny-llava``: LLaVA, LLM-backed) it runs
+For each embedded model (``DEMO_CHOICES``: two Chameleons, native, and a LLaVA) it runs
 the Narrow Gate study and the head-attribution study over the synthetic held-out set, then
 writes ``report.html``: the paper's native-vs-LLM-backed contrast side by side (EOI share of
 text->image attention, EOI vs image knockout, EOI patching flip rate, head attribution's fit)
@@ -12,8 +12,12 @@ Example:
     PosixPath('results/demo/report.html')
 """
 
-from hooked_vlm.studies.demo.config import DemoConfig
-from hooked_vlm.studies.demo.contrast import attribution_row, narrow_gate_row
-from hooked_vlm.studies.demo.runner import DemoSummary, run_demo
+from hooked_vlm._lazy import lazy_exports
 
-__all__ = ["DemoConfig", "DemoSummary", "attribution_row", "narrow_gate_row", "run_demo"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "DemoConfig": "hooked_vlm.studies.demo.config",
+    "DemoSummary": "hooked_vlm.studies.demo.runner",
+    "run_demo": "hooked_vlm.studies.demo.runner",
+    "attribution_row": "hooked_vlm.studies.demo.contrast",
+    "narrow_gate_row": "hooked_vlm.studies.demo.contrast",
+})

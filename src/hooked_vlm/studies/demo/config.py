@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from hooked_vlm.settings import ConfigError, Settings
-from hooked_vlm.studies import DEMO_CHOICES, DEMO_DEFAULT
+from hooked_vlm.studies import DEMO_CHOICES
 
 
 @dataclass(frozen=True)
@@ -15,7 +14,7 @@ class DemoConfig(Settings):
     """What the demo runs.
 
     Attributes:
-        models: embedded model names (see ``DEMO_CHOICES``).
+        models: the embedded models to run (of tiny-native, tiny-gate, tiny-llava).
         n: Narrow Gate examples per task (caption, VQA, classification).
         attribution_n: head-attribution examples (classification prompts).
         masks: random head masks per example (plus the held-out ones the study adds).
@@ -26,7 +25,7 @@ class DemoConfig(Settings):
         16
     """
 
-    models: tuple[str, ...] = DEMO_DEFAULT
+    models: tuple[str, ...] = DEMO_CHOICES
     n: int = 64
     attribution_n: int = 8
     masks: int = 256
@@ -46,5 +45,4 @@ class DemoConfig(Settings):
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a number (all of them), for the results directory."""
-        return {"study": "demo", "schema": 4, **dataclasses.asdict(self),
-                "models": list(self.models)}
+        return {"study": "demo", "schema": 4, **self.to_dict()}

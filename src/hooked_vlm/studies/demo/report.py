@@ -13,6 +13,7 @@ from hooked_vlm.studies.demo.contrast import (
     KNOCKOUT_MODES,
     gate_vs_image_points,
 )
+from hooked_vlm.studies.study import fmt
 from hooked_vlm.viz.demo import (
     gate_share_figure,
     gate_vs_image_figure,
@@ -54,9 +55,9 @@ def contrast_table(rows: list[dict[str, Any]]) -> Table:
         ["gate patching from another class: max flip rate (layer)",
          *(f"{r['patching']['flip_rate']:.3f} ({r['patching']['layer']})" for r in ng)],
         ["steering at the gate: max share of answers moved to the target class",
-         *(_number(r.get("steering") and r["steering"]["flip_toward_target"]) for r in ng)],
+         *(fmt(r.get("steering") and r["steering"]["flip_toward_target"]) for r in ng)],
         ["χ of the gate's residual with the class, last layer (chance)", *(
-            f"{_number(r['overlap']['gate_last'])} ({r['overlap']['chance']:.2f})"
+            f"{fmt(r['overlap']['gate_last'])} ({r['overlap']['chance']:.2f})"
             if r.get("overlap") else "–" for r in ng)],
         ["modality gap: max median cosine of text and image tokens (layer)", *(
             f"{r['gap']['cosine_max']:.3f} ({r['gap']['layer']})" if r.get("gap") else "–"
@@ -68,13 +69,9 @@ def contrast_table(rows: list[dict[str, Any]]) -> Table:
                  f"{', '.join(str(r['n']) for r in ng)}.")
 
 
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
 def _relative(row: dict[str, Any], mode: str, metric: str) -> str:
     cuts = row.get("relative", {}).get(mode, {}).get(metric)
-    return " / ".join(_number(cuts.get(c)) for c in ("gate", "image", "all")) if cuts else "–"
+    return " / ".join(fmt(cuts.get(c)) for c in ("gate", "image", "all")) if cuts else "–"
 
 
 def gate_vs_image(ng: dict[str, dict[str, Any]], mode: str) -> FigureItem:

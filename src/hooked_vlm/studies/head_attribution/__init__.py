@@ -32,8 +32,6 @@ from __future__ import annotations
 
 from hooked_vlm._lazy import lazy_exports
 
-# Names are imported on first use: the command line reads the config for --help
-# without importing the stages (and torch).
 _EXPORTS = {
     "HEAD_ATTRIBUTION": "hooked_vlm.studies.head_attribution.study",
     "HeadAttributionConfig": "hooked_vlm.studies.head_attribution.config",

@@ -12,13 +12,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.head_attribution.config import STAGES, HeadAttributionConfig
 from hooked_vlm.studies.head_attribution.stage_atp import AtPResult, CompareResult
 from hooked_vlm.studies.head_attribution.stage_baselines import BaselinesResult
@@ -26,7 +24,8 @@ from hooked_vlm.studies.head_attribution.stage_consistency import ConsistencyRes
 from hooked_vlm.studies.head_attribution.stage_curves import CurvesResult
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult, head_name
 from hooked_vlm.studies.head_attribution.stage_tokens import TokensResult
-from hooked_vlm.studies.report import timings_table
+from hooked_vlm.studies.report import model_line, run_facts, write_page
+from hooked_vlm.studies.study import fmt
 from hooked_vlm.viz import attention_on_image_grid
 from hooked_vlm.viz.head_attribution import (
     agreement_figure,
@@ -38,7 +37,7 @@ from hooked_vlm.viz.head_attribution import (
     position_figure,
     topk_figure,
 )
-from hooked_vlm.viz.report import FigureItem, Section, Table, report_html
+from hooked_vlm.viz.report import FigureItem, Section, Table
 
 HELDOUT_EXAMPLES = 4  # examples drawn one by one in the held-out scatter
 REPORT_WIDTH = 1100  # pixels: figures with a fixed size fit the page's column
@@ -47,10 +46,9 @@ REPORT_WIDTH = 1100  # pixels: figures with a fixed size fit the page's column
 def write_report(out_dir: str | Path) -> Path:
     """Draw ``out_dir/report.html`` from the results written so far; returns its path."""
     root = Path(out_dir)
-    identity = json.loads((root / "config.json").read_text())
+    identity, info = run_facts(root)
     config = HeadAttributionConfig.from_dict(
         {k: v for k, v in identity.items() if k not in ("study", "schema", "fingerprint")})
-    info = json.loads((root / "session.json").read_text())
     fit, atp = FitResult.load(root), AtPResult.load(root)
     tag = _settings(config, fit)
     sections = []
@@ -71,12 +69,8 @@ def write_report(out_dir: str | Path) -> Path:
             result = kind.load(root)
             if result is not None:
                 sections.append(draw(result, fit, tag))
-    page = report_html(f"Head attribution: {info['model']}", _header(config, info, fit, atp),
-                       sections, intro=_intro(info, atp is not None), details=identity,
-                       header_tables=[timings_table(root, STAGES)])
-    out = root / "report.html"
-    write_atomic(out, page)
-    return out
+    return write_page(root, f"Head attribution: {info['model']}", _header(config, info, fit, atp),
+                      sections, _intro(atp is not None), info.get("notes", []), STAGES)
 
 
 # ---------------------------------------------------------------------- header
@@ -90,8 +84,8 @@ def _settings(config: HeadAttributionConfig, fit: FitResult | None) -> str:
             f"out) per example, {config.regression.upper()}")
     if fit is not None and fit.quality is not None:
         q = fit.quality
-        text += (f"; held-out fit: Pearson {_f(q['pooled_pearson'])}, R² {_f(q['pooled_r2'])} "
-                 f"pooled, Pearson {_f(q['pearson_mean'])} per example")
+        text += (f"; held-out fit: Pearson {fmt(q['pooled_pearson'])}, R² {fmt(q['pooled_r2'])} "
+                 f"pooled, Pearson {fmt(q['pearson_mean'])} per example")
     return text + "]"
 
 
@@ -115,11 +109,9 @@ def _header(
     ablation = (f"each head ablated with probability α = {a.alpha}"
                 if a.alpha is not None else f"exactly k = {a.k} heads ablated")
     header = {
-        "model": f"{info['model']} ({info['architecture']}, "
-                 f"{'native' if info['native'] else 'encoder-based'}, {info['n_layers']} layers "
-                 f"x {info['n_heads']} heads = {info['n_layers'] * info['n_heads']} heads, "
-                 f"{info['n_kv_heads']} KV heads, d_model {info['d_model']}; model config "
-                 f"{info['model_config']})",
+        "model": model_line(info, f"{info['n_layers']} layers x {info['n_heads']} heads = "
+                            f"{info['n_layers'] * info['n_heads']} heads, {info['n_kv_heads']} "
+                            f"KV heads, d_model {info['d_model']}"),
         "data": f"{info['data']}" + (f" (split {info['split']})" if info["split"] else "")
                 + f", {len(ex['id'])} examples, {len(classes)} classes",
         "task and target": f"{info['task']}: prompt {info['prompt']!r}; target = "
@@ -144,23 +136,21 @@ def _header(
     if fit is not None and fit.quality is not None:
         q = fit.quality
         header["held-out fit"] = (
-            f"pooled Pearson {_f(q['pooled_pearson'])}, Spearman {_f(q['pooled_spearman'])}, "
-            f"R² {_f(q['pooled_r2'])}; per example mean Pearson {_f(q['pearson_mean'])}, "
-            f"R² {_f(q['r2_mean'])} ({q['n_heldout']} fresh masks)")
+            f"pooled Pearson {fmt(q['pooled_pearson'])}, Spearman {fmt(q['pooled_spearman'])}, "
+            f"R² {fmt(q['pooled_r2'])}; per example mean Pearson {fmt(q['pearson_mean'])}, "
+            f"R² {fmt(q['r2_mean'])} ({q['n_heldout']} fresh masks)")
     header["seed / device / dtype"] = f"{config.seed} / {info['device']} / {info['dtype']}"
     return header
 
 
-def _intro(info: dict, atp: bool) -> str:
-    notes = info.get("notes", [])
+def _intro(atp: bool) -> str:
     return ("Which attention heads carry image information to the text? Kim et al. (2025) "
             "ablate many random sets of heads at once (cutting each ablated head's view of the "
             "image), measure the answer's logit under each, and fit a linear model whose "
             "coefficients are the heads' attributions; single-head ablation misses heads that "
             "back each other up. Each section below repeats one of their analyses on this "
             "model." + (" Attribution patching estimates every head's single-head ablation "
-                        "from one forward and one backward per example instead." if atp else "")
-            + (" Notes: " + " ".join(notes) if notes else ""))
+                        "from one forward and one backward per example instead." if atp else ""))
 
 
 # ---------------------------------------------------------------------- sections
@@ -193,7 +183,7 @@ def _attribution(v: FitResult, info: dict, tag: str) -> Section:
         "Where in depth the heads that carry the image sit: per layer, the sum of the positive "
         f"coefficients (Kim et al.: mid-to-late layers). {tag}"))
     table = Table(["rank", "head", "layer", "head index", "coefficient"],
-                  [[i + 1, f"L{h['layer']}H{h['head']}", h["layer"], h["head"], h["score"]]
+                  [[i + 1, head_name(h), h["layer"], h["head"], h["score"]]
                    for i, h in enumerate(v.top_heads)],
                   "The highest pooled attributions.")
     return Section("Head attributions", "Which heads carry image information to the answer? "
@@ -390,7 +380,3 @@ def _consistency(v: ConsistencyResult, fit: FitResult, tag: str) -> Section:
                   "Classes with one example have no within-class pair.")
     return Section("Semantic consistency", "Do images of one class use similar heads? " + tag,
                    [fig], [table])
-
-
-def _f(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"

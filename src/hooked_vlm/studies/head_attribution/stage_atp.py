@@ -29,7 +29,7 @@ from hooked_vlm.studies.head_attribution.session import HeadAttributionSession a
 from hooked_vlm.studies.head_attribution.stage_baselines import BaselinesResult, agreement
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult, head_name, top_head_list
 from hooked_vlm.studies.session import key_index, stacked
-from hooked_vlm.studies.study import Result, Stage
+from hooked_vlm.studies.study import Result, Stage, fmt
 
 ESTIMATES = {"linear": "AtP", "corrected": "AtP*"}
 
@@ -110,7 +110,7 @@ class CompareResult(Result):
 
     def headline(self) -> list[tuple[str, str]]:
         return [(f"Spearman({pair}), pooled / per example",
-                 f"{_fmt(v['pooled_spearman'])} / {_fmt(v['spearman_mean'])}")
+                 f"{fmt(v['pooled_spearman'])} / {fmt(v['spearman_mean'])}")
                 for pair, v in self.spearman.items() if "β" in pair]
 
 
@@ -137,10 +137,6 @@ def _compare(session: Session, store: Store) -> CompareResult:
             "mean": [float(np.mean([top_k_overlap(x, y, k) for x, y in zip(a, b, strict=True)]))
                      for k in ks],
         } for pair, (a, b) in pairs.items()})
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
 
 
 ATP = Stage("atp", "4. Attribution patching (AtP, AtP*)", _keys, _compute, _reduce, AtPResult,

@@ -30,7 +30,7 @@ from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
 from hooked_vlm.studies.head_attribution.stage_fit import FitResult
 from hooked_vlm.studies.session import chunked, key_index, stacked
-from hooked_vlm.studies.study import Result, Stage
+from hooked_vlm.studies.study import Result, Stage, fmt
 
 
 def _chunks(session: Session) -> list[range]:
@@ -85,12 +85,12 @@ class BaselinesResult(Result):
 
     def headline(self) -> list[tuple[str, str]]:
         rows = [("Spearman(β, attention weight), pooled / per example",
-                 f"{_fmt(self.attention_agreement['pooled_spearman'])} / "
-                 f"{_fmt(self.attention_agreement['spearman_mean'])}")]
+                 f"{fmt(self.attention_agreement['pooled_spearman'])} / "
+                 f"{fmt(self.attention_agreement['spearman_mean'])}")]
         if self.loo_agreement is not None:
             rows.append(("Spearman(β, leave-one-out), pooled / per example",
-                         f"{_fmt(self.loo_agreement['pooled_spearman'])} / "
-                         f"{_fmt(self.loo_agreement['spearman_mean'])}"))
+                         f"{fmt(self.loo_agreement['pooled_spearman'])} / "
+                         f"{fmt(self.loo_agreement['spearman_mean'])}"))
         return rows
 
 
@@ -101,10 +101,6 @@ def _reduce(session: Session, store: Store) -> BaselinesResult:
            if session.config.attribution.leave_one_out else None)
     return BaselinesResult(agreement(coef, attention),
                            None if loo is None else agreement(coef, loo), attention, loo)
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
 
 
 BASELINES = Stage("baselines", "3. Baselines: leave-one-out and attention weight", _keys,

@@ -20,7 +20,7 @@ import numpy as np
 from hooked_vlm.attribution import MaskStore, fit_store, ranking, stored_splits
 from hooked_vlm.studies.head_attribution.config import runs_with
 from hooked_vlm.studies.head_attribution.session import HeadAttributionSession as Session
-from hooked_vlm.studies.study import Result, Stage
+from hooked_vlm.studies.study import Result, Stage, fmt
 
 TOP_HEADS = 10  # listed in the results and the summary
 
@@ -80,10 +80,10 @@ class FitResult(Result):
         if q is not None:
             rows += [
                 ("held-out Pearson / Spearman / R², pooled",
-                 f"{_fmt(q['pooled_pearson'])} / {_fmt(q['pooled_spearman'])} / "
-                 f"{_fmt(q['pooled_r2'])} ({q['n_heldout']} masks)"),
+                 f"{fmt(q['pooled_pearson'])} / {fmt(q['pooled_spearman'])} / "
+                 f"{fmt(q['pooled_r2'])} ({q['n_heldout']} masks)"),
                 ("held-out Pearson / R², per example (mean)",
-                 f"{_fmt(q['pearson_mean'])} / {_fmt(q['r2_mean'])}"),
+                 f"{fmt(q['pearson_mean'])} / {fmt(q['r2_mean'])}"),
             ]
         return rows
 
@@ -128,10 +128,6 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     """NaN (a constant target) as None, which JSON can hold."""
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
             for k, v in values.items()}
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
 
 
 FIT = Stage("fit", "2. Fit and held-out quality", reduce=_reduce, result=FitResult,

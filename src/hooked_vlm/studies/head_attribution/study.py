@@ -14,12 +14,5 @@ from hooked_vlm.studies.study import Study
 
 HEAD_ATTRIBUTION = Study(
     "head-attribution", HeadAttributionConfig, HeadAttributionSession,
-    (MASKS, FIT, BASELINES, ATP, COMPARE, CURVES, TOKENS, CONSISTENCY), write_report,
-    "Head attribution (Kim et al. 2025): which heads carry image information to the text. "
-    "Random multi-head ablations into a resumable store, a linear fit scored on held-out masks, "
-    "leave-one-out and attention-weight baselines, faithfulness/completeness and top-k vs "
-    "random-k, text positions and image tokens inside the top heads, class consistency; "
-    "with method atp or both, attribution patching (one forward and one backward per "
-    "example) beside it.",
-)
+    (MASKS, FIT, BASELINES, ATP, COMPARE, CURVES, TOKENS, CONSISTENCY), write_report)
 assert tuple(HEAD_ATTRIBUTION.stage_names()) == STAGES

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from hooked_vlm._lazy import lazy_exports
 
-# Names are imported on first use: the command line reads the config for --help
-# without importing the stages (and torch).
 _EXPORTS = {
     "NARROW_GATE": "hooked_vlm.studies.narrow_gate.study",
     "NarrowGateConfig": "hooked_vlm.studies.narrow_gate.config",

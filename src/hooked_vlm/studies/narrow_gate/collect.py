@@ -32,12 +32,9 @@ def residuals_at(
     inputs: Mapping[str, Any],
     picks: Mapping[str, Picker],
     layers: Sequence[int],
-    point: str = "hook_resid_post",
 ) -> dict[str, np.ndarray]:
-    """One forward; ``{name: [batch, len(layers), d_model]}`` of each picker at each layer.
-
-    ``point`` defaults to the decoder block's output (final norm not applied).
-    """
+    """One forward; ``{name: [batch, len(layers), d_model]}`` of each picker at each layer's
+    output (``hook_resid_post``: the final norm not applied)."""
     found: dict[str, dict[int, Tensor]] = {name: {} for name in picks}
 
     def hook(resid: Tensor, hook: Any) -> None:
@@ -45,7 +42,7 @@ def residuals_at(
             found[name][hook.layer()] = pick(resid).float().cpu()
 
     model.run_with_hooks(
-        inputs, fwd_hooks=[(f"blocks.{layer}.{point}", hook) for layer in layers]
+        inputs, fwd_hooks=[(f"blocks.{layer}.hook_resid_post", hook) for layer in layers]
     )
     return {
         name: torch.stack([per_layer[layer] for layer in layers], dim=1).numpy()

@@ -11,14 +11,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hooked_vlm.storage import write_atomic
 from hooked_vlm.studies.narrow_gate.stage_flow import FLOW, FlowResult
 from hooked_vlm.studies.narrow_gate.stage_knockout import (
     KNOCKOUT,
@@ -38,7 +36,7 @@ from hooked_vlm.studies.narrow_gate.stage_representations import (
     GapResult,
     OverlapResult,
 )
-from hooked_vlm.studies.report import timings_table
+from hooked_vlm.studies.report import model_line, run_facts, write_page
 from hooked_vlm.viz import attention_on_image_grid
 from hooked_vlm.viz.narrow_gate import (
     flow_keys_figure,
@@ -51,7 +49,7 @@ from hooked_vlm.viz.narrow_gate import (
     progressive_figure,
     steering_figure,
 )
-from hooked_vlm.viz.report import FigureItem, Section, Table, report_html
+from hooked_vlm.viz.report import FigureItem, Section, Table
 
 PICTURE_LAYERS = 4  # panels per picture: evenly spaced layers
 REPORT_WIDTH = 1100  # pixels: figures with a fixed size fit the page's column
@@ -60,35 +58,26 @@ REPORT_WIDTH = 1100  # pixels: figures with a fixed size fit the page's column
 def write_report(out_dir: str | Path) -> Path:
     """Draw ``out_dir/report.html`` from the results written so far; returns its path."""
     root = Path(out_dir)
-    config = json.loads((root / "config.json").read_text())
-    info = json.loads((root / "session.json").read_text())
+    config, info = run_facts(root)
     sections = []
     for stage, draw in _SECTIONS:
         result = stage.result.load(root)
         if result is not None:
             sections.append(draw(stage.title, result))
     header = {
-        "model": f"{info['model']} ({info['architecture']}, "
-                 f"{'native' if info['native'] else 'encoder-based'}, {info['n_layers']} layers, "
-                 f"d_model {info['d_model']}; model config {info.get('model_config', '–')})",
+        "model": model_line(info, f"{info['n_layers']} layers, d_model {info['d_model']}"),
         "gate": info["gate_note"],
         "data": ", ".join(f"{task}: {src}" for task, src in info["data"].items()),
         "examples per task": info["n"],
         "device / dtype": f"{info['device']} / {info['dtype']}",
         "seed": config["seed"],
     }
-    timing = timings_table(root, [stage.name for stage, _ in _SECTIONS])
-    notes = info.get("notes", [])[1:]
     intro = ("Does image information reach text through one token? Serra et al. (\"The Narrow "
              "Gate\") find that native multimodal models route it through the end-of-image token "
              "[EOI], while encoder-based models read many image tokens. Each section below "
-             "repeats one of their analyses on this model." + (" Notes: " + " ".join(notes)
-                                                                if notes else ""))
-    page = report_html(f"The Narrow Gate study: {info['model']}", header, sections,
-                       intro=intro, details=config, header_tables=[timing])
-    out = root / "report.html"
-    write_atomic(out, page)
-    return out
+             "repeats one of their analyses on this model.")
+    return write_page(root, f"The Narrow Gate study: {info['model']}", header, sections, intro,
+                      info.get("notes", [])[1:], [stage.name for stage, _ in _SECTIONS])
 
 
 # ---------------------------------------------------------------------- one section per stage

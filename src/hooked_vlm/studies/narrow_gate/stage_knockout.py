@@ -126,18 +126,13 @@ def _classify_unit(
     return {"resid": np.stack(residuals), "class_logits": np.stack(class_logits)}
 
 
-def _mode_conditions(session: Session, mode: str | None) -> list[Condition]:
-    """The conditions one generation unit runs together: [none], or all those of one mode."""
-    return [c for c in conditions(session) if c.mode == mode]
-
-
 def _generation_unit(
     session: Session, task: str, mode: str | None, j: int
 ) -> dict[str, np.ndarray]:
     """Greedy generation of chunk ``j`` under every condition of ``mode`` at once: the chunk is
     repeated once per condition (condition-major) and each copy gets its own keys cut, in
     every layer and at every decoding step."""
-    conds = _mode_conditions(session, mode)
+    conds = [c for c in conditions(session) if c.mode == mode]  # [none], or one mode's
     rows = session.chunks(task)[j]
     inputs, _ = session.inputs(task, list(rows) * len(conds))
     layout, b = inputs.layout, len(rows)

@@ -11,9 +11,5 @@ from hooked_vlm.studies.study import Study
 
 NARROW_GATE = Study(
     "narrow-gate", NarrowGateConfig, NarrowGateSession,
-    (GAP, FLOW, OVERLAP, KNOCKOUT, PROGRESSIVE, PATCHING, STEERING), write_report,
-    "The Narrow Gate study (Serra et al.): seven stages and an HTML report. Modality gap, "
-    "attention flow, label overlap, knockouts, patching and steering at the image's gate token "
-    "(EOI, or the last image token). Resumes where a run stopped.",
-)
+    (GAP, FLOW, OVERLAP, KNOCKOUT, PROGRESSIVE, PATCHING, STEERING), write_report)
 assert tuple(NARROW_GATE.stage_names()) == STAGES
