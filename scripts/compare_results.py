@@ -9,7 +9,8 @@ Every file of BEFORE must exist in AFTER with the same content, read by kind:
   ``wall_seconds``, ``unit_seconds``, ``reduce_seconds``: they differ between any two runs);
 - anything else: bytes.
 
-HTML and logs are not results and are skipped. Files only AFTER has, and JSON fields only
+HTML, logs and the mask store's per-unit compute times (``*.seconds.npy``) are not results
+and are skipped. Files only AFTER has, and JSON fields only
 AFTER has, are listed (a newer layout may add integrity data: checksums, fingerprints);
 ``--allow-new`` accepts them, otherwise they fail the comparison. ``--ignore`` skips paths
 (relative, fnmatch patterns), e.g. a config whose schema changed, or ``timings*.json`` (a log
@@ -32,7 +33,8 @@ from typing import Any
 import numpy as np
 
 WALL_CLOCK = {"seconds", "finished", "wall_seconds", "unit_seconds", "reduce_seconds"}
-SKIPPED = ("*.html", "*.log", "*.lock")
+# not results: pages, logs, locks, and the mask store's per-unit compute times (wall clock)
+SKIPPED = ("*.html", "*.log", "*.lock", "*.seconds.npy")
 
 
 def arrays(path: Path) -> dict[str, np.ndarray]:
