@@ -38,7 +38,7 @@ from transformer_lens.model_bridge.generalized_components.base import Generalize
 from hooked_vlm.boundary_hooks import boundaries, run_with_boundaries
 from hooked_vlm.fast_attention import sdpa_supported
 
-RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
+_RESTRUCTURING_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
 
 
 def pristine(
@@ -132,6 +132,22 @@ def _route(
     return tuple(sorted(watched))
 
 
+def forced_bridge(module: torch.nn.Module, config: Any, eager: list[Any]) -> bool:
+    """True when ``module`` (a layer, or the whole bridge) must run TransformerLens' own code
+    whatever is hooked: training (twins are not registered, so ``train()`` does not reach
+    them), compatibility mode (TL's processed weights live on the bridges), a forced eager
+    attention among ``eager``, or a TL flag in ``config`` that restructures a layer."""
+    if module.training or getattr(module, "compatibility_mode", False):
+        return True
+    for attention in eager:
+        if attention.force_eager:
+            return True
+    for flag in _RESTRUCTURING_FLAGS:  # a plain loop: this runs for every component call
+        if getattr(config, flag, False):
+            return True
+    return False
+
+
 def tl_capture_ids(layer: GeneralizedComponent) -> set[int]:
     """Handle ids of the capture hooks TransformerLens left installed on ``layer``."""
     return {handle.id for handle in layer.__dict__.get("_capture_hook_handles", ())}
@@ -211,19 +227,11 @@ def install_layer_bypass(bridge: Any) -> int:
             """``None``: run the bridge; else the boundary entries to fire on the twin."""
             state = self.__dict__
             if (
-                self.training  # the twin is not registered, so train() does not reach it
-                or state.get("_stop_at_layer_idx") is not None  # TL's start/stop_at_layer
+                state.get("_stop_at_layer_idx") is not None  # TL's start/stop_at_layer
                 or state.get("_start_at_layer_idx") is not None
-                or self.compatibility_mode  # TL's processed weights live on the bridges
+                or forced_bridge(self, self.config, _eager)
             ):
                 return None
-            for module in _eager:
-                if module.force_eager:
-                    return None
-            config = self.config
-            for flag in RESTRUCTURING_FLAGS:
-                if getattr(config, flag, False):
-                    return None
             if not any_hooks(_states):
                 return ()  # the common case, decided in C
             boundary = not state.get("_boundary_off", False)

@@ -44,9 +44,9 @@ from transformer_lens.model_bridge.generalized_components import (
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
 from hooked_vlm.fast_layers import (
-    RESTRUCTURING_FLAGS,
     any_hooks,
     bypassed,
+    forced_bridge,
     global_hooks,
     tl_capture_ids,
     watched_owners,
@@ -107,16 +107,8 @@ class PlainModel:
 
     def unwatched(self) -> bool:
         """True while no hook, flag or mode needs the bridge anywhere in the model."""
-        bridge = self.bridge
-        if bridge.training or getattr(bridge, "compatibility_mode", False):
+        if forced_bridge(self.bridge, self.bridge.cfg, self.eager):
             return False
-        config = bridge.cfg
-        for flag in RESTRUCTURING_FLAGS:
-            if getattr(config, flag, False):
-                return False
-        for module in self.eager:
-            if module.force_eager:
-                return False
         if any_hooks(self.watched):
             captures = [m for m in self.layers if m.__dict__.get("_capture_hook_handles")]
             if not captures:
@@ -124,12 +116,13 @@ class PlainModel:
             ignored = set().union(*map(tl_capture_ids, captures))
             if watched_owners(self.watched, self.watched, ignored):
                 return False
-        for state in self.inert:  # one inert forward hook each, nothing else
-            if len(state["_forward_hooks"]) != state["_inert_forward_hooks"]:
-                return False
-            if state["_forward_pre_hooks"] or state["_backward_hooks"]:
-                return False
-            if state["_backward_pre_hooks"]:
+        for state in self.inert:  # their inert forward hooks, nothing else
+            if (
+                len(state["_forward_hooks"]) != state["_inert_forward_hooks"]
+                or state["_forward_pre_hooks"]
+                or state["_backward_hooks"]
+                or state["_backward_pre_hooks"]
+            ):
                 return False
         return not global_hooks()
 

@@ -191,19 +191,25 @@ class Evaluator:
         Example:
             >>> evaluator.ablation(0)["baseline"].keys[3].shape   # [1, pos, kv_head, d_head]
         """
+        inputs = self._inputs_of(example)
+        return self._ablation(inputs, self.model.layout(**inputs))
+
+    def _inputs_of(self, example: int) -> Mapping[str, Any]:
         if not 0 <= example < self.n_examples:
             raise IndexError(f"example {example} does not exist ({self.n_examples} examples).")
-        inputs = self.examples[example].inputs
+        return self.examples[example].inputs
+
+    def _ablation(self, inputs: Mapping[str, Any], layout: TokenLayout) -> dict[str, Any]:
         return {"queries": self.config.queries, "keys": self.config.keys,
-                **self._ablation_inputs(inputs, self.model.layout(**inputs))}
+                **self._ablation_inputs(inputs, layout)}
 
     def _example(self, index: int) -> _ExampleState:
         if self._state is not None and self._state.index == index:
             return self._state
+        inputs = self._inputs_of(index)
         self._state = None  # free the previous example's prefix first
-        ablation = self.ablation(index)
-        inputs = self.examples[index].inputs
-        layout = self.model.layout(**inputs)
+        layout = self.model.layout(**inputs)  # once: the ablation and the state share it
+        ablation = self._ablation(inputs, layout)
         probe = torch.ones(1, self.n_layers, self.n_heads)
         prefix = (
             ablation_prefix(self.model, inputs, probe, self.config.mode, **ablation)
