@@ -70,6 +70,64 @@ def test_generation_with_sdpa_equals_eager(w: Wrapped):
     assert torch.equal(fast, eager)
 
 
+def _model_mask_kind(w: Wrapped) -> str:
+    """What HF builds the decoder mask with: the config shared by the text model."""
+    first = w.model.bridge.blocks[0].original_component
+    text = next(m for m in w.model.bridge.original_model.modules()
+                if isinstance(getattr(m, "layers", None), torch.nn.ModuleList)
+                and any(layer is first or layer is w.model.bridge.blocks[0] for layer in m.layers))
+    return text.config._attn_implementation
+
+
+def test_decoder_mask_is_hf_sdpa_and_hooks_see_it_additive(w: Wrapped):
+    """HF's SDPA mask (None for a plain causal batch, so the kernel's is_causal, as HF's own
+    SDPA model runs) reaches every layer; a hook on hook_attn_mask and the eager recomputation
+    see the additive float mask HF's eager attention would have been given."""
+    assert _model_mask_kind(w) == "sdpa"
+    layer = w.model.cfg.n_layers - 1
+    seen: list[torch.Tensor] = []
+
+    def keep(mask, hook):
+        seen.append(mask)
+        return mask
+
+    with torch.no_grad():
+        clean = w.model(w.inputs)
+        hooked = w.model.run_with_hooks(
+            w.inputs, fwd_hooks=[(f"blocks.{layer}.attn.hook_attn_mask", keep)])
+        with w.model.eager_attention():
+            eager = w.model(w.inputs)
+    (mask,) = seen
+    n = w.inputs["input_ids"].shape[1]
+    assert mask.shape == (w.inputs["input_ids"].shape[0], 1, n, n)
+    assert mask.dtype == clean.dtype
+    allowed = torch.ones(n, n, dtype=torch.bool).tril()
+    attends = mask == 0
+    assert torch.equal(attends[:, 0] & ~allowed, torch.zeros_like(attends[:, 0]))
+    assert (mask[:, 0][~allowed.expand_as(mask[:, 0])] < -1e30).all()
+    assert (hooked - clean).abs().max().item() <= 1e-5
+    keep_ = torch.isfinite(eager) & (eager > -1e30)
+    assert (clean - eager)[keep_].abs().max().item() <= 1e-5
+
+
+def test_generation_with_a_mask_hook_builds_the_cached_layer_mask(w: Wrapped):
+    """During decoding the mask a hook sees spans the keys cached at its own layer plus the new
+    one (HF passes None there): an identity hook on the last layer changes no token."""
+    layer = w.model.cfg.n_layers - 1
+    shapes: list[tuple[int, ...]] = []
+
+    def keep(mask, hook):
+        shapes.append(tuple(mask.shape))
+        return mask
+
+    clean = w.model.generate(w.inputs, max_new_tokens=3, eos_token_id=[])
+    hooked = w.model.generate(w.inputs, max_new_tokens=3, eos_token_id=[],
+                              fwd_hooks=[(f"blocks.{layer}.attn.hook_attn_mask", keep)])
+    assert torch.equal(clean, hooked)
+    n = w.inputs["input_ids"].shape[1]
+    assert [s[2:] for s in shapes] == [(n, n), (1, n + 1), (1, n + 2)]
+
+
 @pytest.fixture
 def twin_calls(w: Wrapped, monkeypatch) -> list[str]:
     """Names of the layers that ran their pristine HF twin (see hooked_vlm.fast_layers)."""

@@ -14,8 +14,12 @@ head, query, key]`` (0 = attend, very negative = do not) that both paths add to 
 Hooking it (e.g. "mask" knockout) edits attention without forcing the eager path.
 
 The HF attention modules get their own config copy set to SDPA (where SDPA computes what eager
-attention does: not with logit softcapping, see :func:`sdpa_supported`); the model-level mask
-is still built eagerly (a 4-D additive float mask), which SDPA accepts as is.
+attention does: not with logit softcapping, see :func:`sdpa_supported`). Where every decoder
+layer is converted, the decoder's own config is set to SDPA too, so HF builds its SDPA mask:
+None for a causal batch without padding (the kernel's ``is_causal``, as in HF's SDPA model),
+a boolean mask otherwise. A clean run and a run hooked at the residual stream get the same mask
+and kernel; a layer whose mask or internals are hooked gets the additive float mask HF's eager
+attention would have been given (built from the layer's own cache length while decoding).
 
 Example:
     >>> install_fast_attention(model.bridge)   # HookedVLM does this for you
@@ -78,14 +82,18 @@ class FastPathAttention(PositionEmbeddingsAttentionBridge):
         return internals_watched(self)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if _has_hooks(self.hook_attn_mask):
-            hidden = kwargs.get("hidden_states", args[0] if args else None)
-            kwargs["attention_mask"] = self.hook_attn_mask(
-                _additive_mask(kwargs.get("attention_mask"), hidden, kwargs)
-            )
         # output_attentions is not a reason to recompute: TL asks for it whenever it caches,
         # and unwatched layers' weights are not read (SDPA returns None for them, as in HF).
-        if self.needs_eager():
+        eager = self.needs_eager()
+        watched_mask = _has_hooks(self.hook_attn_mask)
+        if eager or watched_mask:
+            # HF's SDPA mask is None (causal) or boolean; the hook point and TL's recomputation
+            # take the additive float mask HF's eager attention would have been given.
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            mask = _additive_mask(kwargs.get("attention_mask"), hidden, kwargs,
+                                  getattr(self.original_component, "layer_idx", 0))
+            kwargs["attention_mask"] = self.hook_attn_mask(mask) if watched_mask else mask
+        if eager:
             return super().forward(*args, **kwargs)
         return self._native_forward(*args, **kwargs)
 
@@ -108,9 +116,11 @@ class FastPathAttention(PositionEmbeddingsAttentionBridge):
 
 
 def _additive_mask(
-    mask: Tensor | None, hidden: Tensor, kwargs: dict[str, Any]
+    mask: Tensor | None, hidden: Tensor, kwargs: dict[str, Any], layer: int = 0
 ) -> Float[Tensor, "batch one query key"]:
-    """The layer's mask as an additive float tensor ``[batch, 1, query, key]``."""
+    """The layer's mask as an additive float tensor ``[batch, 1, query, key]``: a boolean mask
+    (True = attend) converted, None (HF's SDPA mask for a plain causal batch) built causal over
+    the keys cached at ``layer`` before this call and the new ones."""
     if mask is not None and mask.ndim == 4:
         if mask.dtype == torch.bool:
             zero = torch.zeros((), dtype=hidden.dtype, device=mask.device)
@@ -118,7 +128,7 @@ def _additive_mask(
         return mask
     batch, n_q = hidden.shape[:2]
     cache = get_cache(kwargs)
-    n_past = cache.get_seq_length() if cache is not None else 0
+    n_past = cache.get_seq_length(layer) if cache is not None else 0
     causal = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=hidden.device)
     causal = causal.tril(diagonal=n_past)
     additive = torch.zeros(causal.shape, dtype=hidden.dtype, device=hidden.device)
@@ -139,18 +149,24 @@ def install_fast_attention(bridge: Any) -> int:
     Returns the number of layers converted. Layers of other attention classes (native-attention
     adapters) are left alone. Re-scans the bridge's hook registry so ``hook_attn_mask`` is known.
     """
-    converted = 0
-    for block in getattr(bridge, "blocks", []):
+    converted, shared, blocks = 0, {}, list(getattr(bridge, "blocks", []))
+    for block in blocks:
         attn = getattr(block, "attn", None)
         if type(attn) is not PositionEmbeddingsAttentionBridge:
             continue
         attn.__class__ = FastPathAttention
         attn.hook_attn_mask = HookPoint()
         hf_attn = attn.original_component
+        shared[id(hf_attn.config)] = hf_attn.config
         if sdpa_supported(hf_attn.config):
             hf_attn.config = copy.copy(hf_attn.config)
             hf_attn.config._attn_implementation = "sdpa"
         converted += 1
+    if converted and converted == len(blocks) and all(map(sdpa_supported, shared.values())):
+        # Every layer takes HF's SDPA mask (None for a plain causal batch: the kernel's
+        # is_causal, as in HF's own SDPA model) and makes it additive where it needs to.
+        for config in shared.values():
+            config._attn_implementation = "sdpa"
     if converted:
         bridge.clear_hook_registry()
         bridge._initialize_hook_registry()
