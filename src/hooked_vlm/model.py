@@ -37,6 +37,7 @@ from hooked_vlm.compat import CACHE_KWARG, get_cache, new_cache, normalise_cache
 from hooked_vlm.families import Architecture
 from hooked_vlm.fast_attention import install_fast_attention
 from hooked_vlm.fast_layers import install_layer_bypass
+from hooked_vlm.freed_memory import keep_freed_memory
 from hooked_vlm.generation import Sampler, check_generation_options
 from hooked_vlm.hook_names import NamesFilter, check_fwd_hooks, names_filter_fn
 from hooked_vlm.inputs import VLMInputs, split_inputs
@@ -152,6 +153,8 @@ class HookedVLM:
             hf_model.to(torch_dtype)
         if device is not None:
             hf_model.to(device)
+        if any(p.device.type == "cpu" for p in hf_model.parameters()):
+            keep_freed_memory()  # caches reuse freed pages (see hooked_vlm.freed_memory)
         name = model_config.name if model_config else type(hf_model).__name__
         loading.attach_token_ids(hf_model.config, processor, model_config)
         loading.set_token_ids(hf_model.config, special_tokens or {})
