@@ -26,3 +26,24 @@ def test_hook_dict_is_kept_until_the_registry_changes():
     finally:
         bridge._hook_registry[name] = replaced
     assert bridge.hook_dict[name] is replaced
+
+
+def test_the_alias_map_is_kept_for_an_equal_hook_dict_only():
+    from transformer_lens.model_bridge import bridge_core
+
+    model = HookedVLM.from_hf(build_tiny("llava").model)
+    kept = bridge_core.build_alias_to_canonical_map
+    build = kept.kept_from  # TransformerLens' own
+    hooks = model.bridge.hook_dict
+    first = kept(hooks)
+    assert first == build(hooks) and first  # the family has aliases
+    first.clear()  # a copy: the caller's edit does not stick
+    assert kept(hooks) == build(hooks)
+    renamed = dict(hooks)
+    alias = next(iter(build(hooks)))
+    renamed[alias] = HookPoint()
+    renamed[alias].name = "elsewhere"
+    assert kept(renamed) == build(renamed) != build(hooks)
+    assert kept(hooks) == build(hooks)
+    nested = {"outer": dict(hooks)}
+    assert kept(nested) == build(nested)

@@ -69,3 +69,38 @@ def test_inputs_that_the_bridge_treats_differently_take_the_bridge(w: Wrapped):
     assert not plain.takes({})  # a hook on the bridge itself needs its call
     handle.remove()
     assert plain.takes({})
+
+
+def test_run_with_cache_skips_transformerlens_forward_only_where_it_passes_inputs_through(
+    w: Wrapped, monkeypatch
+):
+    """run_with_cache keeps TransformerLens' hooks and cache but calls the HF model with its
+    bridges directly where TL's forward would hand the inputs on unchanged; with left padding
+    (TL derives position ids) TL's forward runs. The cache is the same either way."""
+    bridge = w.model.bridge
+    calls: list[int] = []
+    original = type(bridge).forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(bridge), "forward", counting)
+    names = [f"blocks.{i}.hook_resid_post" for i in range(w.model.cfg.n_layers)]
+    logits, lean = w.model.run_with_cache(w.inputs, names_filter=names)
+    assert calls == [] and "forward" not in bridge.__dict__
+    assert sorted(lean.keys()) == sorted(names)
+    ids = w.inputs["input_ids"]
+    left = torch.ones_like(ids)
+    left[:, :1] = 0
+    padded = {**w.inputs, "attention_mask": left}
+    w.model.run_with_cache(padded, names_filter=names)
+    assert calls == [1] and "forward" not in bridge.__dict__
+    monkeypatch.undo()
+    with torch.no_grad():
+        full_logits = bridge(ids, **{k: v for k, v in w.inputs.items() if k != "input_ids"})
+    assert torch.equal(logits, full_logits)
+    _, through_tl = bridge.run_with_cache(
+        ids, names_filter=names, **{k: v for k, v in w.inputs.items() if k != "input_ids"})
+    for name in names:
+        assert torch.equal(lean[name], through_tl[name])

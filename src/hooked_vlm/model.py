@@ -548,6 +548,22 @@ class HookedVLM:
         finally:
             self.state = previous
 
+    @contextmanager
+    def _lean_forward(self, call_kw: Mapping[str, Any]) -> Iterator[None]:
+        """TransformerLens' ``run_with_cache`` (its hooks, its cache) around the HF model with
+        its bridges, without TransformerLens' forward, where that would pass ``call_kw`` through
+        unchanged (:meth:`PlainModel.takes`): the same path as a forward with hooks."""
+        plain = self._plain
+        if plain is None or not plain.takes(call_kw):
+            yield
+            return
+        state = self.bridge.__dict__
+        state["forward"] = lambda input_ids, **kw: plain.bridged(input_ids, kw)
+        try:
+            yield
+        finally:
+            del state["forward"]
+
     def _bridge_call(
         self,
         ids: Tensor,
@@ -570,9 +586,10 @@ class HookedVLM:
             call_kw = self.architecture.prepare_forward(self.hf_model, ids, call_kw)
         try:
             if cache_filter is not None:
-                out = self.bridge.run_with_cache(
-                    ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
-                )
+                with self._lean_forward(call_kw):
+                    out = self.bridge.run_with_cache(
+                        ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
+                    )
             elif self._plain is not None and self._plain.takes(call_kw):
                 plain = self._plain  # no TransformerLens forward around the HF model
                 out = plain(ids, call_kw) if plain.unwatched() else plain.bridged(ids, call_kw)
