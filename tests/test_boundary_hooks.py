@@ -4,6 +4,8 @@ every family the suite builds, and the layer really stays the plain HF module.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -173,3 +175,40 @@ def test_with_nothing_hooked_the_whole_hf_model_runs_and_computes_the_same(
     assert modules[name] is not plain_module  # and swapped back
     assert bridged_calls == []
     assert torch.equal(whole, parts)
+
+
+@pytest.mark.parametrize("where", ["decoder", "vision"])
+def test_a_hooked_forward_takes_out_every_bridge_nothing_watches(
+    w: Wrapped, where: str, monkeypatch
+):
+    """With one hook (the last decoder layer's or the first vision layer's output), the layer
+    holding it is the one component whose bridge routes itself (the others, a vision tower
+    around a hooked layer included, are swapped out for the call, as with nothing hooked); the
+    logits and the hooked value equal those of every component through its bridge."""
+    if where == "decoder":
+        name = f"blocks.{len(w.model.bridge.blocks) - 1}.hook_resid_post"
+    else:
+        name = next((n for n in w.model.hook_names
+                     if re.fullmatch(r"vision\w*\.\w+\.0\.hook_resid_post", n)), None)
+        if name is None:
+            pytest.skip("no vision layer hook points in this family")
+    plain = w.model._plain
+    point = w.model.bridge.hook_dict[name]
+    layers = [m for m in bypassed(w.model.bridge) if "_bypass_twin" in m.__dict__]
+    holder = next(i for i, m in enumerate(layers) if any(p is point for p in m.modules()))
+    routed: list[int] = []
+    for i, layer in enumerate(layers):
+        route = layer.__dict__["_bypass_route"]
+        monkeypatch.setitem(layer.__dict__, "_bypass_route",
+                            lambda _route=route, _i=i: (routed.append(_i), _route())[1])
+    seen: list[torch.Tensor] = []
+    hooks = [(name, lambda x, hook: seen.append(x.clone()))]
+    with torch.no_grad():
+        partial = w.model.run_with_hooks(w.inputs, fwd_hooks=hooks)
+        assert sorted(set(routed)) == [holder]
+        assert all(modules[name] is bridged for modules, name, _, bridged in plain.swaps)
+        monkeypatch.setattr(w.model, "_plain", None)  # each component through its bridge
+        whole = w.model.run_with_hooks(w.inputs, fwd_hooks=hooks)
+    assert len(set(routed)) > 1
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+    assert torch.equal(partial, whole)

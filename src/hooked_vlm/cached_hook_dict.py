@@ -58,12 +58,13 @@ def cache_hook_dict(bridge: Any) -> None:
         build = cls.hook_dict.fget
 
         def hook_dict(self: Any) -> dict[str, HookPoint]:
-            key = (alias_generation(), tuple(self._hook_registry.items()))
+            generation, registry = alias_generation(), self._hook_registry
             kept = self.__dict__.get("_hook_dict_kept")
-            if kept is None or kept[0] != key:
-                kept = (key, build(self))
+            # dict equality: same names, same hook point objects (compared in C)
+            if kept is None or kept[0] != generation or kept[1] != registry:
+                kept = (generation, dict(registry), build(self))
                 self.__dict__["_hook_dict_kept"] = kept
-            return dict(kept[1])  # a copy, as TransformerLens returns: callers may edit it
+            return dict(kept[2])  # a copy, as TransformerLens returns: callers may edit it
 
         _CLASSES[cls] = type(cls.__name__, (cls,), {
             "hook_dict": property(hook_dict, doc=cls.hook_dict.__doc__),

@@ -101,7 +101,8 @@ def watched_owners(owners: list[Any], states: list[dict], ignored: set[int]) -> 
     C; only the few hooked owners reach Python."""
     hooked: set[int] = set()
     for get in _GET_REGISTRY:
-        hooked.update(compress(range(len(states)), map(get, states)))
+        if any(map(get, states)):  # most registries are empty everywhere: one C pass each
+            hooked.update(compress(range(len(states)), map(get, states)))
     return [
         owners[i]
         for i in sorted(hooked)

@@ -558,7 +558,7 @@ class HookedVLM:
             yield
             return
         state = self.bridge.__dict__
-        state["forward"] = lambda input_ids, **kw: plain.bridged(input_ids, kw)
+        state["forward"] = lambda input_ids, **kw: plain(input_ids, kw)  # after TL's hooks
         try:
             yield
         finally:
@@ -591,8 +591,7 @@ class HookedVLM:
                         ids, names_filter=cache_filter, **(cache_options or {}), **call_kw
                     )
             elif self._plain is not None and self._plain.takes(call_kw):
-                plain = self._plain  # no TransformerLens forward around the HF model
-                out = plain(ids, call_kw) if plain.unwatched() else plain.bridged(ids, call_kw)
+                out = self._plain(ids, call_kw)  # no TransformerLens forward around it
             else:
                 out = self.bridge(ids, **call_kw)
         except ValueError as err:  # HF's batch-total check (families without a per-image one)

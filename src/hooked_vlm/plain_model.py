@@ -76,6 +76,9 @@ class PlainModel:
         self.swaps = swaps
         self.watched = watched  # __dict__ of every hook point and bridge component
         self.inert = inert  # those carrying one hook of ours that is inert with nothing hooked
+        # per swap, the states it takes out of the forward (a container's own, not its
+        # layers', which have swaps of their own); the states no swap takes out
+        self.parts, self.rest = _partition(swaps, watched, inert)
         self.eager = [m for m in bridge.modules() if hasattr(type(m), "force_eager")]
         self.layers = bypassed(bridge)
         self.root = [bridge.__dict__]
@@ -116,15 +119,24 @@ class PlainModel:
             ignored = set().union(*map(tl_capture_ids, captures))
             if watched_owners(self.watched, self.watched, ignored):
                 return False
-        for state in self.inert:  # their inert forward hooks, nothing else
-            if (
-                len(state["_forward_hooks"]) != state["_inert_forward_hooks"]
-                or state["_forward_pre_hooks"]
-                or state["_backward_hooks"]
-                or state["_backward_pre_hooks"]
-            ):
-                return False
-        return not global_hooks()
+        return _only_inert(self.inert) and not global_hooks()
+
+    def quiet_swaps(self) -> list[Swap]:
+        """The swaps of the components nothing watches: all of them while :meth:`unwatched`
+        holds; with hooks somewhere, those of the components without one (a watched
+        component keeps its bridge, which routes itself); none while a flag, a mode, a global
+        hook, TransformerLens' own capture hooks or a hook outside every component needs the
+        bridge throughout."""
+        if not any_hooks(self.watched) or any(
+            m.__dict__.get("_capture_hook_handles") for m in self.layers
+        ):
+            return self.swaps if self.unwatched() else []
+        if forced_bridge(self.bridge, self.bridge.cfg, self.eager) or global_hooks():
+            return []
+        if any_hooks(self.rest):
+            return []
+        return [swap for swap, (states, inert) in zip(self.swaps, self.parts, strict=True)
+                if not any_hooks(states) and _only_inert(inert)]
 
     def takes(self, kwargs: Mapping[str, Any]) -> bool:
         """True when TransformerLens' forward would hand these HF keyword arguments to the HF
@@ -143,24 +155,66 @@ class PlainModel:
         return True
 
     def __call__(
-        self, input_ids: Int[Tensor, "batch pos"], kwargs: Mapping[str, Any]
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        kwargs: Mapping[str, Any],
+        swaps: list[Swap] | None = None,
     ) -> Float[Tensor, "batch pos vocab"]:
-        """Logits of the HF model with every bridge swapped out: only while
-        :meth:`unwatched` and :meth:`takes` hold."""
-        for modules, name, plain, _ in self.swaps:
+        """Logits of the HF model with ``swaps`` (default: :meth:`quiet_swaps`) applied for the
+        call: only while :meth:`takes` holds.
+
+        Example:
+            >>> logits = plain(ids, kwargs)  # every bridge out while nothing is hooked
+        """
+        swaps = self.quiet_swaps() if swaps is None else swaps
+        for modules, name, plain, _ in swaps:
             modules[name] = plain
         try:
             return self.bridge.original_model(input_ids=input_ids, **kwargs).logits
         finally:
-            for modules, name, _, bridged in self.swaps:
+            for modules, name, _, bridged in swaps:
                 modules[name] = bridged
 
     def bridged(
         self, input_ids: Int[Tensor, "batch pos"], kwargs: Mapping[str, Any]
     ) -> Float[Tensor, "batch pos vocab"]:
-        """Logits of the HF model with its bridges (each component routes itself), without
-        TransformerLens' forward around it: only while :meth:`takes` holds."""
-        return self.bridge.original_model(input_ids=input_ids, **kwargs).logits
+        """Logits of the HF model with all its bridges (each component routes itself),
+        without TransformerLens' forward around it: only while :meth:`takes` holds."""
+        return self(input_ids, kwargs, [])
+
+
+def _only_inert(states: list[dict]) -> bool:
+    """True when each of ``states`` holds its inert forward hooks and nothing else."""
+    for state in states:
+        if (
+            len(state["_forward_hooks"]) != state["_inert_forward_hooks"]
+            or state["_forward_pre_hooks"]
+            or state["_backward_hooks"]
+            or state["_backward_pre_hooks"]
+        ):
+            return False
+    return True
+
+
+def _partition(
+    swaps: list[Swap], watched: list[dict], inert: list[dict]
+) -> tuple[list[tuple[list[dict], list[dict]]], list[dict]]:
+    """Per swap, ``(states, inert states)`` of the hook points and bridge components it takes
+    out of a forward: its bridge's subtree less the subtrees of swaps nested in it (a
+    container's layers), which come after it in ``swaps``. And the watched states of none."""
+    claimed: set[int] = set()
+    inert_ids = {id(state) for state in inert}
+    parts: list[tuple[list[dict], list[dict]]] = []
+    for _, _, _, bridged in reversed(swaps):
+        states = [m.__dict__ for m in bridged.modules()
+                  if isinstance(m, (HookPoint, GeneralizedComponent))
+                  and id(m.__dict__) not in claimed]
+        claimed.update(map(id, states))
+        parts.append(([d for d in states if id(d) not in inert_ids],
+                      [d for d in states if id(d) in inert_ids]))
+    parts.reverse()
+    rest = [d for d in watched if id(d) not in claimed]
+    return parts, rest
 
 
 def _swaps(module: torch.nn.Module, twins: dict[int, torch.nn.Module], out: list[Swap]) -> bool:
