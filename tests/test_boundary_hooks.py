@@ -192,6 +192,9 @@ def test_a_hooked_forward_takes_out_every_bridge_nothing_watches(
                      if re.fullmatch(r"vision\w*\.\w+\.0\.hook_resid_post", n)), None)
         if name is None:
             pytest.skip("no vision layer hook points in this family")
+    with torch.no_grad(), w.model.eager_attention():
+        w.model(w.inputs)  # every block bridged once: TL wires capture hooks and leaves them
+    assert any(b.__dict__.get("_capture_hook_handles") for b in w.model.bridge.blocks)
     plain = w.model._plain
     point = w.model.bridge.hook_dict[name]
     layers = [m for m in bypassed(w.model.bridge) if "_bypass_twin" in m.__dict__]

@@ -13,19 +13,20 @@ hidden states) stays one. It computes what the per-component path computes, bit 
 (``tests/test_boundary_hooks.py``, every family). The swap is undone in a ``finally``; like
 every hook in TransformerLens, it assumes one forward at a time per model.
 
-:meth:`HookedVLM.forward` takes it only while nothing could tell the difference
-(:meth:`PlainModel.unwatched`: no hook on any hook point or bridge component, found in one
-pass over their registries in C, no TransformerLens flag that restructures a layer, no
-forced eager attention, eval mode) and TransformerLens' forward would pass the arguments
+:meth:`HookedVLM.forward` takes it where TransformerLens' forward would pass the arguments
 through unchanged (:meth:`PlainModel.takes`: no request for HF's recorded outputs, no hook
-on the bridge itself, no attention mask that TransformerLens turns into position ids). While
-something is watched, the HF model with its bridges is called without that forward around
-it (:meth:`PlainModel.bridged`); ``run_with_cache`` keeps TransformerLens' own.
+on the bridge itself, no attention mask that TransformerLens turns into position ids), and
+swaps out the bridges nothing could tell apart from their twins (:meth:`PlainModel.quiet_swaps`):
+all of them while nothing is hooked (:meth:`PlainModel.unwatched`: no hook on any hook point
+or bridge component, found in one pass over their registries in C, no TransformerLens flag
+that restructures a layer, no forced eager attention, eval mode); with hooks, every
+component without one, so only the hooked layers route themselves. ``run_with_cache`` keeps
+TransformerLens' hooks and cache around the same call.
 
 Example:
     >>> plain = PlainModel.build(model.bridge)      # HookedVLM does this for you
     >>> if plain.takes(kwargs):
-    ...     logits = plain(ids, kwargs) if plain.unwatched() else plain.bridged(ids, kwargs)
+    ...     logits = plain(ids, kwargs)              # the quiet components' bridges swapped out
 """
 
 from __future__ import annotations
@@ -125,18 +126,24 @@ class PlainModel:
         """The swaps of the components nothing watches: all of them while :meth:`unwatched`
         holds; with hooks somewhere, those of the components without one (a watched
         component keeps its bridge, which routes itself); none while a flag, a mode, a global
-        hook, TransformerLens' own capture hooks or a hook outside every component needs the
-        bridge throughout."""
-        if not any_hooks(self.watched) or any(
-            m.__dict__.get("_capture_hook_handles") for m in self.layers
-        ):
+        hook or a hook outside every component needs the bridge throughout. The capture hooks
+        TransformerLens leaves installed after a restructuring flag is cleared do not count."""
+        if not any_hooks(self.watched):
             return self.swaps if self.unwatched() else []
         if forced_bridge(self.bridge, self.bridge.cfg, self.eager) or global_hooks():
             return []
-        if any_hooks(self.rest):
+        captures = [m for m in self.layers if m.__dict__.get("_capture_hook_handles")]
+        ignored = set().union(*map(tl_capture_ids, captures))
+
+        def hooked(states: list[dict]) -> bool:
+            if not ignored:
+                return any_hooks(states)
+            return any_hooks(states) and bool(watched_owners(states, states, ignored))
+
+        if hooked(self.rest):
             return []
         return [swap for swap, (states, inert) in zip(self.swaps, self.parts, strict=True)
-                if not any_hooks(states) and _only_inert(inert)]
+                if not hooked(states) and _only_inert(inert)]
 
     def takes(self, kwargs: Mapping[str, Any]) -> bool:
         """True when TransformerLens' forward would hand these HF keyword arguments to the HF
