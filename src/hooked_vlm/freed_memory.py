@@ -5,7 +5,7 @@ holds ~800 MB. glibc's malloc returns freed memory at the top of its heap to the
 more than a (dynamic, tens of MB) threshold is free, so when the previous call's cache is
 dropped its pages go back, and the next call's cache takes fresh pages that the kernel must
 fault in and zero: on a 2-core CPU that cost more than the eager recomputation of every
-attention pattern (every hook: 1.60x the HF SDPA forward with glibc's defaults, 1.29x with
+attention pattern (every hook: 1.60x the HF SDPA forward with glibc's defaults, 1.28x with
 freed memory kept; `benchmarks/overhead.py`). PyTorch's CUDA allocator keeps freed blocks for
 the same reason; its CPU allocator is plain ``malloc``.
 
