@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -46,12 +45,10 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
         return False
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError off glibc
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
+    process = ctypes.CDLL(None)  # the C library this process already runs on
+    if not hasattr(process, "gnu_get_libc_version") or not hasattr(process, "mallopt"):
+        return False  # not glibc (musl has no mallopt parameters of these numbers)
+    mallopt = process.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     if not (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, limit)):
         return False

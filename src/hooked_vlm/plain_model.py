@@ -79,7 +79,7 @@ class PlainModel:
         self.inert = inert  # those carrying one hook of ours that is inert with nothing hooked
         # per swap, the states it takes out of the forward (a container's own, not its
         # layers', which have swaps of their own); the states no swap takes out
-        self.parts, self.rest = _partition(swaps, watched, inert)
+        self.parts, self.rest, self.rest_inert = _partition(swaps, watched, inert)
         self.eager = [m for m in bridge.modules() if hasattr(type(m), "force_eager")]
         self.layers = bypassed(bridge)
         self.root = [bridge.__dict__]
@@ -99,7 +99,7 @@ class PlainModel:
         if hasattr(bridge, "pos_embed"):
             return None  # TL sets the batch size of its position bridge in its forward
         swaps: list[Swap] = []
-        if not _swaps(bridge.original_model, twins, swaps):
+        if not _swaps(bridge.original_model, twins, swaps) or not swaps:
             return None
         modules = [
             bridge,
@@ -111,36 +111,27 @@ class PlainModel:
 
     def unwatched(self) -> bool:
         """True while no hook, flag or mode needs the bridge anywhere in the model."""
-        if forced_bridge(self.bridge, self.bridge.cfg, self.eager):
-            return False
-        if any_hooks(self.watched):
-            captures = [m for m in self.layers if m.__dict__.get("_capture_hook_handles")]
-            if not captures:
-                return False
-            ignored = set().union(*map(tl_capture_ids, captures))
-            if watched_owners(self.watched, self.watched, ignored):
-                return False
-        return _only_inert(self.inert) and not global_hooks()
+        return len(self.quiet_swaps()) == len(self.swaps)
 
     def quiet_swaps(self) -> list[Swap]:
-        """The swaps of the components nothing watches: all of them while :meth:`unwatched`
-        holds; with hooks somewhere, those of the components without one (a watched
-        component keeps its bridge, which routes itself); none while a flag, a mode, a global
-        hook or a hook outside every component needs the bridge throughout. The capture hooks
+        """The swaps of the components nothing watches: all of them while nothing is hooked;
+        with hooks somewhere, those of the components without one (a watched component keeps
+        its bridge, which routes itself); none while a flag, a mode, a global hook or a hook
+        outside every component needs the bridge throughout. The capture hooks
         TransformerLens leaves installed after a restructuring flag is cleared do not count."""
-        if not any_hooks(self.watched):
-            return self.swaps if self.unwatched() else []
         if forced_bridge(self.bridge, self.bridge.cfg, self.eager) or global_hooks():
             return []
+        if not any_hooks(self.watched) and _only_inert(self.inert):
+            return self.swaps  # the common case, decided in C
         captures = [m for m in self.layers if m.__dict__.get("_capture_hook_handles")]
         ignored = set().union(*map(tl_capture_ids, captures))
 
         def hooked(states: list[dict]) -> bool:
-            if not ignored:
-                return any_hooks(states)
-            return any_hooks(states) and bool(watched_owners(states, states, ignored))
+            return any_hooks(states) and (
+                not ignored or bool(watched_owners(states, states, ignored))
+            )
 
-        if hooked(self.rest):
+        if hooked(self.rest) or not _only_inert(self.rest_inert):
             return []
         return [swap for swap, (states, inert) in zip(self.swaps, self.parts, strict=True)
                 if not hooked(states) and _only_inert(inert)]
@@ -167,8 +158,9 @@ class PlainModel:
         kwargs: Mapping[str, Any],
         swaps: list[Swap] | None = None,
     ) -> Float[Tensor, "batch pos vocab"]:
-        """Logits of the HF model with ``swaps`` (default: :meth:`quiet_swaps`) applied for the
-        call: only while :meth:`takes` holds.
+        """Logits of the HF model, without TransformerLens' forward around it, with ``swaps``
+        (default: :meth:`quiet_swaps`; ``[]``: every component through its bridge) applied
+        for the call: only while :meth:`takes` holds.
 
         Example:
             >>> logits = plain(ids, kwargs)  # every bridge out while nothing is hooked
@@ -181,13 +173,6 @@ class PlainModel:
         finally:
             for modules, name, _, bridged in swaps:
                 modules[name] = bridged
-
-    def bridged(
-        self, input_ids: Int[Tensor, "batch pos"], kwargs: Mapping[str, Any]
-    ) -> Float[Tensor, "batch pos vocab"]:
-        """Logits of the HF model with all its bridges (each component routes itself),
-        without TransformerLens' forward around it: only while :meth:`takes` holds."""
-        return self(input_ids, kwargs, [])
 
 
 def _only_inert(states: list[dict]) -> bool:
@@ -205,12 +190,13 @@ def _only_inert(states: list[dict]) -> bool:
 
 def _partition(
     swaps: list[Swap], watched: list[dict], inert: list[dict]
-) -> tuple[list[tuple[list[dict], list[dict]]], list[dict]]:
+) -> tuple[list[tuple[list[dict], list[dict]]], list[dict], list[dict]]:
     """Per swap, ``(states, inert states)`` of the hook points and bridge components it takes
     out of a forward: its bridge's subtree less the subtrees of swaps nested in it (a
-    container's layers), which come after it in ``swaps``. And the watched states of none."""
+    container's layers), which come after it in ``swaps``. Then the watched and the inert
+    states no swap takes out."""
     claimed: set[int] = set()
-    inert_ids = {id(state) for state in inert}
+    inert_ids = set(map(id, inert))
     parts: list[tuple[list[dict], list[dict]]] = []
     for _, _, _, bridged in reversed(swaps):
         states = [m.__dict__ for m in bridged.modules()
@@ -220,8 +206,9 @@ def _partition(
         parts.append(([d for d in states if id(d) not in inert_ids],
                       [d for d in states if id(d) in inert_ids]))
     parts.reverse()
-    rest = [d for d in watched if id(d) not in claimed]
-    return parts, rest
+    unclaimed = [d for d in [*watched, *inert] if id(d) not in claimed]
+    return (parts, [d for d in unclaimed if id(d) not in inert_ids],
+            [d for d in unclaimed if id(d) in inert_ids])
 
 
 def _swaps(module: torch.nn.Module, twins: dict[int, torch.nn.Module], out: list[Swap]) -> bool:
